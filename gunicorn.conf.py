@@ -1,0 +1,97 @@
+"""gunicorn configuration for Shelver: HTTP workers plus a pool of consumer processes.
+
+Run: gunicorn -c gunicorn.conf.py
+
+The HTTP side is plain gunicorn (settings below, overridable with GUNICORN_CMD_ARGS or flags).
+The consumer pool is started from the server hooks: see workers/pool.py for why it looks the way
+it does. This file is executed again on SIGHUP, so module-level code must be idempotent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.process
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+# Both directories must be in the environment before prometheus_client is imported anywhere:
+# HTTP workers inherit the master's environment, consumers receive it when spawned.
+for _variable, _prefix in (("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-"),
+                           ("SHELVER_STATE_DIR", "shelver-state-")):
+    if not os.environ.get(_variable):
+        os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
+
+from prometheus_client import multiprocess  # noqa: E402
+
+from workers.pool import ConsumerPool  # noqa: E402
+from workers.settings import ConfigError, Settings  # noqa: E402
+
+wsgi_app = "service:create_app()"
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+# gthread workers: /health and /metrics stay responsive while a slow client holds a thread.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+graceful_timeout = 10
+timeout = 30
+accesslog = os.environ.get("ACCESS_LOG") or None
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+proc_name = "shelver"
+# One control socket per user by default; several Shelvers on one machine (tests) would collide.
+control_socket_disable = True
+
+EXIT_CONFIG = 3
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"shelver: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _reset_dir(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    for entry in os.listdir(path):
+        target = os.path.join(path, entry)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+
+
+def on_starting(server: Any) -> None:
+    settings = _load_settings()
+    # Counters from a previous run would be summed into this one's.
+    _reset_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    _reset_dir(settings.state_dir)
+    server.shelver_pool = ConsumerPool(settings, server.log)
+    server.shelver_pool.start()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # This HTTP worker inherited the master's list of multiprocessing children (the consumers);
+    # left there, its exit handler would SIGTERM and try to join them.
+    multiprocessing.process._children.clear()  # type: ignore[attr-defined]
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_reload(server: Any) -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        server.log.error("shelver: configuration error, keeping the running consumers: %s", exc)
+        return
+    server.shelver_pool.reload(settings)
+
+
+def on_exit(server: Any) -> None:
+    pool = getattr(server, "shelver_pool", None)
+    if pool is not None:
+        pool.stop()

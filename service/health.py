@@ -1,0 +1,125 @@
+"""Health aggregation from the pool's and the consumers' status files, plus Prometheus totals.
+
+Two views, because an orchestrator needs both and must not confuse them:
+- `/health/live` (liveness): every consumer process is alive and its main loop beats. An AWS
+  outage does not fail it, so an outage does not make every pod restart at once.
+- `/health` (readiness and overall status): additionally, every consumer completed a receive call
+  within HEALTH_MAX_POLL_AGE_SECONDS. An SQS outage or a stuck consumer turns it 503.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+
+from service.metrics_view import counter_totals
+from workers.settings import Settings
+from workers.status import WAKEABLE_STATES, ConsumerStatus, read_consumer_status, read_pool
+
+_TOTALS = {
+    "received": "shelver_messages_received",
+    "stored": "shelver_books_stored",
+    "dead_lettered": "shelver_messages_dead_lettered",
+    "retried": "shelver_messages_retried",
+}
+
+
+@dataclass(frozen=True)
+class ConsumerHealth:
+    slot: int
+    pid: int
+    state: str
+    alive: bool
+    healthy: bool
+    seconds_since_last_poll: float | None
+    restarts: int
+    last_error: str | None
+
+
+def _pid_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def consumer_health(settings: Settings, now: float | None = None) -> list[ConsumerHealth]:
+    now = time.time() if now is None else now
+    report = []
+    for slot in read_pool(settings.state_dir):
+        status = read_consumer_status(settings.state_dir, slot.pid) if slot.pid else None
+        alive = (
+            status is not None
+            and _pid_exists(slot.pid)
+            and now - status.heartbeat_at <= settings.heartbeat_timeout_seconds
+        )
+        since_poll = None
+        if status is not None and status.last_poll_at is not None:
+            since_poll = round(max(0.0, now - status.last_poll_at), 3)
+        healthy = (alive and since_poll is not None
+                   and since_poll <= settings.health_max_poll_age_seconds)
+        report.append(ConsumerHealth(
+            slot=slot.slot,
+            pid=slot.pid,
+            state=_state(slot.pid, status, alive),
+            alive=alive,
+            healthy=healthy,
+            seconds_since_last_poll=since_poll,
+            restarts=slot.restarts,
+            last_error=status.last_error if status else None,
+        ))
+    return report
+
+
+def _state(pid: int, status: ConsumerStatus | None, alive: bool) -> str:
+    if not pid:
+        return "restarting"
+    if status is None:
+        return "starting"
+    return status.state if alive else "unresponsive"
+
+
+def _complete(settings: Settings, consumers: list[ConsumerHealth]) -> bool:
+    return len(consumers) == settings.consumers
+
+
+def health_report(settings: Settings) -> tuple[int, dict[str, object]]:
+    consumers = consumer_health(settings)
+    ok = _complete(settings, consumers) and all(c.healthy for c in consumers)
+    totals = counter_totals(tuple(_TOTALS.values()))
+    body: dict[str, object] = {
+        "status": "ok" if ok else "degraded",
+        "consumers": [asdict(c) for c in consumers],
+        "totals": {key: int(totals[name]) for key, name in _TOTALS.items()},
+    }
+    return (200 if ok else 503), body
+
+
+def liveness_report(settings: Settings) -> tuple[int, dict[str, object]]:
+    consumers = consumer_health(settings)
+    ok = _complete(settings, consumers) and all(c.alive for c in consumers)
+    return (200 if ok else 503), {
+        "status": "ok" if ok else "down",
+        "alive": sum(1 for c in consumers if c.alive),
+        "expected": settings.consumers,
+    }
+
+
+def wake_idle_consumers(settings: Settings) -> int:
+    """Signal every consumer waiting on a timer (idle between polls, or in an error backoff)."""
+    woken = 0
+    for consumer in consumer_health(settings):
+        if consumer.alive and consumer.state in WAKEABLE_STATES:
+            try:
+                os.kill(consumer.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                continue
+            woken += 1
+    return woken

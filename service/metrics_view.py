@@ -1,0 +1,34 @@
+"""The reader side of prometheus_client's multiprocess mode: aggregate every process's files."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample
+
+
+def _registry() -> CollectorRegistry:
+    # A fresh registry per call: the files change between scrapes, and the default registry
+    # would also report this HTTP worker's own (per-process) collectors.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def render_metrics() -> tuple[bytes, str]:
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def counter_totals(names: tuple[str, ...]) -> dict[str, float]:
+    """Sum each named counter over all its labels and processes (`<name>_total` samples)."""
+    totals = dict.fromkeys(names, 0.0)
+    for family in _registry().collect():
+        for sample in family.samples:
+            name = _counter_name(sample)
+            if name in totals:
+                totals[name] += sample.value
+    return totals
+
+
+def _counter_name(sample: Sample) -> str:
+    return sample.name[: -len("_total")] if sample.name.endswith("_total") else ""

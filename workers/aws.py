@@ -1,0 +1,47 @@
+"""boto3 clients for one consumer process.
+
+Each consumer builds its own session and clients after it starts (boto3 sessions are not
+fork-safe and not meant to be shared across processes); its threads share these clients, which
+are thread-safe, with a connection pool sized to the threads so no thread waits for a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+# Headroom above the processing threads: the main loop, the visibility keeper and the DLQ sends
+# also hold connections.
+_EXTRA_CONNECTIONS = 4
+
+
+@dataclass(frozen=True)
+class Clients:
+    sqs_receive: Any  # long-poll client: its read timeout must outlast WaitTimeSeconds
+    sqs: Any  # every other SQS call: short timeouts so a slow SQS cannot stall the keeper
+    s3: Any
+
+
+def make_clients(threads: int, wait_time_seconds: int) -> Clients:
+    session = boto3.session.Session()
+    pool = threads + _EXTRA_CONNECTIONS
+
+    def config(read_timeout: float) -> Config:
+        # Few fast botocore retries for blips; longer outages are handled by SQS visibility
+        # backoff, which survives a crash, where an in-process retry loop would not.
+        return Config(
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=3,
+            read_timeout=read_timeout,
+            max_pool_connections=pool,
+            tcp_keepalive=True,
+        )
+
+    return Clients(
+        sqs_receive=session.client("sqs", config=config(wait_time_seconds + 10)),
+        sqs=session.client("sqs", config=config(10)),
+        s3=session.client("s3", config=config(60)),
+    )

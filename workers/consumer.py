@@ -1,0 +1,362 @@
+"""One consumer process: owns its boto3 clients and its receive stream.
+
+Threads, each with one job:
+- main: long-polls the queue, splits a batch by message group, hands the groups to the pool of
+  processing threads, then deletes / backs off / releases every message of the batch;
+- processing threads (`CONSUMER_THREADS`): one message group each, strictly in order;
+- keeper: extends the visibility of held messages, writes the status file, notices orphaning.
+
+Signals only set flags and wake the main thread through a self-pipe (as gunicorn's arbiter does):
+TERM/INT stop gracefully, USR1 asks for an immediate poll, HUP is ignored (the pool reloads us).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from types import FrameType
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers import metrics
+from workers.aws import make_clients
+from workers.inflight import HeldMessages
+from workers.processing import BookProcessor, Outcome, Result, backoff_seconds, failure_reason
+from workers.settings import Settings
+from workers.status import ConsumerStatus, write_consumer_status
+from workers.storage import BookStore
+from workers.transport import Message, SqsTransport, discover_queue
+
+log = logging.getLogger(__name__)
+
+# Named exit codes, read by the pool.
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_ORPHANED = 4
+
+# After the parent dies, the consumer has this long to hand back what it holds before it exits
+# anyway (its messages then reappear once their visibility runs out: late, not lost).
+ORPHAN_GRACE_SECONDS = 3.0
+# Receive errors (SQS down, credentials, ...) back off exponentially up to this.
+MAX_RECEIVE_BACKOFF_SECONDS = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """Everything a consumer needs, passed by the pool when it spawns one (must pickle)."""
+
+    slot: int
+    restarts: int
+    settings: Settings
+    parent_pid: int
+
+
+class Consumer:
+    def __init__(self, spec: ConsumerSpec) -> None:
+        self.spec = spec
+        self.settings = spec.settings
+        self.pid = os.getpid()
+        self._stopping = False
+        self._orphaned_at: float | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._status = ConsumerStatus(
+            slot=spec.slot, pid=self.pid, state="starting", restarts=spec.restarts,
+            started_at=time.time(), heartbeat_at=time.time(),
+        )
+        self._status_lock = threading.Lock()
+        self._held: HeldMessages | None = None
+        self._transport: SqsTransport | None = None
+        self._next_depth_sample = 0.0
+        self._abandoned = False
+
+    # -- signals: set a flag and wake the main thread, nothing else -----------------------------
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._handle_stop)
+        signal.signal(signal.SIGINT, self._handle_stop)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # the wakeup fd does the work
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def _wake(self) -> None:
+        # A full pipe means a wake-up is already pending: wake-ups coalesce.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"!")
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep until the timeout, a signal, or a wake-up; drain pending wake-ups."""
+        if seconds > 0 and not self._stopping:
+            select.select([self._wake_r], [], [], seconds)
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- status ---------------------------------------------------------------------------------
+    def _update(self, **changes: object) -> None:
+        with self._status_lock:
+            self._status = dataclasses.replace(self._status, **changes)  # type: ignore[arg-type]
+            write_consumer_status(self.settings.state_dir, self._status)
+
+    def _beat(self, state: str | None = None) -> None:
+        changes: dict[str, object] = {"heartbeat_at": time.time()}
+        if state is not None:
+            changes["state"] = state
+        self._update(**changes)
+
+    # -- main loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signals()
+        self._update(state="starting")
+        keeper = threading.Thread(target=self._keep, name="keeper", daemon=True)
+        keeper.start()
+        clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds)
+        if not self._connect(clients.sqs, clients.sqs_receive):
+            return self._finish(EXIT_OK)
+        assert self._transport is not None and self._held is not None
+        processor = BookProcessor(BookStore(clients.s3), self._transport,
+                                  self.settings.genre_buckets)
+        executor = ThreadPoolExecutor(self.settings.consumer_threads, thread_name_prefix="group")
+        self._consume(processor, executor)
+        # Threads still busy past the stop deadline are abandoned, not waited for: the pool's
+        # KILL would come next anyway, and their messages reappear after the visibility timeout.
+        executor.shutdown(wait=not self._abandoned, cancel_futures=True)
+        return self._finish(EXIT_ORPHANED if self._orphaned_at else EXIT_OK)
+
+    def _connect(self, sqs: object, sqs_receive: object) -> bool:
+        """Find the queue, retrying with backoff: a missing queue must not become a crash loop."""
+        delay = 1.0
+        while not self._stopping:
+            self._beat()
+            try:
+                queue = discover_queue(sqs, self.settings.input_queue)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                log.error("consumer %d cannot resolve queue %r, retrying in %.0f s: %s",
+                          self.spec.slot, self.settings.input_queue, delay, exc)
+                self._update(state="backoff", last_error=f"queue lookup: {exc}")
+                self._sleep(delay)
+                delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
+                continue
+            if queue.dead_letter_url is None:
+                log.warning("input queue %s has no RedrivePolicy: invalid messages will stay "
+                            "on the queue", queue.url)
+            self._transport = SqsTransport(sqs_receive, sqs, queue)
+            self._held = HeldMessages(self._transport, queue.visibility_timeout,
+                                      self.settings.visibility_ceiling_seconds)
+            log.info("consumer %d (pid %d) consuming %s (visibility %d s, dlq %s)",
+                     self.spec.slot, self.pid, queue.url, queue.visibility_timeout,
+                     queue.dead_letter_url)
+            return True
+        return False
+
+    def _consume(self, processor: BookProcessor, executor: ThreadPoolExecutor) -> None:
+        assert self._transport is not None and self._held is not None
+        error_delay = 1.0
+        while not self._stopping:
+            self._sample_depth()
+            self._beat("polling")
+            try:
+                messages = self._transport.receive(self.settings.wait_time_seconds)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                metrics.RECEIVE_CALLS.labels(result="error").inc()
+                log.error("consumer %d receive failed, retrying in %.0f s: %s",
+                          self.spec.slot, error_delay, exc)
+                self._update(state="backoff", last_error=f"receive: {failure_reason(exc)}")
+                self._sleep(error_delay)
+                error_delay = min(error_delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
+                continue
+            error_delay = 1.0
+            received_at = time.monotonic()
+            now = time.time()
+            metrics.LAST_POLL_TIMESTAMP.set(now)
+            self._update(last_poll_at=now, last_error=None)
+            if not messages:
+                metrics.RECEIVE_CALLS.labels(result="empty").inc()
+                if self.settings.poll_interval_seconds:
+                    self._beat("idle")
+                    self._sleep(self.settings.poll_interval_seconds)
+                continue
+            metrics.RECEIVE_CALLS.labels(result="messages").inc()
+            metrics.MESSAGES_RECEIVED.inc(len(messages))
+            self._held.hold(messages, received_at)
+            if self._stopping:
+                self._settle([Result(m, Outcome.RELEASED, "shutdown") for m in messages])
+                break
+            self._beat("processing")
+            self._settle(self._process_batch(processor, executor, messages))
+
+    def _process_batch(self, processor: BookProcessor, executor: ThreadPoolExecutor,
+                       messages: list[Message]) -> list[Result]:
+        groups: OrderedDict[str, list[Message]] = OrderedDict()
+        for m in messages:
+            groups.setdefault(m.group_id, []).append(m)
+        futures: dict[Future[list[Result]], list[Message]] = {
+            executor.submit(processor.process_group, group, self.stopping): group
+            for group in groups.values()
+        }
+        started = time.monotonic()
+        pending = set(futures)
+        deadline: float | None = None
+        while pending:
+            _, pending = wait_futures(pending, timeout=1.0)
+            now = time.monotonic()
+            if self._stopping and deadline is None:
+                deadline = now + self.settings.stop_timeout_seconds
+            if deadline is not None and now > deadline:
+                log.warning("consumer %d stopping with %d message group(s) still in progress; "
+                            "their messages reappear after their visibility timeout",
+                            self.spec.slot, len(pending))
+                self._abandoned = True
+                break
+            # A batch older than the visibility ceiling means a stuck thread: stop beating and
+            # let the pool replace us rather than hold the messages forever.
+            if now - started < self.settings.visibility_ceiling_seconds:
+                self._beat()
+        results: list[Result] = []
+        for future, group in futures.items():
+            if future in pending:
+                continue
+            try:
+                results.extend(future.result())
+            except Exception as exc:  # a bug, not an AWS failure: back off, never drop
+                log.exception("consumer %d failed processing group %s", self.spec.slot,
+                              group[0].group_id)
+                metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
+                results.extend(Result(m, Outcome.RETRY, "internal_error") for m in group)
+        return results
+
+    def _settle(self, results: list[Result]) -> None:
+        """Delete finished messages, back off failed ones, release the rest: batched."""
+        assert self._transport is not None and self._held is not None
+        done = [r.message for r in results if r.outcome.done]
+        changes = []
+        for r in results:
+            if r.outcome is Outcome.RETRY:
+                changes.append((r.message, backoff_seconds(
+                    r.message.receive_count, self.settings.retry_backoff_base_seconds,
+                    self.settings.retry_backoff_max_seconds)))
+            elif r.outcome is Outcome.RELEASED:
+                changes.append((r.message, 0))
+        released = sum(1 for r in results if r.outcome is Outcome.RELEASED)
+        try:
+            if done:
+                self._held.forget(done)
+                failed = self._transport.delete(done)
+                metrics.DELETE_FAILURES.inc(len(failed))
+            self._held.give_back(changes)
+            metrics.MESSAGES_RELEASED.inc(released)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            # Undeleted messages come back after their visibility timeout and are rewritten
+            # idempotently; un-released ones just wait out their timeout. Late, never lost.
+            log.error("consumer %d could not settle %d message(s): %s", self.spec.slot,
+                      len(results), exc)
+            self._held.forget([r.message for r in results])
+
+    def _sample_depth(self) -> None:
+        assert self._transport is not None
+        now = time.monotonic()
+        if now < self._next_depth_sample:
+            return
+        self._next_depth_sample = now + self.settings.queue_sample_seconds
+        try:
+            visible, in_flight = self._transport.depth()
+        except (ClientError, BotoCoreError, OSError) as exc:
+            log.warning("consumer %d could not sample queue depth: %s", self.spec.slot, exc)
+            return
+        metrics.QUEUE_MESSAGES.labels(state="visible").set(visible)
+        metrics.QUEUE_MESSAGES.labels(state="in_flight").set(in_flight)
+
+    def _finish(self, code: int) -> int:
+        self._update(state="stopped")
+        log.info("consumer %d (pid %d) stopped", self.spec.slot, self.pid)
+        return code
+
+    # -- keeper thread --------------------------------------------------------------------------
+    def _keep(self) -> None:
+        while True:
+            held = self._held
+            interval = held.check_interval if held is not None else 0.5
+            time.sleep(interval)
+            try:
+                if held is not None:
+                    held.extend_due()
+            except (ClientError, BotoCoreError, OSError) as exc:
+                log.warning("consumer %d could not extend visibility: %s", self.spec.slot, exc)
+            self._watch_parent()
+
+    def _watch_parent(self) -> None:
+        if os.getppid() == self.spec.parent_pid:
+            return
+        if self._orphaned_at is None:
+            log.error("consumer %d: the gunicorn master is gone, stopping", self.spec.slot)
+            self._orphaned_at = time.monotonic()
+            self._stopping = True
+            self._wake()
+        elif time.monotonic() - self._orphaned_at > ORPHAN_GRACE_SECONDS:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Orphaned and the main loop is still busy (e.g. in a long poll): hand back what we
+        hold that is not being processed, then exit at once."""
+        held = self._held
+        if held is not None:
+            # If this fails they reappear after their visibility timeout anyway.
+            with contextlib.suppress(ClientError, BotoCoreError, OSError):
+                held.give_back([(m, 0) for m in held.held_messages()])
+        logging.shutdown()
+        os._exit(EXIT_ORPHANED)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the thread that spawned us (the pool's) goes away."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the keeper's getppid() watch still catches orphaning
+
+
+def consumer_main(spec: ConsumerSpec) -> None:
+    """Process entry point (multiprocessing target)."""
+    _die_with_parent()
+    # Our own process group: a Ctrl-C in the terminal goes to gunicorn, which stops us in order,
+    # instead of racing the pool's restart logic.
+    os.setpgrp()
+    logging.basicConfig(
+        level=spec.settings.log_level,
+        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] consumer-{spec.slot}: %(message)s",
+        stream=sys.stderr,
+    )
+    consumer = Consumer(spec)
+    if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
+        sys.exit(EXIT_ORPHANED)
+    try:
+        code = consumer.run()
+    except Exception:
+        log.exception("consumer %d crashed", spec.slot)
+        code = EXIT_CRASHED
+    logging.shutdown()
+    # os._exit, not sys.exit: abandoned processing threads must not hold the exit up (the
+    # interpreter would join them), and there is nothing left to flush.
+    os._exit(code)

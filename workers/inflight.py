@@ -1,0 +1,98 @@
+"""Messages a consumer holds, and the heartbeat that keeps them invisible while it does.
+
+A FIFO message that becomes visible again while we still work on it would be delivered to another
+consumer: a duplicate write, and possibly an out-of-order one. So every message between receive
+and delete/release is registered here and its visibility is extended before it runs out, up to
+a ceiling after which we let SQS redeliver it (the consumer is presumably stuck).
+
+One lock covers the registry and every visibility change, so an extension can never land after a
+release and hide a message again that we just gave back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from workers import metrics
+from workers.transport import Message, SqsTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Held:
+    message: Message
+    received_at: float  # monotonic
+    visible_at: float  # monotonic: when SQS will hand the message out again
+
+
+class HeldMessages:
+    def __init__(
+        self,
+        transport: SqsTransport,
+        visibility_timeout: int,
+        ceiling_seconds: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = transport
+        self._timeout = visibility_timeout
+        self._ceiling = ceiling_seconds
+        self._clock = clock
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def check_interval(self) -> float:
+        """How often `extend_due` must run to extend every message in time."""
+        return max(0.05, min(1.0, self._timeout / 4))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, messages: Sequence[Message], received_at: float) -> None:
+        with self._lock:
+            for m in messages:
+                self._held[m.receipt_handle] = _Held(m, received_at, received_at + self._timeout)
+
+    def forget(self, messages: Sequence[Message]) -> None:
+        """Stop tracking messages that are being deleted (an extension after delete is harmless)."""
+        with self._lock:
+            for m in messages:
+                self._held.pop(m.receipt_handle, None)
+
+    def give_back(self, changes: Sequence[tuple[Message, int]]) -> None:
+        """Stop tracking these messages and set their visibility (0 = release now, >0 = backoff)."""
+        if not changes:
+            return
+        with self._lock:
+            for m, _ in changes:
+                self._held.pop(m.receipt_handle, None)
+            self._transport.change_visibility(changes)
+
+    def held_messages(self) -> list[Message]:
+        with self._lock:
+            return [h.message for h in self._held.values()]
+
+    def extend_due(self) -> int:
+        """Extend every held message whose visibility runs out within half a timeout."""
+        with self._lock:
+            now = self._clock()
+            due = [
+                h for h in self._held.values()
+                if h.visible_at - now < self._timeout / 2
+                and now + self._timeout - h.received_at <= self._ceiling
+            ]
+            if not due:
+                return 0
+            failed = self._transport.change_visibility([(h.message, self._timeout) for h in due])
+            failed_handles = {m.receipt_handle for m in failed}
+            for h in due:
+                if h.message.receipt_handle not in failed_handles:
+                    h.visible_at = now + self._timeout
+        extended = len(due) - len(failed)
+        metrics.VISIBILITY_EXTENSIONS.inc(extended)
+        return extended

@@ -1,0 +1,76 @@
+"""Prometheus metrics shared by every Shelver process.
+
+Writers (consumers, the pool in the gunicorn master) update these objects; prometheus_client's
+multiprocess mode persists them under PROMETHEUS_MULTIPROC_DIR, and the reader side
+(`service.metrics_view`) aggregates every process's files per scrape. The directory must be set in
+the environment before this module is first imported in a process: gunicorn.conf.py does that.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+MESSAGES_RECEIVED = Counter(
+    "shelver_messages_received_total", "Messages received from the input queue."
+)
+BOOKS_STORED = Counter(
+    "shelver_books_stored_total", "Books written to their genre bucket.", ["genre"]
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "shelver_messages_dead_lettered_total",
+    "Messages moved to the dead-letter queue, by reason.",
+    ["reason"],
+)
+MESSAGES_RETRIED = Counter(
+    "shelver_messages_retried_total",
+    "Messages put back on the queue with a backoff after a failure, by reason.",
+    ["reason"],
+)
+MESSAGES_RELEASED = Counter(
+    "shelver_messages_released_total",
+    "Messages made visible again without processing (behind a failed message, or at shutdown).",
+)
+DELETE_FAILURES = Counter(
+    "shelver_delete_failures_total",
+    "Processed messages whose delete failed; SQS will redeliver them and the write is idempotent.",
+)
+PROCESSING_SECONDS = Histogram(
+    "shelver_processing_seconds",
+    "Time to process one message, from decode to stored or dead-lettered.",
+    buckets=_LATENCY_BUCKETS,
+)
+S3_PUT_SECONDS = Histogram(
+    "shelver_s3_put_seconds", "Time to write one book to S3.", buckets=_LATENCY_BUCKETS
+)
+RECEIVE_CALLS = Counter(
+    "shelver_receive_calls_total",
+    "ReceiveMessage calls by result: messages, empty or error.",
+    ["result"],
+)
+VISIBILITY_EXTENSIONS = Counter(
+    "shelver_visibility_extensions_total",
+    "Visibility timeout extensions of messages held by a consumer.",
+)
+CONSUMERS_ALIVE = Gauge(
+    "shelver_consumers_alive",
+    "Consumer processes currently alive, as seen by the pool.",
+    multiprocess_mode="livemax",
+)
+CONSUMER_RESTARTS = Counter(
+    "shelver_consumer_restarts_total",
+    "Consumer processes replaced after they died or stopped heartbeating.",
+    ["reason"],
+)
+QUEUE_MESSAGES = Gauge(
+    "shelver_queue_messages",
+    "Approximate input queue depth, sampled periodically: visible or in_flight.",
+    ["state"],
+    multiprocess_mode="livemostrecent",
+)
+LAST_POLL_TIMESTAMP = Gauge(
+    "shelver_last_successful_poll_timestamp_seconds",
+    "Unix time of the last ReceiveMessage call that succeeded.",
+    multiprocess_mode="livemax",
+)

@@ -1,0 +1,256 @@
+"""The consumer pool: a supervisor for consumer processes, run by the gunicorn master.
+
+gunicorn's arbiter knows nothing of these processes, so the pool supervises them itself, from
+one thread of the master, in the arbiter's style: `spawn_`, `reap_`, `murder_`, `manage_`.
+Three gunicorn facts shape it (see ../shared/FACTS.md):
+- the master reaps ANY child with waitpid(-1), so `Process.is_alive()`/`exitcode` lie once it has;
+  deaths are detected through each process's sentinel pipe instead, and a consumer reports a clean
+  exit in its status file;
+- HTTP workers are forked from the master and inherit multiprocessing's child list;
+  gunicorn.conf.py clears it in post_fork, and the pool drops reaped processes from it so that
+  nothing signals a reused pid;
+- consumers are started with the "spawn" method: a fresh interpreter inherits no listening socket
+  and no boto3 state, whenever it is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_sentinels
+from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+from prometheus_client import multiprocess
+
+from workers import metrics
+from workers.consumer import ConsumerSpec, consumer_main
+from workers.settings import Settings
+from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
+
+# A consumer that dies sooner than this after its start counts as crashing, and its slot's
+# restarts back off exponentially up to MAX_RESPAWN_DELAY.
+QUICK_CRASH_SECONDS = 10.0
+MAX_RESPAWN_DELAY = 60.0
+# Extra time given to consumers past their own stop deadline before they are killed.
+KILL_GRACE_SECONDS = 5.0
+_TICK = 0.5
+
+
+class Logger(Protocol):
+    def info(self, msg: str, *args: object) -> None: ...
+    def warning(self, msg: str, *args: object) -> None: ...
+    def error(self, msg: str, *args: object) -> None: ...
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: BaseProcess | None = None
+    started_at: float = 0.0  # monotonic
+    started_wall: float = 0.0
+    restarts: int = 0
+    quick_crashes: int = 0
+    respawn_at: float = 0.0  # monotonic; when process is None
+    murdered: bool = False  # killed by the pool for a missed heartbeat
+
+
+@dataclass
+class _Retiring:
+    process: BaseProcess
+    kill_at: float
+
+
+@dataclass
+class ConsumerPool:
+    settings: Settings
+    log: Logger
+    _slots: list[_Slot] = field(default_factory=list)
+    _retiring: list[_Retiring] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _pending_settings: Settings | None = None
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._master_pid = os.getpid()
+
+    # -- called from gunicorn hooks (main thread): set state, the pool thread acts on it --------
+    def start(self) -> None:
+        # The pool thread spawns every consumer: PR_SET_PDEATHSIG is tied to the spawning thread,
+        # which must therefore live as long as the consumers.
+        self._thread = threading.Thread(target=self._run, name="shelver-pool", daemon=True)
+        self._thread.start()
+
+    def reload(self, settings: Settings) -> None:
+        self._pending_settings = settings
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- the pool thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        self.resize_slots(self.settings.consumers)
+        while not self._stop.is_set():
+            try:
+                self.manage_consumers()
+            except Exception as exc:  # the supervisor must outlive any one bad tick
+                self.log.error("consumer pool: unexpected error: %r", exc)
+            self._wait_for_deaths(_TICK)
+        self.stop_consumers()
+
+    def manage_consumers(self) -> None:
+        self.reap_consumers()
+        self.murder_stale_consumers()
+        if self._pending_settings is not None:
+            settings, self._pending_settings = self._pending_settings, None
+            self.replace_consumers(settings)
+        self.spawn_due_consumers()
+        self.publish()
+
+    def resize_slots(self, count: int) -> None:
+        for slot in self._slots[count:]:
+            if slot.process is not None:
+                self.retire(slot.process)
+        self._slots = self._slots[:count] + [_Slot(i) for i in range(len(self._slots), count)]
+
+    def spawn_due_consumers(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.process is None and now >= slot.respawn_at:
+                self.spawn_consumer(slot)
+
+    def spawn_consumer(self, slot: _Slot) -> None:
+        spec = ConsumerSpec(slot=slot.index, restarts=slot.restarts, settings=self.settings,
+                            parent_pid=self._master_pid)
+        process = self._ctx.Process(target=consumer_main, args=(spec,),
+                                    name=f"shelver-consumer-{slot.index}", daemon=True)
+        process.start()
+        slot.process = process
+        slot.started_at = time.monotonic()
+        slot.started_wall = time.time()
+        self.log.info("consumer %d started (pid %s)", slot.index, process.pid)
+
+    def reap_consumers(self) -> None:
+        for slot in self._slots:
+            process = slot.process
+            if process is None or not _is_dead(process):
+                continue
+            clean = self._forget(process)
+            lived = time.monotonic() - slot.started_at
+            slot.process = None
+            slot.restarts += 1
+            slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_SECONDS else 0
+            delay = 0.0
+            if slot.quick_crashes > 1:
+                delay = min(2.0 ** (slot.quick_crashes - 1), MAX_RESPAWN_DELAY)
+            slot.respawn_at = time.monotonic() + delay
+            reason = "heartbeat" if slot.murdered else "exited" if clean else "died"
+            slot.murdered = False
+            metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
+            self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
+                           slot.index, process.pid, reason, lived, delay)
+        for retiring in list(self._retiring):
+            if _is_dead(retiring.process):
+                self._forget(retiring.process)
+                self._retiring.remove(retiring)
+            elif time.monotonic() > retiring.kill_at:
+                self.kill(retiring.process)
+
+    def murder_stale_consumers(self) -> None:
+        """SIGKILL consumers whose main loop stopped beating; the reaper then replaces them."""
+        now = time.time()
+        for slot in self._slots:
+            process = slot.process
+            if process is None or process.pid is None:
+                continue
+            status = read_consumer_status(self.settings.state_dir, process.pid)
+            last_beat = max(status.heartbeat_at if status else 0.0, slot.started_wall)
+            if not slot.murdered and now - last_beat > self.settings.heartbeat_timeout_seconds:
+                self.log.error("consumer %d (pid %s) has not beaten for %.0f s: killing it",
+                               slot.index, process.pid, now - last_beat)
+                slot.murdered = True
+                self.kill(process)
+
+    def replace_consumers(self, settings: Settings) -> None:
+        """SIGHUP: start a new generation with the new settings, stop the old one gracefully."""
+        self.log.info("consumer pool: reloading %d consumer(s)", len(self._slots))
+        self.settings = settings
+        self.resize_slots(settings.consumers)
+        for slot in self._slots:
+            if slot.process is not None:
+                self.retire(slot.process)
+                slot.process = None
+            slot.respawn_at = 0.0
+            slot.quick_crashes = 0
+
+    def retire(self, process: BaseProcess) -> None:
+        self.terminate(process)
+        deadline = self.settings.wait_time_seconds + self.settings.stop_timeout_seconds
+        self._retiring.append(_Retiring(process, time.monotonic() + deadline + KILL_GRACE_SECONDS))
+
+    def stop_consumers(self) -> None:
+        """TERM every consumer, wait up to the deadline, then KILL the stragglers."""
+        for slot in self._slots:
+            if slot.process is not None:
+                self.retire(slot.process)
+                slot.process = None
+        while self._retiring:
+            self.reap_consumers()
+            self._wait_for_deaths(0.1)
+        metrics.CONSUMERS_ALIVE.set(0)
+        self.log.info("consumer pool stopped")
+
+    def publish(self) -> None:
+        slots = [
+            PoolSlot(slot=s.index, pid=(s.process.pid or 0) if s.process else 0,
+                     restarts=s.restarts, started_at=s.started_wall)
+            for s in self._slots
+        ]
+        write_pool(self.settings.state_dir, slots)
+        metrics.CONSUMERS_ALIVE.set(sum(1 for s in self._slots if s.process is not None))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def terminate(self, process: BaseProcess) -> None:
+        self._signal(process, signal.SIGTERM)
+
+    def kill(self, process: BaseProcess) -> None:
+        self._signal(process, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(process: BaseProcess, signum: int) -> None:
+        if process.pid is not None and not _is_dead(process):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+
+    def _forget(self, process: BaseProcess) -> bool:
+        """Clean up after a dead consumer; True if it exited cleanly (said so in its status)."""
+        pid = process.pid or 0
+        status = read_consumer_status(self.settings.state_dir, pid)
+        process.join(0)  # reaps it unless gunicorn's waitpid(-1) already did
+        # Never let multiprocessing's exit handler signal or join this pid later: it may be reused.
+        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        remove_consumer_status(self.settings.state_dir, pid)
+        return status is not None and status.state == "stopped"
+
+    def _wait_for_deaths(self, timeout: float) -> None:
+        sentinels = [s.process.sentinel for s in self._slots if s.process is not None]
+        sentinels += [r.process.sentinel for r in self._retiring]
+        if sentinels:
+            wait_sentinels(sentinels, timeout)
+        else:
+            self._stop.wait(timeout)
+
+
+def _is_dead(process: BaseProcess) -> bool:
+    # The sentinel becomes readable when the process ends, whoever reaps it.
+    return bool(wait_sentinels([process.sentinel], 0))

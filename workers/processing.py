@@ -1,0 +1,137 @@
+"""What happens to one message, and to one message group, independent of SQS mechanics.
+
+The result of each message says what the transport must do with it: delete it (stored or
+dead-lettered), back it off (transient failure, or a poison message with no DLQ to send it to), or
+release it untouched (behind a failed message in its group, or at shutdown).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers import metrics
+from workers.books import InvalidBook, decode_book
+from workers.storage import BookStore, KeyConflict, WriteContention
+from workers.transport import Message, SqsTransport
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DEAD_LETTERED = "dead_lettered"
+    RETRY = "retry"
+    RELEASED = "released"
+
+    @property
+    def done(self) -> bool:
+        """The message is finished with and must be deleted from the input queue."""
+        return self in (Outcome.STORED, Outcome.DEAD_LETTERED)
+
+
+@dataclass(frozen=True)
+class Result:
+    message: Message
+    outcome: Outcome
+    reason: str = ""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short label for a transient failure, used in logs and as a metric label."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "client_error"))
+    return type(exc).__name__
+
+
+class BookProcessor:
+    def __init__(
+        self,
+        store: BookStore,
+        transport: SqsTransport,
+        genre_buckets: Mapping[str, str],
+    ) -> None:
+        self._store = store
+        self._transport = transport
+        self._genre_buckets = genre_buckets
+
+    def process_group(
+        self, messages: Sequence[Message], stopping: Callable[[], bool]
+    ) -> list[Result]:
+        """Process one group's messages strictly in order.
+
+        The first message that must be retried stops the group: the ones after it are released
+        so SQS hands them out again only after it, which keeps the group's order.
+        """
+        results: list[Result] = []
+        for index, message in enumerate(messages):
+            if stopping():
+                results.extend(Result(m, Outcome.RELEASED, "shutdown") for m in messages[index:])
+                break
+            result = self.process(message)
+            results.append(result)
+            if result.outcome is Outcome.RETRY:
+                results.extend(Result(m, Outcome.RELEASED, "behind_retry")
+                               for m in messages[index + 1:])
+                break
+        return results
+
+    def process(self, message: Message) -> Result:
+        started = time.perf_counter()
+        try:
+            return self._process(message)
+        finally:
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    def _process(self, message: Message) -> Result:
+        try:
+            book = decode_book(message.body, self._genre_buckets)
+        except InvalidBook as invalid:
+            return self._reject(message, invalid)
+        try:
+            with metrics.S3_PUT_SECONDS.time():
+                stored = self._store.store(book, message.message_id)
+        except KeyConflict as conflict:
+            return self._reject(message, InvalidBook("key_conflict", str(conflict)))
+        except (ClientError, BotoCoreError, OSError, WriteContention) as exc:
+            reason = failure_reason(exc)
+            log.warning("book %r (message %s) not stored, will retry: %s",
+                        book.id, message.message_id, exc)
+            metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
+            return Result(message, Outcome.RETRY, reason)
+        log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
+                  stored.outcome)
+        metrics.BOOKS_STORED.labels(genre=book.genre).inc()
+        return Result(message, Outcome.STORED)
+
+    def _reject(self, message: Message, invalid: InvalidBook) -> Result:
+        if self._transport.queue.dead_letter_url is None:
+            # Deleting it would lose it: keep it on the queue, loudly, until an operator acts.
+            log.error("message %s is invalid (%s: %s) and the input queue has no dead-letter "
+                      "queue; it stays on the queue", message.message_id, invalid.reason,
+                      invalid.detail)
+            metrics.MESSAGES_RETRIED.labels(reason=invalid.reason).inc()
+            return Result(message, Outcome.RETRY, invalid.reason)
+        try:
+            self._transport.dead_letter(message, invalid.reason, invalid.detail)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            reason = failure_reason(exc)
+            log.warning("message %s could not be dead-lettered, will retry: %s",
+                        message.message_id, exc)
+            metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
+            return Result(message, Outcome.RETRY, reason)
+        log.error("message %s dead-lettered: %s: %s", message.message_id, invalid.reason,
+                  invalid.detail)
+        metrics.MESSAGES_DEAD_LETTERED.labels(reason=invalid.reason).inc()
+        return Result(message, Outcome.DEAD_LETTERED, invalid.reason)
+
+
+def backoff_seconds(receive_count: int, base: float, cap: float) -> int:
+    """Exponential visibility backoff for a message's n-th failed attempt, capped."""
+    exponent = min(max(receive_count - 1, 0), 30)
+    return int(min(cap, base * (2 ** exponent)))

@@ -1,0 +1,167 @@
+"""Configuration: environment variables only, validated once at start-up.
+
+Every error names the variable and the form it accepts, so a bad deploy stops at start-up with a
+message an operator can act on, never later inside a consumer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from workers.books import parse_genre_buckets
+
+T = TypeVar("T")
+
+# SQS limits that bound several settings.
+MAX_WAIT_TIME_SECONDS = 20
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value Shelver cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    input_queue: str = "InputQueue.fifo"
+    genre_buckets: Mapping[str, str] = field(
+        default_factory=lambda: {"scifi": "scifi", "romance": "romance"}
+    )
+    consumers: int = 2
+    consumer_threads: int = 4
+    wait_time_seconds: int = 20
+    poll_interval_seconds: float = 0.0
+    visibility_ceiling_seconds: int = 3_600
+    retry_backoff_base_seconds: float = 2.0
+    retry_backoff_max_seconds: float = 300.0
+    heartbeat_timeout_seconds: float = 60.0
+    stop_timeout_seconds: float = 30.0
+    health_max_poll_age_seconds: float = 60.0
+    queue_sample_seconds: float = 15.0
+    state_dir: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _EnvReader(env)
+        defaults = cls()
+        settings = cls(
+            input_queue=reader.get("INPUT_QUEUE", _non_empty, defaults.input_queue,
+                                   "a queue name or URL"),
+            genre_buckets=reader.get("GENRE_BUCKETS", parse_genre_buckets,
+                                     defaults.genre_buckets,
+                                     "genre=bucket pairs separated by commas, "
+                                     "e.g. scifi=scifi,romance=romance"),
+            consumers=reader.get("CONSUMERS", _int_between(1, 64), defaults.consumers,
+                                 "an integer from 1 to 64"),
+            consumer_threads=reader.get("CONSUMER_THREADS", _int_between(1, 64),
+                                        defaults.consumer_threads, "an integer from 1 to 64"),
+            wait_time_seconds=reader.get("WAIT_TIME_SECONDS",
+                                         _int_between(0, MAX_WAIT_TIME_SECONDS),
+                                         defaults.wait_time_seconds, "an integer from 0 to 20"),
+            poll_interval_seconds=reader.get("POLL_INTERVAL_SECONDS", _seconds(0, 3600),
+                                             defaults.poll_interval_seconds,
+                                             "seconds from 0 to 3600"),
+            visibility_ceiling_seconds=reader.get("VISIBILITY_CEILING_SECONDS",
+                                                  _int_between(1, MAX_VISIBILITY_SECONDS),
+                                                  defaults.visibility_ceiling_seconds,
+                                                  "an integer from 1 to 43200"),
+            retry_backoff_base_seconds=reader.get("RETRY_BACKOFF_BASE_SECONDS",
+                                                  _seconds(0, MAX_VISIBILITY_SECONDS),
+                                                  defaults.retry_backoff_base_seconds,
+                                                  "seconds from 0 to 43200"),
+            retry_backoff_max_seconds=reader.get("RETRY_BACKOFF_MAX_SECONDS",
+                                                 _seconds(0, MAX_VISIBILITY_SECONDS),
+                                                 defaults.retry_backoff_max_seconds,
+                                                 "seconds from 0 to 43200"),
+            heartbeat_timeout_seconds=reader.get("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS",
+                                                 _seconds(1, 86_400),
+                                                 defaults.heartbeat_timeout_seconds,
+                                                 "seconds from 1 to 86400"),
+            stop_timeout_seconds=reader.get("CONSUMER_STOP_TIMEOUT_SECONDS", _seconds(1, 3600),
+                                            defaults.stop_timeout_seconds,
+                                            "seconds from 1 to 3600"),
+            health_max_poll_age_seconds=reader.get("HEALTH_MAX_POLL_AGE_SECONDS",
+                                                   _seconds(1, 86_400),
+                                                   defaults.health_max_poll_age_seconds,
+                                                   "seconds from 1 to 86400"),
+            queue_sample_seconds=reader.get("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600),
+                                            defaults.queue_sample_seconds,
+                                            "seconds from 1 to 3600"),
+            state_dir=env.get("SHELVER_STATE_DIR", ""),
+            log_level=reader.get("LOG_LEVEL", _log_level, defaults.log_level,
+                                 "one of DEBUG, INFO, WARNING, ERROR"),
+        )
+        settings.check_consistency()
+        return settings
+
+    def check_consistency(self) -> None:
+        """Cross-variable rules: each names both variables involved."""
+        # A consumer blocked in a long poll does not beat; the timeouts must leave room for it.
+        if self.heartbeat_timeout_seconds <= self.wait_time_seconds + 5:
+            raise ConfigError(
+                "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS must exceed WAIT_TIME_SECONDS by more than 5 s "
+                f"(got {self.heartbeat_timeout_seconds:g} and {self.wait_time_seconds})"
+            )
+        poll_gap = self.wait_time_seconds + self.poll_interval_seconds
+        if self.health_max_poll_age_seconds <= poll_gap:
+            raise ConfigError(
+                "HEALTH_MAX_POLL_AGE_SECONDS must exceed WAIT_TIME_SECONDS + POLL_INTERVAL_SECONDS "
+                f"(got {self.health_max_poll_age_seconds:g} and {poll_gap:g})"
+            )
+        if self.retry_backoff_max_seconds < self.retry_backoff_base_seconds:
+            raise ConfigError(
+                "RETRY_BACKOFF_MAX_SECONDS must be at least RETRY_BACKOFF_BASE_SECONDS "
+                f"(got {self.retry_backoff_max_seconds:g} and {self.retry_backoff_base_seconds:g})"
+            )
+
+
+@dataclass(frozen=True)
+class _EnvReader:
+    env: Mapping[str, str]
+
+    def get(self, name: str, parse: Callable[[str], T], default: T, accepted: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {accepted} ({exc})") from None
+
+
+def _non_empty(raw: str) -> str:
+    if not raw:
+        raise ValueError("empty")
+    return raw
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"{value} is out of range")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:  # also rejects nan
+            raise ValueError(f"{raw} is out of range")
+        return value
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"unknown level {raw}")
+    return level

@@ -1,0 +1,80 @@
+"""Status files: how consumers and the pool tell the HTTP workers how they are doing.
+
+Each file has exactly one writer and is replaced atomically, so readers never see half a file and
+never take a lock: `pool.json` is written by the pool (in the gunicorn master) and names the current
+consumer of every slot; `consumer-<pid>.json` is written by that consumer. `/health` and `/` read
+them without touching AWS, and the pool reads the consumers' heartbeats from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+POOL_FILE = "pool.json"
+# States in which a consumer waits on a timer, so that a wake-up makes it poll at once.
+WAKEABLE_STATES = frozenset({"idle", "backoff"})
+
+
+@dataclass(frozen=True)
+class ConsumerStatus:
+    slot: int
+    pid: int
+    state: str
+    restarts: int
+    started_at: float
+    heartbeat_at: float
+    last_poll_at: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolSlot:
+    slot: int
+    pid: int
+    restarts: int
+    started_at: float
+
+
+def consumer_file(state_dir: str | Path, pid: int) -> Path:
+    return Path(state_dir) / f"consumer-{pid}.json"
+
+
+def write_atomically(path: Path, payload: object) -> None:
+    # A per-writer temporary name, then rename: readers see the old or the new file, never a mix.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(orjson.dumps(payload))
+    os.replace(tmp, path)
+
+
+def write_consumer_status(state_dir: str | Path, status: ConsumerStatus) -> None:
+    write_atomically(consumer_file(state_dir, status.pid), dataclasses.asdict(status))
+
+
+def read_consumer_status(state_dir: str | Path, pid: int) -> ConsumerStatus | None:
+    try:
+        raw = orjson.loads(consumer_file(state_dir, pid).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return ConsumerStatus(**raw)
+
+
+def remove_consumer_status(state_dir: str | Path, pid: int) -> None:
+    consumer_file(state_dir, pid).unlink(missing_ok=True)
+
+
+def write_pool(state_dir: str | Path, slots: list[PoolSlot]) -> None:
+    write_atomically(Path(state_dir) / POOL_FILE, [dataclasses.asdict(s) for s in slots])
+
+
+def read_pool(state_dir: str | Path) -> list[PoolSlot]:
+    try:
+        raw = orjson.loads((Path(state_dir) / POOL_FILE).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return []
+    return [PoolSlot(**item) for item in raw]

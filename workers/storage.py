@@ -1,0 +1,174 @@
+"""Writing a book into its genre bucket with S3 conditional writes.
+
+The common case (a new title) is one PutObject with ``If-None-Match: *``.  When the key is
+taken, the ``book-id`` metadata of the existing file decides: the same book is replaced with
+``If-Match: <etag>`` (an update or a redelivery), a different book goes to its alternate key
+``object_key(title, id)``.  Conditional writes make this safe against concurrent writers: no
+write ever lands on a file that was checked to belong to another book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+
+from workers.books import Book, object_key
+
+MAX_ATTEMPTS = 5
+CONTENT_TYPE = "application/json"
+# S3 caps all user metadata at 2 KB; an id encoded longer than this is stored as its hash.
+MAX_META_ID_CHARS = 1024
+
+# Printable ASCII except '%' (the escape) and space (HTTP trims it at the ends) stays readable.
+_META_SAFE = "".join(ch for ch in string.printable if "!" <= ch <= "~" and ch != "%")
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+class KeyConflict(Exception):
+    """A permanent failure: both the title key and the alternate key hold other books.
+
+    Only possible when different ids sanitize to the same id part, or a title containing '~'
+    looks like another book's alternate key; retrying cannot help, the message needs a human.
+    """
+
+
+class WriteContention(Exception):
+    """A transient failure: the key kept changing under us for ``MAX_ATTEMPTS`` rounds."""
+
+
+@dataclass(frozen=True)
+class StoredBook:
+    bucket: str
+    key: str
+    outcome: str  # "created" | "replaced" | "created_alternate" | "replaced_alternate"
+
+
+@dataclass(frozen=True)
+class _Existing:
+    book_id: str | None  # as stored in metadata (encoded form); None if absent
+    etag: str
+
+
+def metadata_id(value: str) -> str:
+    """Encode a value for S3 user metadata, which must be ASCII.
+
+    ASCII stays as it is except '%', space and controls; anything else is percent-encoded
+    (decode with ``urllib.parse.unquote``).  Comparisons are made on this encoded form, which is
+    deterministic, so over-long ids can be replaced by their hash without ambiguity.
+    """
+    encoded = quote(value.encode("utf-8", "surrogatepass"), safe=_META_SAFE)
+    if len(encoded) > MAX_META_ID_CHARS:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return encoded
+
+
+class BookStore:
+    """Files books into S3; safe to share between threads (boto3 clients are thread-safe)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def store(self, book: Book, message_id: str) -> StoredBook:
+        """Write ``book`` and say how; any S3 or network error propagates unchanged."""
+        for _ in range(MAX_ATTEMPTS):
+            stored = self._attempt(book, message_id)
+            if stored is not None:
+                return stored
+        raise WriteContention(
+            f"s3://{book.bucket}/{object_key(book.title)} changed concurrently "
+            f"{MAX_ATTEMPTS} times while storing book {book.id!r}"
+        )
+
+    def _attempt(self, book: Book, message_id: str) -> StoredBook | None:
+        """One round; None means the key changed between our requests, so start over."""
+        key = object_key(book.title)
+        if self._put(book, key, message_id, if_none_match=True):
+            return StoredBook(book.bucket, key, "created")
+        existing = self._head(book.bucket, key)
+        if existing is None:
+            return None
+        own_id = metadata_id(book.id)
+        if existing.book_id == own_id:
+            if self._put(book, key, message_id, if_match=existing.etag):
+                return StoredBook(book.bucket, key, "replaced")
+            return None
+
+        # The alternate key is written conditionally too: a title containing '~' or ids that
+        # sanitize alike could make it another book's file, and we never overwrite those.
+        alternate = object_key(book.title, book.id)
+        if self._put(book, alternate, message_id, if_none_match=True):
+            return StoredBook(book.bucket, alternate, "created_alternate")
+        existing = self._head(book.bucket, alternate)
+        if existing is None:
+            return None
+        if existing.book_id != own_id:
+            raise KeyConflict(
+                f"s3://{book.bucket}/{key} and s3://{book.bucket}/{alternate} both belong "
+                f"to other books; book {book.id!r} was not stored"
+            )
+        if self._put(book, alternate, message_id, if_match=existing.etag):
+            return StoredBook(book.bucket, alternate, "replaced_alternate")
+        return None
+
+    def _put(
+        self,
+        book: Book,
+        key: str,
+        message_id: str,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> bool:
+        """PutObject; False if the precondition failed (the key changed), True on success."""
+        condition: dict[str, str] = {}
+        if if_none_match:
+            condition["IfNoneMatch"] = "*"
+        if if_match is not None:
+            condition["IfMatch"] = if_match
+        try:
+            self._s3.put_object(
+                Bucket=book.bucket,
+                Key=key,
+                Body=book.body,
+                ContentType=CONTENT_TYPE,
+                Metadata={"book-id": metadata_id(book.id), "message-id": metadata_id(message_id)},
+                **condition,
+            )
+        except ClientError as exc:
+            if _is_precondition_failure(exc):
+                return False
+            # If-Match on a key deleted since our HeadObject answers 404 NoSuchKey.
+            if if_match is not None and _error_code(exc) == "NoSuchKey":
+                return False
+            raise
+        return True
+
+    def _head(self, bucket: str, key: str) -> _Existing | None:
+        """Owner and ETag of an existing file; None if it was deleted since our put failed."""
+        try:
+            response = self._s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        metadata: dict[str, str] = response.get("Metadata") or {}
+        return _Existing(book_id=metadata.get("book-id"), etag=response["ETag"])
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else None
+
+
+def _is_precondition_failure(exc: ClientError) -> bool:
+    # 409 alone is not enough: other 409s (e.g. OperationAborted) are real errors.
+    return _error_code(exc) in _CONFLICT_CODES or _status(exc) == 412

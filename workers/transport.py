@@ -1,0 +1,163 @@
+"""SQS transport: receive, batched delete, visibility changes, dead-lettering, queue discovery.
+
+Nothing here knows what a book is; processing (`workers.processing`) decides what happens to a
+message and this module carries it out with as few SQS calls as the API allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SQS_BATCH = 10
+# SQS caps a message attribute value's size with the whole message; keep details readable, short.
+_MAX_DETAIL = 1000
+
+REASON_ATTRIBUTE = "shelver-reason"
+DETAIL_ATTRIBUTE = "shelver-detail"
+ORIGINAL_ID_ATTRIBUTE = "shelver-original-message-id"
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    receipt_handle: str
+    body: str
+    group_id: str
+    receive_count: int
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    url: str
+    visibility_timeout: int
+    dead_letter_url: str | None
+
+
+def chunks(items: Sequence[Any], size: int = SQS_BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
+    """Resolve the input queue, its visibility timeout and the DLQ named by its RedrivePolicy."""
+    if name_or_url.startswith(("http://", "https://")):
+        url = name_or_url
+    else:
+        url = sqs.get_queue_url(QueueName=name_or_url)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue"]
+    )["Attributes"]
+    dead_letter_url = None
+    if "RedrivePolicy" in attributes:
+        target_arn = orjson.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
+        # arn:aws:sqs:<region>:<account>:<name>
+        _, _, _, _, account, dlq_name = target_arn.split(":", 5)
+        dead_letter_url = sqs.get_queue_url(
+            QueueName=dlq_name, QueueOwnerAWSAccountId=account
+        )["QueueUrl"]
+    return QueueInfo(
+        url=url,
+        visibility_timeout=int(attributes["VisibilityTimeout"]),
+        dead_letter_url=dead_letter_url,
+    )
+
+
+@dataclass
+class SqsTransport:
+    receive_client: Any
+    client: Any
+    queue: QueueInfo
+
+    def receive(self, wait_time_seconds: int) -> list[Message]:
+        response = self.receive_client.receive_message(
+            QueueUrl=self.queue.url,
+            MaxNumberOfMessages=SQS_BATCH,
+            WaitTimeSeconds=wait_time_seconds,
+            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount"],
+        )
+        return [
+            Message(
+                message_id=raw["MessageId"],
+                receipt_handle=raw["ReceiptHandle"],
+                body=raw["Body"],
+                group_id=raw["Attributes"]["MessageGroupId"],
+                receive_count=int(raw["Attributes"].get("ApproximateReceiveCount", "1")),
+            )
+            for raw in response.get("Messages", [])
+        ]
+
+    def delete(self, messages: Sequence[Message]) -> list[Message]:
+        """Delete in batches of ten; return the messages SQS did not delete."""
+        failed: list[Message] = []
+        for batch in chunks(messages):
+            by_id = {str(i): m for i, m in enumerate(batch)}
+            response = self.client.delete_message_batch(
+                QueueUrl=self.queue.url,
+                Entries=[{"Id": i, "ReceiptHandle": m.receipt_handle} for i, m in by_id.items()],
+            )
+            failed.extend(self._report_failures("delete", by_id, response))
+        return failed
+
+    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+        """Set each message's visibility timeout (seconds from now); return those that failed."""
+        failed: list[Message] = []
+        for batch in chunks(changes):
+            by_id = {str(i): change for i, change in enumerate(batch)}
+            response = self.client.change_message_visibility_batch(
+                QueueUrl=self.queue.url,
+                Entries=[
+                    {"Id": i, "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                    for i, (m, seconds) in by_id.items()
+                ],
+            )
+            failed.extend(self._report_failures(
+                "change visibility", {i: m for i, (m, _) in by_id.items()}, response
+            ))
+        return failed
+
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        """Copy the message, body untouched, to the DLQ with why it was rejected."""
+        if self.queue.dead_letter_url is None:
+            raise RuntimeError("no dead-letter queue is configured for the input queue")
+        self.client.send_message(
+            QueueUrl=self.queue.dead_letter_url,
+            MessageBody=message.body,
+            MessageGroupId=message.group_id,
+            # A retried move (say after a crash between send and delete) is deduplicated by SQS.
+            MessageDeduplicationId=message.message_id,
+            MessageAttributes={
+                REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason},
+                DETAIL_ATTRIBUTE: {"DataType": "String", "StringValue": detail[:_MAX_DETAIL]},
+                ORIGINAL_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.message_id},
+            },
+        )
+
+    def depth(self) -> tuple[int, int]:
+        """Approximate (visible, in flight) message counts of the input queue."""
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=self.queue.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    @staticmethod
+    def _report_failures(
+        action: str, by_id: dict[str, Message], response: dict[str, Any]
+    ) -> list[Message]:
+        failed = []
+        for entry in response.get("Failed", []):
+            message = by_id[entry["Id"]]
+            log.warning("SQS could not %s message %s: %s %s", action, message.message_id,
+                        entry.get("Code"), entry.get("Message"))
+            failed.append(message)
+        return failed
