@@ -16,12 +16,29 @@ import sys
 import tempfile
 from typing import Any
 
-# Both directories must be in the environment before prometheus_client is imported anywhere:
-# HTTP workers inherit the master's environment, consumers receive it when spawned.
-for _variable, _prefix in (("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-"),
-                           ("SHELVER_STATE_DIR", "shelver-state-")):
-    if not os.environ.get(_variable):
-        os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
+
+def _reset_dir(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    for entry in os.listdir(path):
+        target = os.path.join(path, entry)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+
+
+# Both directories must be in the environment, and emptied, before prometheus_client is imported
+# (importing the metrics creates this process's files): HTTP workers inherit the master's
+# environment, consumers receive it when spawned. Done once per master, not again on SIGHUP.
+if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
+    for _variable, _prefix in (("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-"),
+                               ("SHELVER_STATE_DIR", "shelver-state-")):
+        if os.environ.get(_variable):
+            # Leftovers of a previous run would be summed into this one's counters.
+            _reset_dir(os.environ[_variable])
+        else:
+            os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
+    os.environ["_SHELVER_MASTER_PID"] = str(os.getpid())
 
 from prometheus_client import multiprocess  # noqa: E402
 
@@ -53,21 +70,8 @@ def _load_settings() -> Settings:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def _reset_dir(path: str) -> None:
-    os.makedirs(path, exist_ok=True)
-    for entry in os.listdir(path):
-        target = os.path.join(path, entry)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        else:
-            os.unlink(target)
-
-
 def on_starting(server: Any) -> None:
     settings = _load_settings()
-    # Counters from a previous run would be summed into this one's.
-    _reset_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    _reset_dir(settings.state_dir)
     server.shelver_pool = ConsumerPool(settings, server.log)
     server.shelver_pool.start()
 

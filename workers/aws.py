@@ -7,6 +7,7 @@ are thread-safe, with a connection pool sized to the threads so no thread waits 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,13 @@ class Clients:
     s3: Any
 
 
+def make_session() -> boto3.session.Session:
+    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is the name most tools document.
+    return boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+
+
 def make_clients(threads: int, wait_time_seconds: int) -> Clients:
-    session = boto3.session.Session()
+    session = make_session()
     pool = threads + _EXTRA_CONNECTIONS
 
     def config(read_timeout: float) -> Config:

@@ -348,6 +348,8 @@ def consumer_main(spec: ConsumerSpec) -> None:
         format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] consumer-{spec.slot}: %(message)s",
         stream=sys.stderr,
     )
+    # botocore announces where it found credentials and endpoints at INFO, per client.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     consumer = Consumer(spec)
     if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
         sys.exit(EXIT_ORPHANED)

@@ -12,9 +12,9 @@ import sys
 import uuid
 from collections.abc import Iterator
 
-import boto3
 import orjson
 
+from workers.aws import make_session
 from workers.transport import chunks
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     genres = [g.strip() for g in args.genres.split(",") if g.strip()]
     if args.count < 1 or args.groups < 1 or not genres:
         parser.error("--count and --groups must be >= 1 and --genres must name a genre")
-    sqs = boto3.client("sqs")
+    sqs = make_session().client("sqs")
     url = args.queue if args.queue.startswith("http") else sqs.get_queue_url(
         QueueName=args.queue)["QueueUrl"]
     books = list(sample_books(args.count, genres, args.groups, uuid.uuid4().hex[:8]))

@@ -97,6 +97,7 @@ class Settings:
                                  "one of DEBUG, INFO, WARNING, ERROR"),
         )
         settings.check_consistency()
+        _check_region(env)
         return settings
 
     def check_consistency(self) -> None:
@@ -165,3 +166,13 @@ def _log_level(raw: str) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError(f"unknown level {raw}")
     return level
+
+
+def _check_region(env: Mapping[str, str]) -> None:
+    """Fail at start-up, not in every consumer, when boto3 would not know which region to call."""
+    from workers.aws import make_session  # boto3 is heavy; only needed here
+
+    if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or make_session().region_name:
+        return
+    raise ConfigError("AWS_REGION is not set (nor AWS_DEFAULT_REGION, nor a region in the AWS "
+                      "profile): expected a region name such as us-east-1")

@@ -1,0 +1,98 @@
+# Shelver: local development, tests and CI entry points.
+#
+#   make install      service venv (.venv, Python 3.11), LocalStack venv (.venv-localstack, 3.13), node_modules
+#   make emulator     LocalStack in host mode on 127.0.0.1:$(LOCALSTACK_PORT), left running
+#   make infra        deploy serverless.yml (stage local) into it
+#   make run          all of the above, then gunicorn on $(BIND); Ctrl-C stops both
+#   make send         put $(COUNT) books of $(GENRES) on the queue
+#   make test / lint / clean
+#
+# Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
+# unless a requirements file, package.json or package-lock.json changed or a venv went missing.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+# LocalStack needs Python >= 3.12. `python3.13` if it runs (pyenv's shim is on PATH here but
+# fails while 3.13 is not selected), else pyenv's 3.13 directly.
+PYTHON_LOCALSTACK ?= $(or $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null),\
+	$(lastword $(wildcard /root/.pyenv/versions/3.13*/bin/python)),python3.13)
+
+LOCALSTACK_PORT ?= 4566
+BIND ?= 127.0.0.1:8000
+COUNT ?= 10
+GENRES ?= scifi,romance
+
+VENV := .venv
+VENV_LS := .venv-localstack
+STAMPS := .stamps
+EMULATOR := $(VENV)/bin/python scripts/emulator.py
+AWS_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCALSTACK_PORT) AWS_REGION=us-east-1 \
+	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+LINT_PATHS := service workers scripts tests
+
+# A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
+rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
+
+.PHONY: help install install-prometheus emulator emulator-down infra run send test lint clean FORCE
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
+
+$(STAMPS)/venv: requirements/app.txt requirements/dev.txt $(call rebuild_if_missing,$(VENV)/bin/python)
+	@mkdir -p $(STAMPS)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+$(STAMPS)/venv-localstack: requirements/localstack.txt $(call rebuild_if_missing,$(VENV_LS)/bin/python)
+	@mkdir -p $(STAMPS)
+	test -x $(VENV_LS)/bin/python || $(PYTHON_LOCALSTACK) -m venv $(VENV_LS)
+	$(VENV_LS)/bin/python -m pip install --quiet -r requirements/localstack.txt
+	touch $@
+
+$(STAMPS)/node: package.json package-lock.json $(call rebuild_if_missing,node_modules/.bin/osls)
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund
+	touch $@
+
+install-prometheus:
+	@if ! command -v prometheus >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
+
+emulator: $(STAMPS)/venv $(STAMPS)/venv-localstack
+	$(EMULATOR) up --port $(LOCALSTACK_PORT) --data-dir .run/localstack
+
+emulator-down:
+	$(EMULATOR) down
+
+infra: emulator $(STAMPS)/node
+	$(EMULATOR) deploy --stage local --port $(LOCALSTACK_PORT)
+
+run: install
+	LOCALSTACK_PORT=$(LOCALSTACK_PORT) BIND=$(BIND) scripts/run-local.sh
+
+send: $(STAMPS)/venv
+	$(AWS_ENV) $(VENV)/bin/python -m workers.producer --count $(COUNT) --genres $(GENRES)
+
+test: install install-prometheus
+	$(VENV)/bin/python -m pytest -q tests
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
+
+# Keeps the venvs and node_modules (slow to rebuild); stops an emulator started by `make emulator`.
+clean:
+	-test -x $(VENV)/bin/python && $(EMULATOR) down
+	rm -rf $(STAMPS) .run .serverless .pytest_cache .mypy_cache .ruff_cache
+	find . \( -path ./.git -o -path ./$(VENV) -o -path ./$(VENV_LS) -o -path ./node_modules \) -prune \
+		-o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+FORCE:
