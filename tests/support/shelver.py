@@ -1,0 +1,176 @@
+"""Run a real `gunicorn -c gunicorn.conf.py` for a test, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from scripts.emulator import free_port
+from tests.support.aws import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
+
+# Fast settings for tests: short long-polls so shutdowns and restarts are quick.
+TEST_DEFAULTS = {
+    "WAIT_TIME_SECONDS": "1",
+    "CONSUMERS": "2",
+    "CONSUMER_THREADS": "4",
+    "WEB_CONCURRENCY": "2",
+    "RETRY_BACKOFF_BASE_SECONDS": "1",
+    "RETRY_BACKOFF_MAX_SECONDS": "2",
+    "CONSUMER_STOP_TIMEOUT_SECONDS": "20",
+    "HEALTH_MAX_POLL_AGE_SECONDS": "15",
+    "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS": "30",
+    "QUEUE_SAMPLE_SECONDS": "1",
+}
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+
+
+@dataclass
+class Shelver:
+    env: dict[str, str]
+    run_dir: Path
+    port: int = field(default_factory=free_port)
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"gunicorn-{self.port}.log"
+
+    def full_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
+        env.update(TEST_DEFAULTS)
+        env.update(self.env)
+        env.update({
+            "BIND": f"127.0.0.1:{self.port}",
+            "SHELVER_STATE_DIR": str(self.run_dir / f"state-{self.port}"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
+            # Found in /proc/<pid>/environ of every process this Shelver starts.
+            "SHELVER_TEST_MARKER": self.marker,
+        })
+        return env
+
+    def start(self) -> Shelver:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=REPO, env=self.full_env(),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> Response:
+        def healthy() -> Response | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n"
+                                     f"{self.log()}")
+            response = self.get("/health")
+            return response if response.status == 200 else None
+        return wait_until(healthy, timeout, what=f"/health 200 on {self.url}")  # type: ignore[no-any-return]
+
+    def request(self, method: str, path: str) -> Response:
+        req = urllib.request.Request(self.url + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as answer:
+                return Response(answer.status, _decode(answer.read()))
+        except urllib.error.HTTPError as error:
+            return Response(error.code, _decode(error.read()))
+        except (urllib.error.URLError, ConnectionError):
+            return Response(0, None)
+
+    def get(self, path: str) -> Response:
+        return self.request("GET", path)
+
+    def post(self, path: str) -> Response:
+        return self.request("POST", path)
+
+    def metrics(self) -> dict[str, float]:
+        """Samples of /metrics as {'name{labels}': value}."""
+        req = urllib.request.Request(self.url + "/metrics")
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            text = answer.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def consumer_pids(self) -> list[int]:
+        return [c["pid"] for c in self.get("/health").body["consumers"]]
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def processes(self) -> list[int]:
+        """Every live process carrying this Shelver's marker (master, workers, consumers)."""
+        needle = f"SHELVER_TEST_MARKER={self.marker}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
+            if needle in environ.split(b"\0") and not zombie:
+                found.append(int(entry))
+        return found
+
+    def stop(self) -> None:
+        """TERM, wait, then KILL anything of ours still alive: a test never leaks processes."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace")
