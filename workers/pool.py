@@ -4,8 +4,10 @@ gunicorn's arbiter knows nothing of these processes, so the pool supervises them
 one thread of the master, in the arbiter's style: `spawn_`, `reap_`, `murder_`, `manage_`.
 Three gunicorn facts shape it (see ../shared/FACTS.md):
 - the master reaps ANY child with waitpid(-1), so `Process.is_alive()`/`exitcode` lie once it has;
-  deaths are detected through each process's sentinel pipe instead, and a consumer reports a clean
-  exit in its status file;
+  deaths are detected through a pidfd per consumer instead (readable when the process ends,
+  whoever reaps it), and a consumer reports a clean exit in its status file. multiprocessing's
+  sentinel pipe is no substitute: an HTTP worker forked while a consumer is being spawned
+  inherits the pipe's write end and keeps it open, so the sentinel would miss that death;
 - HTTP workers are forked from the master and inherit multiprocessing's child list;
   gunicorn.conf.py clears it in post_fork, and the pool drops reaped processes from it so that
   nothing signals a reused pid;
@@ -19,11 +21,11 @@ import contextlib
 import multiprocessing
 import multiprocessing.process
 import os
+import select
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_sentinels
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
@@ -49,10 +51,45 @@ class Logger(Protocol):
     def error(self, msg: str, *args: object) -> None: ...
 
 
+class ConsumerProcess:
+    """A spawned consumer and a pidfd that tells when it has ended."""
+
+    def __init__(self, process: BaseProcess) -> None:
+        self.process = process
+        self.pid: int = process.pid or 0
+        try:
+            self._pidfd: int | None = os.pidfd_open(self.pid)
+        except ProcessLookupError:  # already gone (and reaped by gunicorn)
+            self._pidfd = None
+
+    def fileno(self) -> int:
+        """Readable once the process has ended, so `select` can watch it."""
+        assert self._pidfd is not None
+        return self._pidfd
+
+    def is_dead(self) -> bool:
+        return self._pidfd is None or bool(select.select([self._pidfd], [], [], 0)[0])
+
+    def signal(self, signum: int) -> None:
+        if self._pidfd is not None and not self.is_dead():
+            # pidfd_send_signal would be the race-free form; Python has no binding for it, and a
+            # live pidfd means the pid has not been recycled yet.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def close(self) -> None:
+        self.process.join(0)  # reaps it unless gunicorn's waitpid(-1) already did
+        # Never let multiprocessing's exit handler signal or join this pid later: it may be reused.
+        multiprocessing.process._children.discard(self.process)  # type: ignore[attr-defined]
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
 @dataclass
 class _Slot:
     index: int
-    process: BaseProcess | None = None
+    process: ConsumerProcess | None = None
     started_at: float = 0.0  # monotonic
     started_wall: float = 0.0
     restarts: int = 0
@@ -63,7 +100,7 @@ class _Slot:
 
 @dataclass
 class _Retiring:
-    process: BaseProcess
+    process: ConsumerProcess
     kill_at: float
 
 
@@ -134,7 +171,7 @@ class ConsumerPool:
         process = self._ctx.Process(target=consumer_main, args=(spec,),
                                     name=f"shelver-consumer-{slot.index}", daemon=True)
         process.start()
-        slot.process = process
+        slot.process = ConsumerProcess(process)
         slot.started_at = time.monotonic()
         slot.started_wall = time.time()
         self.log.info("consumer %d started (pid %s)", slot.index, process.pid)
@@ -142,7 +179,7 @@ class ConsumerPool:
     def reap_consumers(self) -> None:
         for slot in self._slots:
             process = slot.process
-            if process is None or not _is_dead(process):
+            if process is None or not process.is_dead():
                 continue
             clean = self._forget(process)
             lived = time.monotonic() - slot.started_at
@@ -159,7 +196,7 @@ class ConsumerPool:
             self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
                            slot.index, process.pid, reason, lived, delay)
         for retiring in list(self._retiring):
-            if _is_dead(retiring.process):
+            if retiring.process.is_dead():
                 self._forget(retiring.process)
                 self._retiring.remove(retiring)
             elif time.monotonic() > retiring.kill_at:
@@ -170,7 +207,7 @@ class ConsumerPool:
         now = time.time()
         for slot in self._slots:
             process = slot.process
-            if process is None or process.pid is None:
+            if process is None:
                 continue
             status = read_consumer_status(self.settings.state_dir, process.pid)
             last_beat = max(status.heartbeat_at if status else 0.0, slot.started_wall)
@@ -192,7 +229,7 @@ class ConsumerPool:
             slot.respawn_at = 0.0
             slot.quick_crashes = 0
 
-    def retire(self, process: BaseProcess) -> None:
+    def retire(self, process: ConsumerProcess) -> None:
         self.terminate(process)
         deadline = self.settings.wait_time_seconds + self.settings.stop_timeout_seconds
         self._retiring.append(_Retiring(process, time.monotonic() + deadline + KILL_GRACE_SECONDS))
@@ -211,7 +248,7 @@ class ConsumerPool:
 
     def publish(self) -> None:
         slots = [
-            PoolSlot(slot=s.index, pid=(s.process.pid or 0) if s.process else 0,
+            PoolSlot(slot=s.index, pid=s.process.pid if s.process else 0,
                      restarts=s.restarts, started_at=s.started_wall)
             for s in self._slots
         ]
@@ -219,38 +256,27 @@ class ConsumerPool:
         metrics.CONSUMERS_ALIVE.set(sum(1 for s in self._slots if s.process is not None))
 
     # -- helpers -------------------------------------------------------------------------------
-    def terminate(self, process: BaseProcess) -> None:
-        self._signal(process, signal.SIGTERM)
-
-    def kill(self, process: BaseProcess) -> None:
-        self._signal(process, signal.SIGKILL)
+    @staticmethod
+    def terminate(process: ConsumerProcess) -> None:
+        process.signal(signal.SIGTERM)
 
     @staticmethod
-    def _signal(process: BaseProcess, signum: int) -> None:
-        if process.pid is not None and not _is_dead(process):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signum)
+    def kill(process: ConsumerProcess) -> None:
+        process.signal(signal.SIGKILL)
 
-    def _forget(self, process: BaseProcess) -> bool:
+    def _forget(self, process: ConsumerProcess) -> bool:
         """Clean up after a dead consumer; True if it exited cleanly (said so in its status)."""
-        pid = process.pid or 0
+        pid = process.pid
         status = read_consumer_status(self.settings.state_dir, pid)
-        process.join(0)  # reaps it unless gunicorn's waitpid(-1) already did
-        # Never let multiprocessing's exit handler signal or join this pid later: it may be reused.
-        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+        process.close()
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
         remove_consumer_status(self.settings.state_dir, pid)
         return status is not None and status.state == "stopped"
 
     def _wait_for_deaths(self, timeout: float) -> None:
-        sentinels = [s.process.sentinel for s in self._slots if s.process is not None]
-        sentinels += [r.process.sentinel for r in self._retiring]
-        if sentinels:
-            wait_sentinels(sentinels, timeout)
+        watched = [s.process for s in self._slots if s.process and not s.process.is_dead()]
+        watched += [r.process for r in self._retiring if not r.process.is_dead()]
+        if watched:
+            select.select(watched, [], [], timeout)
         else:
             self._stop.wait(timeout)
-
-
-def _is_dead(process: BaseProcess) -> bool:
-    # The sentinel becomes readable when the process ends, whoever reaps it.
-    return bool(wait_sentinels([process.sentinel], 0))
