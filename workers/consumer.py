@@ -129,6 +129,7 @@ class Consumer:
     def run(self) -> int:
         self.install_signals()
         self._update(state="starting")
+        metrics.init_consumer_series(self.settings.genre_buckets)
         keeper = threading.Thread(target=self._keep, name="keeper", daemon=True)
         keeper.start()
         clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds)

@@ -8,6 +8,8 @@ the environment before this module is first imported in a process: gunicorn.conf
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -74,3 +76,25 @@ LAST_POLL_TIMESTAMP = Gauge(
     "Unix time of the last ReceiveMessage call that succeeded.",
     multiprocess_mode="livemax",
 )
+
+
+# Dead-letter reasons: the InvalidBook reasons of workers.books, plus storage's key conflict.
+DEAD_LETTER_REASONS = ("not_json", "not_object", "missing_field", "wrong_type", "unknown_genre",
+                       "key_conflict")
+RESTART_REASONS = ("died", "exited", "heartbeat")
+
+
+def init_consumer_series(genres: Iterable[str]) -> None:
+    """Create every known label combination at 0, so dashboards and rate() see a series from
+    the start instead of only after the first event."""
+    for result in ("messages", "empty", "error"):
+        RECEIVE_CALLS.labels(result=result)
+    for genre in genres:
+        BOOKS_STORED.labels(genre=genre)
+    for reason in DEAD_LETTER_REASONS:
+        MESSAGES_DEAD_LETTERED.labels(reason=reason)
+
+
+def init_pool_series() -> None:
+    for reason in RESTART_REASONS:
+        CONSUMER_RESTARTS.labels(reason=reason)

@@ -135,6 +135,7 @@ class ConsumerPool:
 
     # -- the pool thread ------------------------------------------------------------------------
     def _run(self) -> None:
+        metrics.init_pool_series()
         self.resize_slots(self.settings.consumers)
         while not self._stop.is_set():
             try:
