@@ -2,6 +2,7 @@
 #
 #   make install      service venv (.venv, Python 3.11), LocalStack venv (.venv-localstack, 3.13), node_modules
 #   make emulator     LocalStack in host mode on 127.0.0.1:$(LOCALSTACK_PORT), left running
+#   make emulator-down  stop it
 #   make infra        deploy serverless.yml (stage local) into it
 #   make run          all of the above, then gunicorn on $(BIND); Ctrl-C stops both
 #   make send         put $(COUNT) books of $(GENRES) on the queue
@@ -40,7 +41,7 @@ rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 .PHONY: help install install-prometheus emulator emulator-down infra run send test lint clean FORCE
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 

@@ -7,12 +7,16 @@ Python 3.11 while LocalStack itself runs from its own Python 3.13 venv (.venv-lo
     python scripts/emulator.py up --port 4566 --data-dir .run/localstack
     python scripts/emulator.py deploy --stage local --port 4566
     python scripts/emulator.py status --port 4566
-    python scripts/emulator.py down
+    python scripts/emulator.py down --port 4566
+
+`up` writes the pid to .run/localstack.pid (.run/localstack-<port>.pid on any other port, with
+data in .run/localstack-<port>), so emulators on different ports never clobber each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -88,9 +92,7 @@ def free_port(host: str = HOST) -> int:
 def health(endpoint: str, timeout: float = 2.0) -> dict[str, str] | None:
     """Service states from /_localstack/health, or None if nothing LocalStack-like answers."""
     try:
-        with urllib.request.urlopen(
-            f"{endpoint}/_localstack/health", timeout=timeout
-        ) as resp:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=timeout) as resp:
             body = json.load(resp)
     except (OSError, ValueError):
         return None
@@ -141,12 +143,8 @@ def _kill_group(pgid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while _alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    try:
-        os.killpg(
-            pgid, signal.SIGKILL
-        )  # stragglers of the group, or the leader if it hung
-    except ProcessLookupError:
-        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)  # stragglers of the group, or the leader if it hung
 
 
 @dataclass
@@ -224,9 +222,7 @@ class LocalStack:
             raise EmulatorError(f"LocalStack already started (pid {self._proc.pid})")
         python = self.venv / "bin" / "python"
         if not python.exists():
-            raise EmulatorError(
-                f"{python} missing: run `make install` to create {self.venv}"
-            )
+            raise EmulatorError(f"{python} missing: run `make install` to create {self.venv}")
         if _port_open(HOST, self.port):
             raise EmulatorError(f"{HOST}:{self.port} is already in use")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -239,9 +235,10 @@ class LocalStack:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # own group: stop() kills it whole, Ctrl-C does not reach it
+                # Own session and group: stop() kills it whole, Ctrl-C does not reach it.
+                start_new_session=True,
                 # Only a prctl call, no locks taken: safe with threads in the parent.
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -267,19 +264,13 @@ class LocalStack:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             # The leader if it hung, and anything it spawned that outlived it.
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
     def __enter__(self) -> Self:
@@ -332,9 +323,7 @@ def deploy(
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.output if isinstance(exc.output, str) else ""
-        raise EmulatorError(
-            f"{' '.join(cmd)} timed out after {timeout:.0f}s:\n{out}"
-        ) from exc
+        raise EmulatorError(f"{' '.join(cmd)} timed out after {timeout:.0f}s:\n{out}") from exc
     except FileNotFoundError as exc:
         raise EmulatorError("npx not found: install Node.js and run `npm ci`") from exc
     if result.returncode != 0:
@@ -345,7 +334,14 @@ def deploy(
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-DEFAULT_PID_FILE = REPO / ".run" / "localstack.pid"
+RUN_DIR = REPO / ".run"
+
+
+def default_run_path(port: int, suffix: str = "") -> Path:
+    """.run/localstack<suffix> for the default port, .run/localstack-<port><suffix> otherwise,
+    so emulators on different ports never share a pid file or a data directory."""
+    name = "localstack" if port == DEFAULT_PORT else f"localstack-{port}"
+    return RUN_DIR / f"{name}{suffix}"
 
 
 def _read_pid(pid_file: Path) -> int | None:
@@ -356,8 +352,9 @@ def _read_pid(pid_file: Path) -> int | None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    ls = LocalStack(port=args.port, data_dir=args.data_dir, die_with_parent=False)
-    pid_file: Path = args.pid_file
+    data_dir: Path = args.data_dir or default_run_path(args.port)
+    ls = LocalStack(port=args.port, data_dir=data_dir, die_with_parent=False)
+    pid_file: Path = args.pid_file or default_run_path(args.port, ".pid")
     if health(ls.endpoint) is not None:
         ls.wait_ready(args.timeout)
         print(f"LocalStack already running at {ls.endpoint}", file=sys.stderr)
@@ -383,20 +380,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    pid_file: Path = args.pid_file
+    pid_file: Path = args.pid_file or default_run_path(args.port, ".pid")
     pid = _read_pid(pid_file)
     if pid is None:
         print(f"no pid file at {pid_file}: nothing to stop", file=sys.stderr)
         return 0
-    if _alive(pid) and _is_localstack(pid):
+    running = _alive(pid) and _is_localstack(pid)
+    if running:
         _kill_group(pid, args.timeout)
+    # Before printing: on Ctrl-C the terminal's reader may be gone, and a failed write must not
+    # leave a pid file behind.
+    pid_file.unlink(missing_ok=True)
+    if running:
         print(f"stopped LocalStack (pid {pid})", file=sys.stderr)
     else:
-        print(
-            f"pid {pid} is not a running LocalStack: removing stale pid file",
-            file=sys.stderr,
-        )
-    pid_file.unlink(missing_ok=True)
+        print(f"pid {pid} is not a running LocalStack: removed stale {pid_file}", file=sys.stderr)
     return 0
 
 
@@ -416,9 +414,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         params[key] = value
     endpoint = f"http://{HOST}:{args.port}"
     if args.stage == "local" and not is_ready(endpoint):
-        raise SystemExit(
-            f"LocalStack is not running on {endpoint}: run `make emulator` first"
-        )
+        raise SystemExit(f"LocalStack is not running on {endpoint}: run `make emulator` first")
     started = time.monotonic()
     deploy(args.stage, args.port, args.repo, params)
     print(
@@ -429,20 +425,24 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", type=int, default=DEFAULT_PORT)
-        p.add_argument("--pid-file", type=Path, default=DEFAULT_PID_FILE)
+        p.add_argument(
+            "--pid-file",
+            type=Path,
+            help="default .run/localstack.pid (port 4566) or .run/localstack-<port>.pid",
+        )
 
-    up = sub.add_parser(
-        "up", help="start LocalStack unless it already answers; wait until ready"
-    )
+    up = sub.add_parser("up", help="start LocalStack unless it already answers; wait until ready")
     common(up)
-    up.add_argument("--data-dir", type=Path, default=REPO / ".run" / "localstack")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        help="default .run/localstack (port 4566) or .run/localstack-<port>",
+    )
     up.add_argument("--timeout", type=float, default=90.0)
     up.set_defaults(func=_cmd_up)
 

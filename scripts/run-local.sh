@@ -16,6 +16,8 @@ gunicorn_pid=""
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  # Ctrl-C may have killed whatever reads our output (a pager, tee): keep going regardless.
+  trap '' PIPE
   if [[ -n $gunicorn_pid ]] && kill -0 "$gunicorn_pid" 2>/dev/null; then
     kill -TERM "$gunicorn_pid" 2>/dev/null || true
     wait "$gunicorn_pid" 2>/dev/null || true

@@ -16,7 +16,7 @@ from tests.support.shelver import GUNICORN, REPO, Shelver
 
 def _slot(shelver: Shelver, slot: int) -> dict[str, object]:
     consumers = shelver.get("/health").body["consumers"]
-    return next(c for c in consumers if c["slot"] == slot)  # type: ignore[no-any-return]
+    return next(c for c in consumers if c["slot"] == slot)
 
 
 def test_a_killed_consumer_is_replaced(stack: Stack, shelver_factory: ShelverFactory):
@@ -54,8 +54,10 @@ def test_repeated_crashes_back_off(stack: Stack, shelver_factory: ShelverFactory
     for _ in range(3):
         pid = _slot(shelver, 0)["pid"]
         os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
-        wait_until(lambda pid=pid: _slot(shelver, 0)["pid"] not in (0, pid), 30, 0.1,
-                   "the consumer to be replaced")
+
+        def replaced(old: object = pid) -> bool:
+            return _slot(shelver, 0)["pid"] not in (0, old)
+        wait_until(replaced, 30, 0.1, "the consumer to be replaced")
     # First restart is immediate, the second quick crash waits 2 s, the third 4 s.
     assert "restarting in 0 s" in shelver.log()
     assert "restarting in 2 s" in shelver.log()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,8 @@ class Aws:
         return str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
 
     def attributes(self, url: str) -> dict[str, str]:
-        return dict(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
+        response = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        return dict(response["Attributes"])
 
     def clone_stack(self, visibility_timeout: int | None = None) -> Stack:
         """New resources with the deployed stack's settings (serverless.yml is the source)."""
@@ -103,9 +104,10 @@ class Aws:
             self.s3.delete_bucket(Bucket=bucket)
 
     # -- messages -----------------------------------------------------------------------------
-    def send(self, url: str, items: list[tuple[str, bytes | str | dict[str, Any]]]) -> list[str]:
+    def send(self, url: str, items: Sequence[tuple[str, bytes | str | dict[str, Any]]]
+             ) -> list[str]:
         """Send (group, body) pairs in order; dict bodies are JSON-encoded. Returns message ids."""
-        ids = []
+        ids: list[str] = []
         for start in range(0, len(items), 10):
             entries = []
             for i, (group, body) in enumerate(items[start:start + 10]):

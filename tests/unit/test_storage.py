@@ -4,11 +4,11 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError  # type: ignore[import-untyped]
-from botocore.stub import Stubber  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from workers.books import Book, object_key
@@ -113,7 +113,8 @@ def test_update_of_alternate_book_replaces_only_its_file(s3: Any) -> None:
     store.store(first, "msg-1")
     store.store(make_book("b-2", summary="old"), "msg-2")
     updated = make_book("b-2", summary="new")
-    assert store.store(updated, "msg-3") == StoredBook(BUCKET, "Dune~b-2.json", "replaced_alternate")
+    expected = StoredBook(BUCKET, "Dune~b-2.json", "replaced_alternate")
+    assert store.store(updated, "msg-3") == expected
     assert read(s3, "Dune~b-2.json")[0] == updated.body
     assert read(s3, "Dune.json")[0] == first.body
 

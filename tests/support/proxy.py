@@ -1,0 +1,404 @@
+"""A fault-injecting HTTP reverse proxy for tests (stdlib only).
+
+Put it between boto3 and an emulator (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL_SQS`` set to
+``proxy.url``) to add latency, answer with AWS-style 500/503 errors, drop connections, or simulate
+an outage, all changeable while requests flow::
+
+    with FaultProxy("http://127.0.0.1:4566") as proxy:
+        proxy.configure(delay_seconds=2.0, delay_methods={"PUT"})  # slow S3 writes only
+        ...
+        proxy.configure(error_rate=0.2)  # one request in five fails
+        proxy.outage_for(10)  # refuse everything for ten seconds
+
+Each request is read fully (S3 and SQS bodies are small) and forwarded on a fresh upstream
+connection, so client keep-alive works independently of the upstream's. Faults are decided per
+request in this order: outage, delay, reset, error, forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import random
+import socket
+import socketserver
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
+
+log = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded; Expect is answered by this proxy
+# (http.server sends "100 Continue") and Content-Length is recomputed from the body it read.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "expect",
+    "content-length",
+})
+_ERROR_CODES = {500: ("InternalError", "InternalFailure"), 503: ("SlowDown", "ServiceUnavailable")}
+_COUNTERS = ("requests", "forwarded", "delayed", "errors_injected", "resets_injected",
+             "outage_dropped", "upstream_failures")
+
+OutageMode = Literal["refuse", "blackhole"]
+
+
+@dataclass
+class FaultProxy:
+    """Reverse proxy to ``upstream`` on ``host``:``port`` (0 = a free port) with faults.
+
+    Controls (change them with ``configure``, or by plain assignment, at any time):
+    - ``delay_seconds`` + a random ``0..jitter_seconds``: added before a request is handled, for
+      requests whose method is in ``delay_methods`` (None = every method);
+    - ``error_rate``: share of requests answered here with 500 or 503 (from ``error_statuses``)
+      and an AWS-style error body: JSON for JSON-protocol requests (SQS), XML otherwise (S3);
+    - ``reset_rate``: share of requests whose connection is closed with a TCP reset, no response;
+    - ``outage_until``: ``time.monotonic()`` value until which every request is dropped:
+      ``outage_mode="refuse"`` resets the connection at once, ``"blackhole"`` holds it without
+      answering until the outage ends (or the client gives up), then resets it.
+    """
+
+    upstream: str
+    delay_seconds: float = 0.0
+    jitter_seconds: float = 0.0
+    delay_methods: frozenset[str] | set[str] | None = None
+    error_rate: float = 0.0
+    reset_rate: float = 0.0
+    outage_until: float = 0.0
+    outage_mode: OutageMode = "refuse"
+    error_statuses: tuple[int, ...] = (500, 503)
+    upstream_timeout: float = 120.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int | None = None
+    # Counters, updated under the lock; read them with `counters()` for a consistent snapshot.
+    requests: int = field(default=0, init=False)
+    forwarded: int = field(default=0, init=False)
+    delayed: int = field(default=0, init=False)
+    errors_injected: int = field(default=0, init=False)
+    resets_injected: int = field(default=0, init=False)
+    outage_dropped: int = field(default=0, init=False)
+    upstream_failures: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.upstream)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"upstream must be an http:// URL, got {self.upstream!r}")
+        self._upstream_host = parts.hostname
+        self._upstream_port = parts.port or 80
+        self._upstream_prefix = parts.path.rstrip("/")
+        self._lock = threading.Lock()
+        self._random = random.Random(self.seed)
+        self._stopped = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> FaultProxy:
+        if self._server is not None:
+            raise RuntimeError("the proxy is already started")
+        self._stopped.clear()
+        self._server = _Server((self.host, self.port), _Handler, self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"fault-proxy-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, wake delayed and black-holed requests, close every connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopped.set()
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the proxy is not started")
+        return f"http://{self.host}:{self.port}"
+
+    # -- controls ------------------------------------------------------------------------------
+    def configure(self, **changes: Any) -> None:
+        """Change several controls at once; a request sees all of them or none."""
+        controls = {f.name for f in fields(self) if f.init} - {"upstream", "host", "port", "seed"}
+        unknown = set(changes) - controls
+        if unknown:
+            raise TypeError(f"unknown proxy control(s): {sorted(unknown)}")
+        with self._lock:
+            for name, value in changes.items():
+                if name == "delay_methods" and value is not None:
+                    value = frozenset(m.upper() for m in value)
+                setattr(self, name, value)
+
+    def outage_for(self, seconds: float, mode: OutageMode | None = None) -> None:
+        self.configure(outage_until=time.monotonic() + seconds,
+                       **({} if mode is None else {"outage_mode": mode}))
+
+    def heal(self) -> None:
+        """Back to a transparent proxy (counters are kept)."""
+        self.configure(delay_seconds=0.0, jitter_seconds=0.0, delay_methods=None,
+                       error_rate=0.0, reset_rate=0.0, outage_until=0.0)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {name: getattr(self, name) for name in _COUNTERS}
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            for name in _COUNTERS:
+                setattr(self, name, 0)
+
+    # -- used by the handler -------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def _plan(self, method: str) -> _Plan:
+        """Decide every fault for one request under the lock, from one view of the controls."""
+        with self._lock:
+            self.requests += 1
+            now = time.monotonic()
+            if now < self.outage_until:
+                self.outage_dropped += 1
+                return _Plan(outage_until=self.outage_until, outage_mode=self.outage_mode)
+            delay = 0.0
+            methods = self.delay_methods
+            if methods is None or method.upper() in {m.upper() for m in methods}:
+                delay = self.delay_seconds + self._random.uniform(0, self.jitter_seconds)
+                if delay > 0:
+                    self.delayed += 1
+            reset = self._random.random() < self.reset_rate
+            error_status = None
+            if not reset and self._random.random() < self.error_rate:
+                error_status = self._random.choice(self.error_statuses)
+            return _Plan(delay=delay, reset=reset, error_status=error_status)
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep at least `seconds` (monotonic); False if the proxy stopped meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stopped.wait(remaining):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class _Plan:
+    delay: float = 0.0
+    reset: bool = False
+    error_status: int | None = None
+    outage_until: float | None = None
+    outage_mode: OutageMode = "refuse"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.to_reset: set[socket.socket] = set()
+        self.reset_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (getfqdn): skip it, loopback only.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.reset_lock:
+            reset = request in self.to_reset
+            self.to_reset.discard(request)
+        if reset:
+            # SO_LINGER 0 + close, without the usual shutdown(SHUT_WR) first: a TCP RST, no FIN.
+            with contextlib.suppress(OSError):
+                request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("fault proxy: error handling a request from %s", client_address,
+                  exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    @property
+    def proxy(self) -> FaultProxy:
+        return self.server.proxy
+
+    def setup(self) -> None:
+        super().setup()
+        with self.proxy._lock:
+            self.proxy._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.proxy._lock:
+            self.proxy._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("fault proxy: " + format, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method (do_GET, do_PUT, do_PATCH, ...) is proxied the same way.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    # -- one request ---------------------------------------------------------------------------
+    def _handle(self) -> None:
+        proxy = self.proxy
+        if proxy._stopped.is_set():
+            self._reset()
+            return
+        body = self._read_body()
+        plan = proxy._plan(self.command)
+        if plan.outage_until is not None:
+            if plan.outage_mode == "blackhole":
+                proxy._wait(plan.outage_until - time.monotonic())
+            self._reset()
+            return
+        if plan.delay > 0 and not proxy._wait(plan.delay):
+            self._reset()
+            return
+        if plan.reset:
+            proxy._count("resets_injected")
+            self._reset()
+            return
+        if plan.error_status is not None:
+            proxy._count("errors_injected")
+            self._send_error(plan.error_status)
+            return
+        self._forward(body)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers: dropped
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+
+    def _forward(self, body: bytes) -> None:
+        proxy = self.proxy
+        connection_tokens = {t.strip().lower()
+                             for t in self.headers.get("Connection", "").split(",")}
+        had_body = bool(body) or "Content-Length" in self.headers or \
+            "Transfer-Encoding" in self.headers
+        upstream = http.client.HTTPConnection(proxy._upstream_host, proxy._upstream_port,
+                                              timeout=proxy.upstream_timeout)
+        try:
+            # Host is passed through: SigV4 signed it, and emulators build URLs from it.
+            upstream.putrequest(self.command, proxy._upstream_prefix + self.path,
+                                skip_host="Host" in self.headers, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in _HOP_BY_HOP and name.lower() not in connection_tokens:
+                    upstream.putheader(name, value)
+            if had_body:
+                upstream.putheader("Content-Length", str(len(body)))
+            upstream.endheaders(body if body else None)
+            response = upstream.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            proxy._count("upstream_failures")
+            log.debug("fault proxy: upstream %s failed: %r", proxy.upstream, exc)
+            self._send_error(502, f"fault proxy: upstream failed: {exc!r}")
+            return
+        finally:
+            upstream.close()
+        proxy._count("forwarded")
+        self._respond(response.status, response.reason, response.getheaders(), payload)
+
+    def _respond(self, status: int, reason: str, headers: list[tuple[str, str]],
+                 payload: bytes) -> None:
+        bodiless = self.command == "HEAD" or status in (204, 304) or 100 <= status < 200
+        try:
+            self.send_response_only(status, reason)
+            for name, value in headers:
+                lower = name.lower()
+                if lower in _HOP_BY_HOP and not (bodiless and lower == "content-length"):
+                    continue
+                self.send_header(name, value)
+            if not bodiless:
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if not bodiless:
+                self.wfile.write(payload)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    def _send_error(self, status: int, message: str | None = None) -> None:
+        xml_code, json_code = _ERROR_CODES.get(status, ("InternalError", "InternalFailure"))
+        text = message or f"fault proxy: injected {status}"
+        message = escape(text)
+        request_id = str(uuid.uuid4())
+        content_type = self.headers.get("Content-Type", "")
+        if "json" in content_type or "X-Amz-Target" in self.headers:
+            # AWS JSON protocol (SQS since botocore 1.31): the error code is __type.
+            payload = json.dumps({"__type": json_code, "message": text}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.0"),
+                       ("x-amzn-RequestId", request_id)]
+        elif "x-www-form-urlencoded" in content_type:
+            # AWS query protocol.
+            payload = (f"<ErrorResponse><Error><Type>Receiver</Type><Code>{json_code}</Code>"
+                       f"<Message>{message}</Message></Error>"
+                       f"<RequestId>{request_id}</RequestId></ErrorResponse>").encode()
+            headers = [("Content-Type", "text/xml")]
+        else:
+            # REST-XML (S3).
+            payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{xml_code}</Code>'
+                       f"<Message>{message}</Message><RequestId>{request_id}</RequestId>"
+                       "</Error>").encode()
+            headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
+        reason = http.client.responses.get(status, "Error")
+        self._respond(status, reason, headers, payload)
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        with self.server.reset_lock:
+            self.server.to_reset.add(self.connection)
