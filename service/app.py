@@ -31,7 +31,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; `config` may carry SHELVER_SETTINGS (tests), else they come from the env."""
     app = Flask("shelver")
     app.config.update(config or {})
-    app.config.setdefault("SHELVER_SETTINGS", Settings.from_env())
+    if "SHELVER_SETTINGS" not in app.config:
+        app.config["SHELVER_SETTINGS"] = Settings.from_env()
 
     @app.route("/", methods=["GET", "POST"])
     def trigger() -> Response:

@@ -17,6 +17,9 @@ from botocore.config import Config
 # Headroom above the processing threads: the main loop, the visibility keeper and the DLQ sends
 # also hold connections.
 _EXTRA_CONNECTIONS = 4
+CONNECT_TIMEOUT_SECONDS = 3
+# A long poll answers after WaitTimeSeconds at the latest; this much more means it hangs.
+RECEIVE_READ_MARGIN_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -35,19 +38,27 @@ def make_clients(threads: int, wait_time_seconds: int) -> Clients:
     session = make_session()
     pool = threads + _EXTRA_CONNECTIONS
 
-    def config(read_timeout: float) -> Config:
+    def config(read_timeout: float, attempts: int = 3) -> Config:
         # Few fast botocore retries for blips; longer outages are handled by SQS visibility
         # backoff, which survives a crash, where an in-process retry loop would not.
         return Config(
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=3,
+            retries={"mode": "standard", "max_attempts": attempts},
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=read_timeout,
             max_pool_connections=pool,
             tcp_keepalive=True,
         )
 
     return Clients(
-        sqs_receive=session.client("sqs", config=config(wait_time_seconds + 10)),
+        # One attempt: the consumer loop retries receives itself, and a hung receive must end
+        # within receive_call_limit() so the main loop can beat.
+        sqs_receive=session.client(
+            "sqs", config=config(wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS, attempts=1)),
         sqs=session.client("sqs", config=config(10)),
         s3=session.client("s3", config=config(60)),
     )
+
+
+def receive_call_limit(wait_time_seconds: int) -> float:
+    """The longest a ReceiveMessage call can block the consumer's main loop."""
+    return CONNECT_TIMEOUT_SECONDS + wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS

@@ -104,14 +104,19 @@ class Consumer:
             os.write(self._wake_w, b"!")
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep until the timeout, a signal, or a wake-up; drain pending wake-ups."""
-        if seconds > 0 and not self._stopping:
-            select.select([self._wake_r], [], [], seconds)
-        try:
+        """Sleep until the timeout, a signal, or a wake-up; drain pending wake-ups.
+
+        Beats every second meanwhile: a consumer waiting on purpose is alive, and the pool must
+        not take a long POLL_INTERVAL_SECONDS or error backoff for a hang."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or select.select([self._wake_r], [], [], min(remaining, 1.0))[0]:
+                break
+            self._beat()
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass
-        except BlockingIOError:
-            pass
 
     # -- status ---------------------------------------------------------------------------------
     def _update(self, **changes: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,4 +135,5 @@ class BookProcessor:
 def backoff_seconds(receive_count: int, base: float, cap: float) -> int:
     """Exponential visibility backoff for a message's n-th failed attempt, capped."""
     exponent = min(max(receive_count - 1, 0), 30)
-    return int(min(cap, base * (2 ** exponent)))
+    # Rounded up: SQS takes whole seconds, and 0.5 s must not become an immediate retry.
+    return math.ceil(min(cap, base * (2 ** exponent)))

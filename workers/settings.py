@@ -103,9 +103,14 @@ class Settings:
     def check_consistency(self) -> None:
         """Cross-variable rules: each names both variables involved."""
         # A consumer blocked in a long poll does not beat; the timeouts must leave room for it.
-        if self.heartbeat_timeout_seconds <= self.wait_time_seconds + 5:
+        from workers.aws import receive_call_limit  # boto3 is heavy; only needed here
+
+        longest_receive = receive_call_limit(self.wait_time_seconds)
+        if self.heartbeat_timeout_seconds <= longest_receive:
+            margin = longest_receive - self.wait_time_seconds
             raise ConfigError(
-                "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS must exceed WAIT_TIME_SECONDS by more than 5 s "
+                f"CONSUMER_HEARTBEAT_TIMEOUT_SECONDS must exceed WAIT_TIME_SECONDS + {margin:g} s, "
+                "the longest a receive call may block "
                 f"(got {self.heartbeat_timeout_seconds:g} and {self.wait_time_seconds})"
             )
         poll_gap = self.wait_time_seconds + self.poll_interval_seconds

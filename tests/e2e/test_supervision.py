@@ -37,13 +37,13 @@ def test_a_killed_consumer_is_replaced(stack: Stack, shelver_factory: ShelverFac
 
 def test_a_consumer_that_stops_beating_is_killed_and_replaced(stack: Stack,
                                                               shelver_factory: ShelverFactory):
-    shelver = shelver_factory(stack, CONSUMER_HEARTBEAT_TIMEOUT_SECONDS="7")
+    shelver = shelver_factory(stack, CONSUMER_HEARTBEAT_TIMEOUT_SECONDS="10")
     shelver.wait_healthy()
     frozen = _slot(shelver, 1)["pid"]
     os.kill(frozen, signal.SIGSTOP)  # type: ignore[arg-type]
 
     wait_until(lambda: _slot(shelver, 1)["pid"] != frozen and shelver.get("/health").status == 200,
-               30, 0.5, "the frozen consumer to be replaced")
+               40, 0.5, "the frozen consumer to be replaced")
     assert shelver.metrics()['shelver_consumer_restarts_total{reason="heartbeat"}'] == 1
     assert "has not beaten for" in shelver.log()
 

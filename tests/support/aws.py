@@ -133,7 +133,8 @@ class Aws:
         return self.counts(url) == (0, 0)
 
     def receive_all(self, url: str, wait: float = 2.0) -> list[dict[str, Any]]:
-        """Take every visible message (with attributes) off a queue, leaving them in flight."""
+        """Take every visible message (with attributes) off a queue, deleting each: a FIFO
+        group hands out its next message only once the previous one is gone."""
         messages: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -143,6 +144,8 @@ class Aws:
                 MessageSystemAttributeNames=["MessageGroupId"],
             ).get("Messages", [])
             messages.extend(batch)
+            for message in batch:
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             if not batch:
                 time.sleep(0.1)
         return messages

@@ -1,0 +1,382 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import boto3
+import orjson
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto import mock_aws
+from prometheus_client import REGISTRY
+
+from workers.books import Book
+from workers.processing import (
+    BookProcessor,
+    Outcome,
+    Result,
+    backoff_seconds,
+    failure_reason,
+)
+from workers.storage import BookStore, KeyConflict, StoredBook, WriteContention
+from workers.transport import Message, QueueInfo, SqsTransport
+
+GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/in.fifo"
+DLQ = "https://sqs.us-east-1.amazonaws.com/123456789012/in-dlq.fifo"
+
+
+def client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+@dataclass
+class FakeStore:
+    """Stores every book unless told to fail for a given book id."""
+
+    failures: dict[str, Exception] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def store(self, book: Book, message_id: str) -> StoredBook:
+        self.calls.append((book.id, message_id))
+        failure = self.failures.get(book.id)
+        if failure is not None:
+            raise failure
+        return StoredBook(book.bucket, f"{book.title}.json", "created")
+
+
+@dataclass
+class FakeTransport:
+    queue: QueueInfo
+    dead_letter_error: Exception | None = None
+    dead_lettered: list[tuple[Message, str, str]] = field(default_factory=list)
+
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        if self.dead_letter_error is not None:
+            raise self.dead_letter_error
+        self.dead_lettered.append((message, reason, detail))
+
+
+@dataclass
+class Fixture:
+    store: FakeStore
+    transport: FakeTransport
+    processor: BookProcessor
+
+
+def make(dead_letter_url: str | None = DLQ) -> Fixture:
+    store = FakeStore()
+    transport = FakeTransport(QueueInfo(QUEUE, 30, dead_letter_url))
+    processor = BookProcessor(cast(BookStore, store), cast(SqsTransport, transport), GENRES)
+    return Fixture(store, transport, processor)
+
+
+@pytest.fixture
+def fx() -> Fixture:
+    return make()
+
+
+def message(book_id: str = "b-1", *, body: str | None = None, group: str = "g",
+            receive_count: int = 1, **fields: Any) -> Message:
+    if body is None:
+        record = {"id": book_id, "title": f"Title {book_id}", "genre": "SciFi", **fields}
+        body = orjson.dumps(record).decode()
+    return Message(f"m-{book_id}", f"rh-{book_id}", body, group, receive_count)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Delta:
+    """Change of a metric sample across a block."""
+
+    def __init__(self, name: str, **labels: str) -> None:
+        self.name, self.labels = name, labels
+        self.before = sample(name, **labels)
+
+    @property
+    def value(self) -> float:
+        return sample(self.name, **self.labels) - self.before
+
+
+def outcomes(results: list[Result]) -> list[tuple[str, Outcome, str]]:
+    return [(r.message.message_id, r.outcome, r.reason) for r in results]
+
+
+# -- one message ---------------------------------------------------------------------------------
+
+def test_a_valid_book_is_stored_and_counted(fx: Fixture) -> None:
+    stored = Delta("shelver_books_stored_total", genre="scifi")
+    timed = Delta("shelver_processing_seconds_count")
+    put_timed = Delta("shelver_s3_put_seconds_count")
+    m = message("b-1")
+
+    result = fx.processor.process(m)
+
+    assert result == Result(m, Outcome.STORED)
+    assert result.outcome.done
+    assert fx.store.calls == [("b-1", "m-b-1")]
+    assert fx.transport.dead_lettered == []
+    assert stored.value == 1
+    assert timed.value == 1
+    assert put_timed.value == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "not_json"),
+        ("[1, 2]", "not_object"),
+        ('{"id": "b", "genre": "scifi"}', "missing_field"),
+        ('{"id": 1, "title": "T", "genre": "scifi"}', "wrong_type"),
+        ('{"id": "b", "title": "T", "genre": "poetry"}', "unknown_genre"),
+    ],
+)
+def test_an_invalid_book_is_dead_lettered_with_its_reason(
+    fx: Fixture, body: str, reason: str
+) -> None:
+    dead = Delta("shelver_messages_dead_lettered_total", reason=reason)
+    timed = Delta("shelver_processing_seconds_count")
+    m = message(body=body)
+
+    result = fx.processor.process(m)
+
+    assert result.outcome is Outcome.DEAD_LETTERED
+    assert result.outcome.done
+    assert result.reason == reason
+    assert len(fx.transport.dead_lettered) == 1
+    sent, sent_reason, detail = fx.transport.dead_lettered[0]
+    assert sent is m
+    assert sent_reason == reason
+    assert detail  # a human-readable explanation travels with the message
+    assert fx.store.calls == []
+    assert dead.value == 1
+    assert timed.value == 1
+
+
+def test_without_a_dead_letter_queue_an_invalid_book_stays_on_the_queue() -> None:
+    fx = make(dead_letter_url=None)
+    retried = Delta("shelver_messages_retried_total", reason="not_json")
+    dead = Delta("shelver_messages_dead_lettered_total", reason="not_json")
+
+    result = fx.processor.process(message(body="{oops"))
+
+    assert result.outcome is Outcome.RETRY
+    assert not result.outcome.done  # not deleted
+    assert result.reason == "not_json"
+    assert fx.transport.dead_lettered == []
+    assert retried.value == 1
+    assert dead.value == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (client_error("InternalError", 500), "InternalError"),
+        (client_error("SlowDown", 503), "SlowDown"),
+        (client_error("ServiceUnavailable", 503), "ServiceUnavailable"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "EndpointConnectionError"),
+        (ConnectionResetError("reset by peer"), "ConnectionResetError"),
+        (WriteContention("changed 5 times"), "WriteContention"),
+    ],
+)
+def test_a_transient_storage_failure_is_retried_not_deleted(
+    fx: Fixture, error: Exception, reason: str
+) -> None:
+    fx.store.failures["b-1"] = error
+    retried = Delta("shelver_messages_retried_total", reason=reason)
+    stored = Delta("shelver_books_stored_total", genre="scifi")
+
+    result = fx.processor.process(message("b-1"))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, reason)
+    assert not result.outcome.done
+    assert fx.transport.dead_lettered == []
+    assert retried.value == 1
+    assert stored.value == 0
+
+
+def test_a_key_conflict_is_dead_lettered_as_key_conflict(fx: Fixture) -> None:
+    conflict = KeyConflict("s3://scifi-books/T.json and s3://scifi-books/T~b-1.json taken")
+    fx.store.failures["b-1"] = conflict
+    dead = Delta("shelver_messages_dead_lettered_total", reason="key_conflict")
+
+    result = fx.processor.process(message("b-1"))
+
+    assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, "key_conflict")
+    assert [(m.message_id, r, d) for m, r, d in fx.transport.dead_lettered] == [
+        ("m-b-1", "key_conflict", str(conflict))
+    ]
+    assert dead.value == 1
+
+
+def test_a_failed_dead_letter_send_is_retried_not_deleted(fx: Fixture) -> None:
+    fx.transport.dead_letter_error = client_error("ServiceUnavailable", 503, "SendMessage")
+    retried = Delta("shelver_messages_retried_total", reason="ServiceUnavailable")
+    dead = Delta("shelver_messages_dead_lettered_total", reason="not_json")
+
+    result = fx.processor.process(message(body="nope"))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "ServiceUnavailable")
+    assert retried.value == 1
+    assert dead.value == 0
+
+
+def test_an_unexpected_error_propagates_instead_of_becoming_an_outcome(fx: Fixture) -> None:
+    # The consumer turns it into an internal_error retry of the whole group.
+    fx.store.failures["b-1"] = RuntimeError("bug")
+    with pytest.raises(RuntimeError, match="bug"):
+        fx.processor.process(message("b-1"))
+
+
+def test_failure_reason_labels() -> None:
+    assert failure_reason(client_error("SlowDown", 503)) == "SlowDown"
+    assert failure_reason(ClientError({}, "PutObject")) == "client_error"
+    assert failure_reason(TimeoutError()) == "TimeoutError"
+
+
+def test_only_stored_and_dead_lettered_are_done() -> None:
+    assert {o for o in Outcome if o.done} == {Outcome.STORED, Outcome.DEAD_LETTERED}
+
+
+# -- a message group -----------------------------------------------------------------------------
+
+def never() -> bool:
+    return False
+
+
+def test_a_group_is_processed_in_order(fx: Fixture) -> None:
+    group = [message("a"), message(body="bad"), message("c")]
+
+    results = fx.processor.process_group(group, never)
+
+    # A dead-lettered message is finished with: it does not hold the group up.
+    assert [r.message for r in results] == group
+    assert [r.outcome for r in results] == [
+        Outcome.STORED, Outcome.DEAD_LETTERED, Outcome.STORED
+    ]
+    assert [book_id for book_id, _ in fx.store.calls] == ["a", "c"]
+
+
+def test_a_retry_stops_the_group_and_releases_the_rest_in_order(fx: Fixture) -> None:
+    fx.store.failures["b"] = client_error("SlowDown", 503)
+    group = [message("a"), message("b"), message("c"), message("d")]
+
+    results = fx.processor.process_group(group, never)
+
+    assert outcomes(results) == [
+        ("m-a", Outcome.STORED, ""),
+        ("m-b", Outcome.RETRY, "SlowDown"),
+        ("m-c", Outcome.RELEASED, "behind_retry"),
+        ("m-d", Outcome.RELEASED, "behind_retry"),
+    ]
+    # Nothing after the failed message was written: the group's order holds.
+    assert [book_id for book_id, _ in fx.store.calls] == ["a", "b"]
+
+
+def test_an_invalid_message_without_dlq_stops_the_group() -> None:
+    fx = make(dead_letter_url=None)
+    group = [message(body="bad"), message("b")]
+
+    results = fx.processor.process_group(group, never)
+
+    assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RELEASED]
+    assert fx.store.calls == []
+
+
+def test_stopping_releases_the_rest_of_the_group(fx: Fixture) -> None:
+    group = [message("a"), message("b"), message("c")]
+
+    def after_first_store() -> bool:
+        return len(fx.store.calls) >= 1
+
+    results = fx.processor.process_group(group, after_first_store)
+
+    assert outcomes(results) == [
+        ("m-a", Outcome.STORED, ""),
+        ("m-b", Outcome.RELEASED, "shutdown"),
+        ("m-c", Outcome.RELEASED, "shutdown"),
+    ]
+    assert [book_id for book_id, _ in fx.store.calls] == ["a"]
+
+
+def test_stopping_before_the_first_message_processes_nothing(fx: Fixture) -> None:
+    group = [message("a"), message("b")]
+
+    results = fx.processor.process_group(group, lambda: True)
+
+    assert [(r.message, r.outcome) for r in results] == [
+        (group[0], Outcome.RELEASED), (group[1], Outcome.RELEASED)
+    ]
+    assert fx.store.calls == []
+
+
+def test_an_empty_group_gives_no_results(fx: Fixture) -> None:
+    assert fx.processor.process_group([], never) == []
+
+
+# -- with the real BookStore on moto S3 ------------------------------------------------------------
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="scifi-books")
+        yield client
+
+
+def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any) -> None:
+    transport = FakeTransport(QueueInfo(QUEUE, 30, DLQ))
+    processor = BookProcessor(BookStore(s3), cast(SqsTransport, transport), GENRES)
+    m = message("b-9", title="Dune", genre=" SCIFI ")
+
+    result = processor.process(m)
+
+    assert result.outcome is Outcome.STORED
+    stored = s3.get_object(Bucket="scifi-books", Key="Dune.json")
+    assert stored["Body"].read().decode() == m.body
+
+
+def test_a_missing_bucket_is_retried_not_dead_lettered(s3: Any) -> None:
+    # romance-books was never created: an operator error, not the message's fault.
+    transport = FakeTransport(QueueInfo(QUEUE, 30, DLQ))
+    processor = BookProcessor(BookStore(s3), cast(SqsTransport, transport), GENRES)
+
+    result = processor.process(message("b-1", genre="romance"))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "NoSuchBucket")
+    assert transport.dead_lettered == []
+
+
+# -- backoff -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("receive_count", "expected"),
+    [(0, 2), (1, 2), (2, 4), (3, 8), (4, 16), (8, 256), (9, 300), (10, 300), (10_000, 300)],
+)
+def test_backoff_doubles_per_receive_and_is_capped(receive_count: int, expected: int) -> None:
+    seconds = backoff_seconds(receive_count, 2.0, 300.0)
+
+    assert seconds == expected
+    assert isinstance(seconds, int)  # SQS visibility timeouts are whole seconds
+
+
+def test_backoff_never_exceeds_the_cap_even_when_the_base_does() -> None:
+    assert backoff_seconds(1, 50.0, 30.0) == 30
+
+
+def test_a_positive_backoff_base_never_gives_a_zero_second_backoff() -> None:
+    assert backoff_seconds(1, 0.5, 300.0) >= 1
+

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workers.settings import ConfigError, Settings
+
+REGION = {"AWS_REGION": "us-east-1"}
+
+
+def load(**variables: str) -> Settings:
+    return Settings.from_env({**REGION, **variables})
+
+
+def test_defaults_when_only_the_region_is_set() -> None:
+    settings = Settings.from_env(dict(REGION))
+
+    assert settings == Settings()
+    assert settings.input_queue == "InputQueue.fifo"
+    assert dict(settings.genre_buckets) == {"scifi": "scifi", "romance": "romance"}
+    assert settings.consumers == 2
+    assert settings.consumer_threads == 4
+    assert settings.wait_time_seconds == 20
+    assert settings.poll_interval_seconds == 0.0
+    assert settings.visibility_ceiling_seconds == 3_600
+    assert settings.retry_backoff_base_seconds == 2.0
+    assert settings.retry_backoff_max_seconds == 300.0
+    assert settings.heartbeat_timeout_seconds == 60.0
+    assert settings.stop_timeout_seconds == 30.0
+    assert settings.health_max_poll_age_seconds == 60.0
+    assert settings.queue_sample_seconds == 15.0
+    assert settings.state_dir == ""
+    assert settings.log_level == "INFO"
+
+
+def test_blank_values_fall_back_to_the_defaults() -> None:
+    assert load(CONSUMERS="", WAIT_TIME_SECONDS="  ", LOG_LEVEL="") == Settings()
+
+
+def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
+    settings = load(
+        INPUT_QUEUE="https://sqs.us-east-1.amazonaws.com/123456789012/Books.fifo",
+        GENRE_BUCKETS=" SciFi = scifi-books , romance=romance.books ",
+        CONSUMERS=" 8 ",
+        CONSUMER_THREADS="16",
+        WAIT_TIME_SECONDS="0",
+        POLL_INTERVAL_SECONDS="2.5",
+        VISIBILITY_CEILING_SECONDS="43200",
+        RETRY_BACKOFF_BASE_SECONDS="1.5",
+        RETRY_BACKOFF_MAX_SECONDS="1.5",
+        CONSUMER_HEARTBEAT_TIMEOUT_SECONDS="8.5",
+        CONSUMER_STOP_TIMEOUT_SECONDS="3600",
+        HEALTH_MAX_POLL_AGE_SECONDS="2.6",
+        QUEUE_SAMPLE_SECONDS="1",
+        SHELVER_STATE_DIR=str(tmp_path),
+        LOG_LEVEL="debug",
+    )
+
+    assert settings.input_queue.endswith("/Books.fifo")
+    assert dict(settings.genre_buckets) == {"scifi": "scifi-books", "romance": "romance.books"}
+    assert settings.consumers == 8
+    assert settings.consumer_threads == 16
+    assert settings.wait_time_seconds == 0
+    assert settings.poll_interval_seconds == 2.5
+    assert settings.visibility_ceiling_seconds == 43_200
+    assert settings.retry_backoff_base_seconds == settings.retry_backoff_max_seconds == 1.5
+    assert settings.heartbeat_timeout_seconds == 8.5
+    assert settings.stop_timeout_seconds == 3600
+    assert settings.health_max_poll_age_seconds == 2.6
+    assert settings.queue_sample_seconds == 1
+    assert settings.state_dir == str(tmp_path)
+    assert settings.log_level == "DEBUG"
+
+
+INT_1_64 = "an integer from 1 to 64"
+SECONDS_0_43200 = "seconds from 0 to 43200"
+SECONDS_1_86400 = "seconds from 1 to 86400"
+GENRE_FORM = "genre=bucket pairs separated by commas"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("CONSUMERS", "0", INT_1_64),
+        ("CONSUMERS", "65", INT_1_64),
+        ("CONSUMERS", "-1", INT_1_64),
+        ("CONSUMERS", "abc", INT_1_64),
+        ("CONSUMERS", "1.5", INT_1_64),
+        ("CONSUMER_THREADS", "0", INT_1_64),
+        ("CONSUMER_THREADS", "many", INT_1_64),
+        ("WAIT_TIME_SECONDS", "21", "an integer from 0 to 20"),
+        ("WAIT_TIME_SECONDS", "-1", "an integer from 0 to 20"),
+        ("WAIT_TIME_SECONDS", "ten", "an integer from 0 to 20"),
+        ("POLL_INTERVAL_SECONDS", "-0.5", "seconds from 0 to 3600"),
+        ("POLL_INTERVAL_SECONDS", "3601", "seconds from 0 to 3600"),
+        ("POLL_INTERVAL_SECONDS", "nan", "seconds from 0 to 3600"),
+        ("POLL_INTERVAL_SECONDS", "inf", "seconds from 0 to 3600"),
+        ("VISIBILITY_CEILING_SECONDS", "0", "an integer from 1 to 43200"),
+        ("VISIBILITY_CEILING_SECONDS", "43201", "an integer from 1 to 43200"),
+        ("RETRY_BACKOFF_BASE_SECONDS", "-1", SECONDS_0_43200),
+        ("RETRY_BACKOFF_BASE_SECONDS", "2s", SECONDS_0_43200),
+        ("RETRY_BACKOFF_MAX_SECONDS", "43201", SECONDS_0_43200),
+        ("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS", "0", SECONDS_1_86400),
+        ("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS", "86401", SECONDS_1_86400),
+        ("CONSUMER_STOP_TIMEOUT_SECONDS", "0.5", "seconds from 1 to 3600"),
+        ("HEALTH_MAX_POLL_AGE_SECONDS", "0", SECONDS_1_86400),
+        ("QUEUE_SAMPLE_SECONDS", "3601", "seconds from 1 to 3600"),
+        ("GENRE_BUCKETS", "bad", GENRE_FORM),
+        ("GENRE_BUCKETS", "scifi=", GENRE_FORM),
+        ("GENRE_BUCKETS", "=scifi", GENRE_FORM),
+        ("GENRE_BUCKETS", "scifi=Sci_Fi", GENRE_FORM),
+        ("GENRE_BUCKETS", "scifi=a..b", GENRE_FORM),
+        ("GENRE_BUCKETS", "scifi=one,SCIFI=two", GENRE_FORM),
+        ("GENRE_BUCKETS", "scifi=scifi,,romance=romance", GENRE_FORM),
+        ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_the_accepted_form(
+    name: str, value: str, accepted: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(**{name: value})
+
+    message = str(raised.value)
+    assert message.startswith(f"{name}={value!r} is not valid")
+    assert f"expected {accepted}" in message
+
+
+def test_config_error_is_a_value_error() -> None:
+    # Callers that catch ValueError around configuration keep working.
+    with pytest.raises(ValueError, match="CONSUMERS"):
+        load(CONSUMERS="0")
+
+
+@pytest.mark.parametrize(
+    ("variables", "names"),
+    [
+        (
+            {"WAIT_TIME_SECONDS": "20", "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS": "28"},
+            ("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS", "WAIT_TIME_SECONDS"),
+        ),
+        (
+            {"WAIT_TIME_SECONDS": "10", "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS": "3"},
+            ("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS", "WAIT_TIME_SECONDS"),
+        ),
+        (
+            {"WAIT_TIME_SECONDS": "20", "POLL_INTERVAL_SECONDS": "10",
+             "HEALTH_MAX_POLL_AGE_SECONDS": "30"},
+            ("HEALTH_MAX_POLL_AGE_SECONDS", "WAIT_TIME_SECONDS", "POLL_INTERVAL_SECONDS"),
+        ),
+        (
+            {"WAIT_TIME_SECONDS": "20", "HEALTH_MAX_POLL_AGE_SECONDS": "15"},
+            ("HEALTH_MAX_POLL_AGE_SECONDS", "WAIT_TIME_SECONDS", "POLL_INTERVAL_SECONDS"),
+        ),
+        (
+            {"RETRY_BACKOFF_BASE_SECONDS": "10", "RETRY_BACKOFF_MAX_SECONDS": "9.5"},
+            ("RETRY_BACKOFF_MAX_SECONDS", "RETRY_BACKOFF_BASE_SECONDS"),
+        ),
+    ],
+)
+def test_cross_variable_rules_name_every_variable_involved(
+    variables: dict[str, str], names: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(**variables)
+
+    for name in names:
+        assert name in str(raised.value)
+
+
+def test_cross_variable_rules_accept_values_just_past_the_limits() -> None:
+    settings = load(
+        WAIT_TIME_SECONDS="20",
+        POLL_INTERVAL_SECONDS="10",
+        CONSUMER_HEARTBEAT_TIMEOUT_SECONDS="28.5",
+        HEALTH_MAX_POLL_AGE_SECONDS="30.5",
+        RETRY_BACKOFF_BASE_SECONDS="10",
+        RETRY_BACKOFF_MAX_SECONDS="10",
+    )
+
+    assert settings.heartbeat_timeout_seconds == 28.5
+    assert settings.health_max_poll_age_seconds == 30.5
+    assert settings.retry_backoff_max_seconds == settings.retry_backoff_base_seconds
+
+
+def test_check_consistency_applies_to_settings_built_in_code() -> None:
+    with pytest.raises(ConfigError, match="RETRY_BACKOFF_MAX_SECONDS"):
+        Settings(retry_backoff_base_seconds=5, retry_backoff_max_seconds=1).check_consistency()
+
+
+@pytest.fixture
+def no_ambient_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No region anywhere botocore looks: environment, profile, config file."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
+@pytest.mark.usefixtures("no_ambient_region")
+def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({})
+
+    assert "AWS_REGION" in str(raised.value)
+    assert "us-east-1" in str(raised.value)
+
+
+@pytest.mark.usefixtures("no_ambient_region")
+def test_aws_default_region_is_enough() -> None:
+    assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
