@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service import create_app
-from workers.settings import ConfigError, Settings
+from workers.settings import Settings
 from workers.status import ConsumerStatus, PoolSlot, write_consumer_status, write_pool
 
 REPO = Path(__file__).resolve().parents[2]
