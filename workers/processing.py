@@ -136,4 +136,4 @@ def backoff_seconds(receive_count: int, base: float, cap: float) -> int:
     """Exponential visibility backoff for a message's n-th failed attempt, capped."""
     exponent = min(max(receive_count - 1, 0), 30)
     # Rounded up: SQS takes whole seconds, and 0.5 s must not become an immediate retry.
-    return math.ceil(min(cap, base * (2 ** exponent)))
+    return math.ceil(min(cap, base * 2.0**exponent))
