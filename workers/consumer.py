@@ -83,6 +83,7 @@ class Consumer:
         self._transport: SqsTransport | None = None
         self._next_depth_sample = 0.0
         self._abandoned = False
+        self._failing_pause = 0.0  # seconds; grows while whole batches fail
 
     # -- signals: set a flag and wake the main thread, nothing else -----------------------------
     def install_signals(self) -> None:
@@ -210,7 +211,25 @@ class Consumer:
                 self._settle([Result(m, Outcome.RELEASED, "shutdown") for m in messages])
                 break
             self._beat("processing")
-            self._settle(self._process_batch(processor, executor, messages))
+            results = self._process_batch(processor, executor, messages)
+            self._settle(results)
+            self._pause_if_failing(results)
+
+    def _pause_if_failing(self, results: list[Result]) -> None:
+        """Circuit breaker: when a whole batch failed (S3 down, say), stop receiving for a while.
+
+        Receiving more would only fail more messages, and every receive of a message counts
+        towards the queue's maxReceiveCount, after which SQS moves even a valid book to the DLQ.
+        """
+        if not any(r.outcome is Outcome.RETRY for r in results) or any(
+                r.outcome.done for r in results):
+            self._failing_pause = 0.0
+            return
+        self._failing_pause = min(max(self._failing_pause * 2, 1.0), MAX_RECEIVE_BACKOFF_SECONDS)
+        log.warning("consumer %d: every message of the batch failed, pausing receives for %.0f s",
+                    self.spec.slot, self._failing_pause)
+        self._beat("backoff")
+        self._sleep(self._failing_pause)
 
     def _process_batch(self, processor: BookProcessor, executor: ThreadPoolExecutor,
                        messages: list[Message]) -> list[Result]:

@@ -71,3 +71,23 @@ def test_sigterm_mid_write_leaves_every_message_stored_or_back_in_the_queue(
     log = shelver.log()
     assert "Traceback" not in log
     assert "consumer pool stopped" in log
+
+
+def test_an_s3_outage_pauses_receiving_then_everything_recovers(
+        aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
+    s3_proxy.configure(error_rate=1.0)  # every S3 call answered 500/503
+    shelver = shelver_factory(stack, AWS_ENDPOINT_URL_S3=s3_proxy.url)
+    shelver.wait_healthy()
+    aws.send(stack.input_url, [(f"out-{n % 3}", book(f"o-{n}", f"Outage {n}", "scifi"))
+                               for n in range(6)])
+
+    wait_until(lambda: "pausing receives" in shelver.log(), 60, 0.5, "the circuit breaker")
+    assert shelver.get("/health/live").status == 200  # AWS trouble is no reason to restart us
+    retried = {name: value for name, value in shelver.metrics().items()
+               if name.startswith("shelver_messages_retried_total")}
+    assert sum(retried.values()) >= 1, retried
+    s3_proxy.configure(error_rate=0.0)
+
+    wait_until(lambda: aws.drained(stack.input_url), 90, 0.5, "the input queue to drain")
+    assert {key for _, key in aws.objects(stack)} == {f"Outage {n}.json" for n in range(6)}
+    assert aws.counts(stack.dlq_url) == (0, 0)
