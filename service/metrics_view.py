@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample
@@ -20,9 +23,13 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 def counter_totals(names: tuple[str, ...]) -> dict[str, float]:
-    """Sum each named counter over all its labels and processes (`<name>_total` samples)."""
+    """Sum each named counter over all its labels and processes (`<name>_total` samples).
+
+    Reads only the counter files: /health must stay fast while consumers are saturated, and
+    histograms are most of the bytes a full collection would parse."""
     totals = dict.fromkeys(names, 0.0)
-    for family in _registry().collect():
+    files = glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "counter_*.db"))
+    for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
         for sample in family.samples:
             name = _counter_name(sample)
             if name in totals:
