@@ -1,8 +1,9 @@
 """A fault-injecting HTTP reverse proxy for tests (stdlib only).
 
 Put it between boto3 and an emulator (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL_SQS`` set to
-``proxy.url``) to add latency, answer with AWS-style 500/503 errors, drop connections, or simulate
-an outage, all changeable while requests flow::
+``proxy.url``) to add latency, answer with AWS-style 500/503 or throttling errors, drop
+connections (before or after the upstream did the work), or simulate an outage, all changeable
+while requests flow::
 
     with FaultProxy("http://127.0.0.1:4566") as proxy:
         proxy.configure(delay_seconds=2.0, delay_methods={"PUT"})  # slow S3 writes only
@@ -12,7 +13,8 @@ an outage, all changeable while requests flow::
 
 Each request is read fully (S3 and SQS bodies are small) and forwarded on a fresh upstream
 connection, so client keep-alive works independently of the upstream's. Faults are decided per
-request in this order: outage, delay, reset, error, forward.
+request in this order: outage, delay, reset, error, throttle, forward (then, maybe, a late reset
+instead of the answer).
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ _HOP_BY_HOP = frozenset({
 })
 _ERROR_CODES = {500: ("InternalError", "InternalFailure"), 503: ("SlowDown", "ServiceUnavailable")}
 _COUNTERS = ("requests", "forwarded", "delayed", "errors_injected", "resets_injected",
-             "outage_dropped", "upstream_failures")
+             "throttles_injected", "late_resets_injected", "outage_dropped", "upstream_failures")
+# The counters that are faults this proxy caused (the others count traffic).
+FAULT_COUNTERS = ("errors_injected", "resets_injected", "throttles_injected",
+                  "late_resets_injected", "outage_dropped")
 
 OutageMode = Literal["refuse", "blackhole"]
 
@@ -61,6 +66,11 @@ class FaultProxy:
     - ``error_rate``: share of requests answered here with 500 or 503 (from ``error_statuses``)
       and an AWS-style error body: JSON for JSON-protocol requests (SQS), XML otherwise (S3);
     - ``reset_rate``: share of requests whose connection is closed with a TCP reset, no response;
+    - ``throttle_rate``: share answered with the service's throttling error: S3 ``503 SlowDown``,
+      SQS ``400 RequestThrottled`` (botocore retries both as throttling, with its own backoff);
+    - ``late_reset_rate``: share forwarded, done by the upstream, then reset instead of answered:
+      the nastiest network fault, since the client cannot tell the call took effect (a receive
+      whose messages are now invisible, a write that landed);
     - ``outage_until``: ``time.monotonic()`` value until which every request is dropped:
       ``outage_mode="refuse"`` resets the connection at once, ``"blackhole"`` holds it without
       answering until the outage ends (or the client gives up), then resets it.
@@ -72,6 +82,8 @@ class FaultProxy:
     delay_methods: frozenset[str] | set[str] | None = None
     error_rate: float = 0.0
     reset_rate: float = 0.0
+    throttle_rate: float = 0.0
+    late_reset_rate: float = 0.0
     outage_until: float = 0.0
     outage_mode: OutageMode = "refuse"
     error_statuses: tuple[int, ...] = (500, 503)
@@ -85,6 +97,8 @@ class FaultProxy:
     delayed: int = field(default=0, init=False)
     errors_injected: int = field(default=0, init=False)
     resets_injected: int = field(default=0, init=False)
+    throttles_injected: int = field(default=0, init=False)
+    late_resets_injected: int = field(default=0, init=False)
     outage_dropped: int = field(default=0, init=False)
     upstream_failures: int = field(default=0, init=False)
 
@@ -164,11 +178,17 @@ class FaultProxy:
     def heal(self) -> None:
         """Back to a transparent proxy (counters are kept)."""
         self.configure(delay_seconds=0.0, jitter_seconds=0.0, delay_methods=None,
-                       error_rate=0.0, reset_rate=0.0, outage_until=0.0)
+                       error_rate=0.0, reset_rate=0.0, throttle_rate=0.0, late_reset_rate=0.0,
+                       outage_until=0.0)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {name: getattr(self, name) for name in _COUNTERS}
+
+    def faults(self) -> int:
+        """How many requests this proxy has failed on purpose so far (delays not counted)."""
+        counters = self.counters()
+        return sum(counters[name] for name in FAULT_COUNTERS)
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -198,7 +218,11 @@ class FaultProxy:
             error_status = None
             if not reset and self._random.random() < self.error_rate:
                 error_status = self._random.choice(self.error_statuses)
-            return _Plan(delay=delay, reset=reset, error_status=error_status)
+            throttle = not reset and error_status is None and \
+                self._random.random() < self.throttle_rate
+            late_reset = self._random.random() < self.late_reset_rate
+            return _Plan(delay=delay, reset=reset, error_status=error_status, throttle=throttle,
+                         late_reset=late_reset)
 
     def _wait(self, seconds: float) -> bool:
         """Sleep at least `seconds` (monotonic); False if the proxy stopped meanwhile."""
@@ -214,6 +238,8 @@ class _Plan:
     delay: float = 0.0
     reset: bool = False
     error_status: int | None = None
+    throttle: bool = False
+    late_reset: bool = False
     outage_until: float | None = None
     outage_mode: OutageMode = "refuse"
 
@@ -304,7 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._count("errors_injected")
             self._send_error(plan.error_status)
             return
-        self._forward(body)
+        if plan.throttle:
+            proxy._count("throttles_injected")
+            self._send_throttle()
+            return
+        self._forward(body, late_reset=plan.late_reset)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -323,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline()
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, late_reset: bool = False) -> None:
         proxy = self.proxy
         connection_tokens = {t.strip().lower()
                              for t in self.headers.get("Connection", "").split(",")}
@@ -351,6 +381,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
         proxy._count("forwarded")
+        if late_reset:
+            proxy._count("late_resets_injected")
+            self._reset()
+            return
         self._respond(response.status, response.reason, response.getheaders(), payload)
 
     def _respond(self, status: int, reason: str, headers: list[tuple[str, str]],
@@ -372,13 +406,27 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def _send_error(self, status: int, message: str | None = None) -> None:
+    def _is_json_protocol(self) -> bool:
+        return "json" in self.headers.get("Content-Type", "") or "X-Amz-Target" in self.headers
+
+    def _send_throttle(self) -> None:
+        # S3 throttles with 503 SlowDown; SQS (JSON or query protocol) with 400 RequestThrottled.
+        if self._is_json_protocol() or "x-www-form-urlencoded" in self.headers.get(
+                "Content-Type", ""):
+            self._send_error(400, "fault proxy: injected throttling", "RequestThrottled")
+        else:
+            self._send_error(503, "fault proxy: injected throttling", "SlowDown")
+
+    def _send_error(self, status: int, message: str | None = None,
+                    code: str | None = None) -> None:
         xml_code, json_code = _ERROR_CODES.get(status, ("InternalError", "InternalFailure"))
+        if code is not None:
+            xml_code = json_code = code
         text = message or f"fault proxy: injected {status}"
         message = escape(text)
         request_id = str(uuid.uuid4())
         content_type = self.headers.get("Content-Type", "")
-        if "json" in content_type or "X-Amz-Target" in self.headers:
+        if self._is_json_protocol():
             # AWS JSON protocol (SQS since botocore 1.31): the error code is __type.
             payload = json.dumps({"__type": json_code, "message": text}).encode()
             headers = [("Content-Type", "application/x-amz-json-1.0"),

@@ -338,7 +338,43 @@ def test_botocore_reads_injected_errors_as_aws_errors(proxy: FaultProxy) -> None
     assert sqs_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
 
 
+def test_throttling_speaks_each_service_s_own_error(proxy: FaultProxy,
+                                                    upstream: Upstream) -> None:
+    proxy.configure(throttle_rate=1.0)
+
+    with pytest.raises(ClientError) as s3_error:
+        boto_client("s3", proxy).put_object(Bucket="scifi", Key="k.json", Body=b"{}")
+    with pytest.raises(ClientError) as sqs_error:
+        boto_client("sqs", proxy).get_queue_url(QueueName="in.fifo")
+
+    assert s3_error.value.response["Error"]["Code"] == "SlowDown"
+    assert s3_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert sqs_error.value.response["Error"]["Code"] == "RequestThrottled"
+    assert sqs_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert upstream.seen == []
+    counters = proxy.counters()
+    assert counters["throttles_injected"] == counters["requests"] >= 2
+    assert proxy.faults() == counters["requests"]
+
+
 # -- resets and outages --------------------------------------------------------------------------
+
+def test_a_late_reset_lets_the_upstream_do_the_work_but_never_answers(
+    proxy: FaultProxy, upstream: Upstream
+) -> None:
+    proxy.configure(late_reset_rate=1.0)
+    conn = connect(proxy)
+    try:
+        conn.request("POST", "/done-anyway", body=b"x")
+        with pytest.raises(ConnectionError):
+            conn.getresponse()
+    finally:
+        conn.close()
+
+    assert [s.path for s in upstream.seen] == ["/done-anyway"]
+    assert proxy.counters()["late_resets_injected"] == 1
+    assert proxy.counters()["forwarded"] == 1
+
 
 def test_reset_rate_one_closes_the_connection_without_a_response(
     proxy: FaultProxy, upstream: Upstream
