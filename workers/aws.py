@@ -42,7 +42,8 @@ def make_clients(threads: int, wait_time_seconds: int) -> Clients:
         # Few fast botocore retries for blips; longer outages are handled by SQS visibility
         # backoff, which survives a crash, where an in-process retry loop would not.
         return Config(
-            retries={"mode": "standard", "max_attempts": attempts},
+            # total_max_attempts counts the first call; botocore's max_attempts counts retries.
+            retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=read_timeout,
             max_pool_connections=pool,

@@ -1,0 +1,42 @@
+"""The consumer's boto3 clients: how many attempts each call makes, counted on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.proxy import FaultProxy
+from workers.aws import make_clients
+
+
+@pytest.fixture
+def failing_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """Every AWS call answered 500 by a proxy (its upstream is never reached)."""
+    with FaultProxy("http://127.0.0.1:9", error_rate=1.0, error_statuses=(500,)) as proxy:
+        for name, value in {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(name, value)
+        yield proxy
+
+
+def test_a_receive_is_one_attempt_so_a_hung_one_ends_within_the_receive_limit(
+        failing_aws: FaultProxy) -> None:
+    # botocore's `max_attempts` counts retries, not attempts: a receive configured that way made
+    # two calls, and two hung long polls outlast the heartbeat budget of receive_call_limit().
+    clients = make_clients(threads=1, wait_time_seconds=0)
+
+    with pytest.raises(ClientError):
+        clients.sqs_receive.receive_message(QueueUrl=failing_aws.url + "/000000000000/q.fifo")
+
+    assert failing_aws.counters()["requests"] == 1
+
+
+def test_other_calls_make_three_attempts(failing_aws: FaultProxy) -> None:
+    clients = make_clients(threads=1, wait_time_seconds=0)
+
+    with pytest.raises(ClientError):
+        clients.s3.head_object(Bucket="scifi", Key="k.json")
+
+    assert failing_aws.counters()["requests"] == 3
