@@ -49,6 +49,8 @@ class Shelver:
     run_dir: Path
     port: int = field(default_factory=free_port)
     marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Settings applied under `env`; the benchmark passes {} to run Shelver's own defaults.
+    defaults: dict[str, str] = field(default_factory=lambda: dict(TEST_DEFAULTS))
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,14 +61,18 @@ class Shelver:
     def log_path(self) -> Path:
         return self.run_dir / f"gunicorn-{self.port}.log"
 
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / f"state-{self.port}"
+
     def full_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
-        env.update(TEST_DEFAULTS)
+        env.update(self.defaults)
         env.update(self.env)
         env.update({
             "BIND": f"127.0.0.1:{self.port}",
-            "SHELVER_STATE_DIR": str(self.run_dir / f"state-{self.port}"),
+            "SHELVER_STATE_DIR": str(self.state_dir),
             "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
             # Found in /proc/<pid>/environ of every process this Shelver starts.
             "SHELVER_TEST_MARKER": self.marker,

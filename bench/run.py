@@ -1,0 +1,425 @@
+"""`python -m bench.run` (`make bench`): drain the same FIFO queue into S3 with every contender.
+
+One run, one LocalStack (started here on a free loopback port, serverless.yml deployed into it by
+osls), the same messages for everyone. Each throughput contender gets a fresh stack (input queue,
+DLQ and buckets cloned from the deployed ones, so they start empty) pre-filled with every message
+*before* it is started:
+
+  A  the tutorial loop (bench.contenders.naive)            one process
+  B  the hand-written reference (bench.contenders.Reference)  one process
+  C  Shelver, `gunicorn -c gunicorn.conf.py`, default configuration
+  -  sweep: Shelver with CONSUMERS x CONSUMER_THREADS from a small grid
+  D  Shelver with the sweep's best pair, measured again on its own fresh stack
+
+Then, for Shelver with its defaults: end-to-end latency at a low offered rate, and (during C's
+drain) `/health` latency while the consumers are saturated. With `--profile` (the default on a
+full run), B and C are run once more with py-spy attached, to show where their CPU goes.
+
+Throughput counts from the first message taken off the queue to the queue drained with every
+object listed: process start-up is reported apart (`start-up s`), not folded in. See
+bench/measure.py for every definition, and docs/benchmarks.md for the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from bench import report
+from bench.measure import (
+    DRAIN_POLL_SECONDS,
+    BenchError,
+    HealthProbe,
+    Percentiles,
+    VisibilityPoller,
+    cpu_seconds,
+    peak_rss_mb,
+    percentile,
+    wait_for,
+)
+from bench.profile import Profiler, ProfileSummary, py_spy
+from bench.results import DrainResult, LatencyResult, Results
+from bench.workload import check, list_etags, make_workload
+from scripts.emulator import FAKE_AWS_ENV, LocalStack, deploy, free_port, health
+from tests.support.aws import Aws, Stack
+from tests.support.shelver import Shelver
+from workers.settings import Settings
+from workers.status import read_pool
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT_SECONDS = 120.0
+START_POLL_SECONDS = 0.05
+# Shelver reads these; none may leak from the caller's shell into "the default configuration".
+SHELVER_VARIABLES = (
+    "INPUT_QUEUE", "GENRE_BUCKETS", "CONSUMERS", "CONSUMER_THREADS", "WAIT_TIME_SECONDS",
+    "POLL_INTERVAL_SECONDS", "VISIBILITY_CEILING_SECONDS", "RETRY_BACKOFF_BASE_SECONDS",
+    "RETRY_BACKOFF_MAX_SECONDS", "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS",
+    "CONSUMER_STOP_TIMEOUT_SECONDS", "HEALTH_MAX_POLL_AGE_SECONDS", "QUEUE_SAMPLE_SECONDS",
+    "LOG_LEVEL", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "GUNICORN_CMD_ARGS",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    books: int = 3000
+    groups: int = 100
+    reference_threads: int = 8
+    sweep: tuple[tuple[int, int], ...] = tuple(itertools.product((1, 2, 3), (4, 8)))
+    latency_rate: float = 20.0
+    latency_seconds: float = 15.0
+    profile: bool = True
+    out_dir: Path = REPO / "docs"
+    quick: bool = False
+
+
+class Watcher(Protocol):
+    def begin(self, pids: list[int]) -> None: ...
+    def end(self) -> None: ...
+
+
+class Contender(Protocol):
+    consumers: int  # consumer processes once it runs
+
+    def start(self) -> None: ...
+    def pids(self) -> list[int]: ...  # its consumer processes
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ProcessContender:
+    """A or B: `python -m bench.contenders ...` in its own process, killed once measured."""
+
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    consumers: int = 1
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env,
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class ShelverContender:
+    """Shelver through gunicorn. Its graceful stop waits out a long poll (WAIT_TIME_SECONDS), so
+    it runs in the background while the next contender goes: idle in a long poll on another
+    queue, a stopping Shelver costs no CPU."""
+
+    shelver: Shelver
+    consumers: int
+    stopping: list[threading.Thread]
+
+    def start(self) -> None:
+        self.shelver.start()
+
+    def pids(self) -> list[int]:
+        return [slot.pid for slot in read_pool(self.shelver.state_dir) if slot.pid]
+
+    def stop(self) -> None:
+        thread = threading.Thread(target=self.shelver.stop, name="stop-shelver")
+        thread.start()
+        self.stopping.append(thread)
+
+
+@dataclass
+class HealthWatcher:
+    probe: HealthProbe
+
+    def begin(self, pids: list[int]) -> None:
+        self.probe.start()
+
+    def end(self) -> None:
+        self.probe.stop()
+
+
+class Bench:
+    def __init__(self, options: Options, aws_env: dict[str, str], run_dir: Path) -> None:
+        self.options = options
+        self.aws_env = aws_env
+        self.aws = Aws(aws_env)
+        self.run_dir = run_dir
+        self.workload = make_workload(options.books, options.groups, uuid.uuid4().hex[:8])
+        self.stopping: list[threading.Thread] = []
+
+    # -- contenders -----------------------------------------------------------------------------
+    def process_contender(self, contender: str, *args: str) -> Callable[[Stack], Contender]:
+        def make(stack: Stack) -> Contender:
+            buckets = ",".join(f"{g}={b}" for g, b in stack.buckets.items())
+            command = [sys.executable, "-m", "bench.contenders", contender,
+                       "--queue-url", stack.input_url, "--buckets", buckets, *args]
+            return ProcessContender(command, {**_clean_env(), **self.aws_env},
+                                    self.run_dir / "contenders.log")
+        return make
+
+    def shelver(self, overrides: dict[str, str], port: int | None = None
+                ) -> Callable[[Stack], Contender]:
+        """Shelver with its own defaults, but for `overrides`."""
+        def make(stack: Stack) -> Contender:
+            env = {**self.aws_env, **stack.shelver_env(), **overrides}
+            shelver = Shelver(env=env, run_dir=self.run_dir, defaults={},
+                              port=port or free_port())
+            consumers = int(overrides.get("CONSUMERS", Settings().consumers))
+            return ShelverContender(shelver, consumers, self.stopping)
+        return make
+
+    # -- one drain ------------------------------------------------------------------------------
+    def drain(self, name: str, label: str, config: dict[str, str],
+              make: Callable[[Stack], Contender], watchers: Sequence[Watcher] = ()
+              ) -> DrainResult:
+        stack = self.aws.clone_stack()
+        self.aws.send(stack.input_url, self.workload.pairs())
+        total = len(self.workload.messages)
+        contender = make(stack)
+        launched = time.monotonic()
+        contender.start()
+        try:
+            started = wait_for(lambda: self._taken(stack, total), START_TIMEOUT_SECONDS,
+                               START_POLL_SECONDS, f"{label} to take a message")
+            pids = wait_for_pids(contender)
+            cpu_at_start = {pid: cpu_seconds(pid) for pid in pids}
+            for watcher in watchers:
+                watcher.begin(pids)
+            try:
+                finished = wait_for(lambda: self._drained(stack), self._drain_timeout(),
+                                    DRAIN_POLL_SECONDS, f"{label} to drain the queue")
+                pids = sorted(set(pids) | set(contender.pids()))
+                cpu = sum(cpu_seconds(pid) - cpu_at_start.get(pid, 0.0) for pid in pids)
+                rss = [peak_rss_mb(pid) for pid in pids]
+            finally:
+                for watcher in watchers:
+                    watcher.end()
+        finally:
+            contender.stop()
+        dlq_visible, dlq_in_flight = self.aws.counts(stack.dlq_url)
+        correctness = check(self.workload, list_etags(self.aws.s3, stack.buckets),
+                            dlq_visible + dlq_in_flight)
+        result = DrainResult(name, label, config, total, started - launched, finished - started,
+                             cpu, rss, correctness, started, finished)
+        print(report.drain_line(result), flush=True)
+        return result
+
+    def _taken(self, stack: Stack, total: int) -> bool:
+        visible, in_flight = self.aws.counts(stack.input_url)
+        return visible < total or in_flight > 0
+
+    def _drained(self, stack: Stack) -> bool:
+        if self.aws.counts(stack.input_url) != (0, 0):
+            return False
+        return len(list_etags(self.aws.s3, stack.buckets)) >= len(self.workload.versions)
+
+    def _drain_timeout(self) -> float:
+        return max(120.0, self.options.books / 5)  # A does ~70 msg/s here; 5 means stuck
+
+    # -- latency at a low rate ------------------------------------------------------------------
+    def latency(self) -> LatencyResult:
+        """Shelver (defaults) idle on an empty queue; one book every 1/rate s; HEAD each key."""
+        stack = self.aws.clone_stack()
+        contender = self.shelver({})(stack)
+        assert isinstance(contender, ShelverContender)
+        contender.start()
+        count = int(self.options.latency_rate * self.options.latency_seconds)
+        books = make_workload(count, self.options.groups, uuid.uuid4().hex[:8], update_every=0)
+        port = int(self.aws_env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+        poller = VisibilityPoller("127.0.0.1", port)
+        try:
+            wait_for(lambda: consumers_polling(contender.shelver), START_TIMEOUT_SECONDS, 0.1,
+                     "Shelver's consumers to long-poll")
+            time.sleep(0.5)  # from "about to poll" to inside the ReceiveMessage call
+            poller.start()
+            first = time.monotonic()
+            for index, message in enumerate(books.messages):
+                time.sleep(max(0.0, first + index / self.options.latency_rate - time.monotonic()))
+                poller.expect(stack.buckets[message.genre], message.key, time.monotonic())
+                self.aws.sqs.send_message(QueueUrl=stack.input_url, MessageBody=message.body,
+                                          MessageGroupId=message.group,
+                                          MessageDeduplicationId=uuid.uuid4().hex)
+            last = time.monotonic()
+            with contextlib.suppress(BenchError):
+                wait_for(lambda: poller.outstanding() == 0, 30, 0.1, "every object to appear")
+        finally:
+            poller.stop()
+            contender.stop()
+        rate = (count - 1) / (last - first) if count > 1 else 0.0
+        result = LatencyResult(rate, Percentiles.of(poller.latencies()),
+                               percentile(poller.gaps, 50) * 1000, poller.outstanding())
+        print(report.latency_line(result), flush=True)
+        return result
+
+    # -- everything -----------------------------------------------------------------------------
+    def run_all(self) -> Results:
+        threads = str(self.options.reference_threads)
+        reference = self.process_contender("reference", "--threads", threads)
+        runs: dict[str, DrainResult] = {}
+        runs["A"] = self.drain("A", "A naive loop", {"threads": "1"},
+                               self.process_contender("naive"))
+        runs["B"] = self.drain("B", "B reference", {"threads": threads}, reference)
+        defaults = Settings()
+        default_config = {"CONSUMERS": str(defaults.consumers),
+                          "CONSUMER_THREADS": str(defaults.consumer_threads)}
+        port = free_port()
+        probe = HealthProbe(f"http://127.0.0.1:{port}/health")
+        runs["C"] = self.drain("C", "C Shelver, defaults", default_config,
+                               self.shelver({}, port), [HealthWatcher(probe)])
+        health_latency = probe.between(runs["C"].started_at, runs["C"].finished_at)
+        print(report.health_line(health_latency), flush=True)
+        sweep = []
+        for consumers, consumer_threads in self.options.sweep:
+            config = {"CONSUMERS": str(consumers), "CONSUMER_THREADS": str(consumer_threads)}
+            sweep.append(self.drain("sweep", f"sweep {consumers}x{consumer_threads}", config,
+                                    self.shelver(config)))
+        best = max(sweep, key=lambda r: r.throughput).config
+        runs["D"] = self.drain("D", "D Shelver, tuned", best, self.shelver(best))
+        latency = self.latency()
+        profiles = self.profiles(reference) if self.options.profile else {}
+        return Results(runs, sweep, latency, health_latency, profiles)
+
+    def profiles(self, reference: Callable[[Stack], Contender]) -> dict[str, ProfileSummary]:
+        executable = py_spy()
+        if executable is None:
+            print("  py-spy not found: no profiles", flush=True)
+            return {}
+        out = self.run_dir / "profiles"
+        spies = {"B": Profiler(out, "reference", executable),
+                 "C": Profiler(out, "shelver", executable)}
+        self.drain("B", "B profiled", {}, reference, [spies["B"]])
+        self.drain("C", "C profiled", {}, self.shelver({}), [spies["C"]])
+        return {name: spy.summary for name, spy in spies.items() if spy.summary is not None}
+
+    def close(self) -> None:
+        for thread in self.stopping:
+            thread.join()
+
+
+def wait_for_pids(contender: Contender) -> list[int]:
+    pids: list[int] = []
+
+    def found() -> bool:
+        pids[:] = contender.pids()
+        return len(pids) >= contender.consumers
+    wait_for(found, START_TIMEOUT_SECONDS, START_POLL_SECONDS, "the consumer processes")
+    return pids
+
+
+def consumers_polling(shelver: Shelver) -> bool:
+    body = shelver.get("/health").body
+    consumers = body.get("consumers", []) if isinstance(body, dict) else []
+    return (len(consumers) == Settings().consumers
+            and all(c.get("state") == "polling" for c in consumers))
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("AWS_") and k not in SHELVER_VARIABLES}
+
+
+def machine(endpoint: str) -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), "0")
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/info", timeout=5) as answer:
+            localstack = str(json.load(answer).get("version", "?"))
+    except (OSError, ValueError):
+        localstack = "?"
+    return {
+        "cpu": f"{os.cpu_count()} x {cpu}",
+        "memory": f"{int(memory) / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "boto3": metadata.version("boto3"),
+        "gunicorn": metadata.version("gunicorn"),
+        "localstack": localstack,
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+@contextlib.contextmanager
+def emulator(run_dir: Path) -> Iterator[dict[str, str]]:
+    """LocalStack on a free loopback port with serverless.yml deployed; the AWS environment."""
+    with LocalStack(port=free_port(), data_dir=run_dir / "localstack") as localstack:
+        deploy("local", localstack.port)
+        if health(localstack.endpoint) is None:
+            raise BenchError(f"LocalStack at {localstack.endpoint} stopped answering")
+        yield {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": localstack.endpoint}
+
+
+def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--books", type=int, help="messages per contender (default 3000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 300 books, a 2-point sweep, 5 s of latency, no profile, "
+                             "results in .run/bench instead of docs/")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                        help="profile B and C with py-spy (default: on, off with --quick)")
+    parser.add_argument("--out", type=Path, help="where the JSON, PNG and markdown go")
+    args = parser.parse_args(argv)
+    options = Options()
+    if args.quick:
+        options = Options(books=300, groups=30, sweep=((1, 4), (2, 8)), latency_seconds=5.0,
+                          profile=False, out_dir=REPO / ".run" / "bench", quick=True)
+    if args.books is not None:
+        options = dataclasses.replace(options, books=args.books)
+    if args.profile is not None:
+        options = dataclasses.replace(options, profile=args.profile)
+    if args.out is not None:
+        options = dataclasses.replace(options, out_dir=args.out)
+    command = ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
+    return options, command
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, command = parse_args(argv)
+    began = time.monotonic()
+    run_dir = Path(tempfile.mkdtemp(prefix="shelver-bench-"))
+    print(f"bench: {options.books} books over {options.groups} groups; work files in {run_dir}",
+          flush=True)
+    with emulator(run_dir) as aws_env:
+        info = machine(aws_env["AWS_ENDPOINT_URL"])
+        bench = Bench(options, aws_env, run_dir)
+        try:
+            results = bench.run_all()
+        finally:
+            bench.close()
+    info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results = dataclasses.replace(
+        results, machine=info, command=" ".join(command), books=options.books,
+        groups=options.groups, updates=bench.workload.updates,
+        wall_seconds=time.monotonic() - began)
+    print(report.table(results), flush=True)
+    report.write(results, options.out_dir)
+    print(f"bench: done in {results.wall_seconds:.0f} s; wrote {options.out_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
