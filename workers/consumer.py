@@ -54,6 +54,10 @@ MAX_RECEIVE_BACKOFF_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
+class _LongPollAbandoned(BaseException):
+    """Raised by the stop signal handler into a long poll in progress."""
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """Everything a consumer needs, passed by the pool when it spawns one (must pickle)."""
@@ -84,6 +88,7 @@ class Consumer:
         self._next_depth_sample = 0.0
         self._abandoned = False
         self._failing_pause = 0.0  # seconds; grows while whole batches fail
+        self._in_long_poll = False
 
     # -- signals: set a flag and wake the main thread, nothing else -----------------------------
     def install_signals(self) -> None:
@@ -95,6 +100,13 @@ class Consumer:
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
+        if self._in_long_poll:
+            # Abandon the long poll rather than sit out WaitTimeSeconds: a deploy should not
+            # take 20 s. A BaseException passes through botocore's `except Exception`; only a
+            # response racing this signal could be lost, and its messages then reappear after
+            # their visibility timeout (late, not lost).
+            self._in_long_poll = False
+            raise _LongPollAbandoned
 
     def stopping(self) -> bool:
         return self._stopping
@@ -184,7 +196,13 @@ class Consumer:
             self._sample_depth()
             self._beat("polling")
             try:
-                messages = self._transport.receive(self.settings.wait_time_seconds)
+                self._in_long_poll = True
+                try:
+                    messages = self._transport.receive(self.settings.wait_time_seconds)
+                finally:
+                    self._in_long_poll = False
+            except _LongPollAbandoned:
+                break
             except (ClientError, BotoCoreError, OSError) as exc:
                 metrics.RECEIVE_CALLS.labels(result="error").inc()
                 log.error("consumer %d receive failed, retrying in %.0f s: %s",

@@ -82,11 +82,13 @@ def test_trigger_wakes_idle_consumers_to_poll_now(aws: Aws, stack: Stack,
 
 
 def test_sigterm_stops_everything_cleanly(stack: Stack, shelver_factory: ShelverFactory):
-    shelver = shelver_factory(stack)
+    # The default 20 s long poll: a stop abandons it instead of waiting it out.
+    shelver = shelver_factory(stack, WAIT_TIME_SECONDS="20", HEALTH_MAX_POLL_AGE_SECONDS="60",
+                              CONSUMER_HEARTBEAT_TIMEOUT_SECONDS="60")
     shelver.wait_healthy()
     shelver.signal(signal.SIGTERM)
 
-    assert shelver.wait_exit(60) == 0
+    assert shelver.wait_exit(15) == 0
     wait_until(lambda: shelver.processes() == [], 5, 0.1, "no process left")
     log = shelver.log()
     assert "Traceback" not in log
@@ -110,7 +112,7 @@ def test_sigkill_of_the_master_leaves_no_orphan(stack: Stack, shelver_factory: S
     shelver.signal(signal.SIGKILL)
     shelver.wait_exit(10)
 
-    wait_until(lambda: not set(consumers) & set(shelver.processes()), 10, 0.1,
+    wait_until(lambda: not set(consumers) & set(shelver.processes()), 5, 0.05,
                "the consumers to notice and exit")
     wait_until(lambda: shelver.processes() == [], 10, 0.1, "every process to exit")
     with socket.socket() as probe:
