@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from workers.books import parse_genre_buckets
 
@@ -47,55 +47,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        reader = _EnvReader(env)
         defaults = cls()
-        settings = cls(
-            input_queue=reader.get("INPUT_QUEUE", _non_empty, defaults.input_queue,
-                                   "a queue name or URL"),
-            genre_buckets=reader.get("GENRE_BUCKETS", parse_genre_buckets,
-                                     defaults.genre_buckets,
-                                     "genre=bucket pairs separated by commas, "
-                                     "e.g. scifi=scifi,romance=romance"),
-            consumers=reader.get("CONSUMERS", _int_between(1, 64), defaults.consumers,
-                                 "an integer from 1 to 64"),
-            consumer_threads=reader.get("CONSUMER_THREADS", _int_between(1, 64),
-                                        defaults.consumer_threads, "an integer from 1 to 64"),
-            wait_time_seconds=reader.get("WAIT_TIME_SECONDS",
-                                         _int_between(0, MAX_WAIT_TIME_SECONDS),
-                                         defaults.wait_time_seconds, "an integer from 0 to 20"),
-            poll_interval_seconds=reader.get("POLL_INTERVAL_SECONDS", _seconds(0, 3600),
-                                             defaults.poll_interval_seconds,
-                                             "seconds from 0 to 3600"),
-            visibility_ceiling_seconds=reader.get("VISIBILITY_CEILING_SECONDS",
-                                                  _int_between(1, MAX_VISIBILITY_SECONDS),
-                                                  defaults.visibility_ceiling_seconds,
-                                                  "an integer from 1 to 43200"),
-            retry_backoff_base_seconds=reader.get("RETRY_BACKOFF_BASE_SECONDS",
-                                                  _seconds(0, MAX_VISIBILITY_SECONDS),
-                                                  defaults.retry_backoff_base_seconds,
-                                                  "seconds from 0 to 43200"),
-            retry_backoff_max_seconds=reader.get("RETRY_BACKOFF_MAX_SECONDS",
-                                                 _seconds(0, MAX_VISIBILITY_SECONDS),
-                                                 defaults.retry_backoff_max_seconds,
-                                                 "seconds from 0 to 43200"),
-            heartbeat_timeout_seconds=reader.get("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS",
-                                                 _seconds(1, 86_400),
-                                                 defaults.heartbeat_timeout_seconds,
-                                                 "seconds from 1 to 86400"),
-            stop_timeout_seconds=reader.get("CONSUMER_STOP_TIMEOUT_SECONDS", _seconds(1, 3600),
-                                            defaults.stop_timeout_seconds,
-                                            "seconds from 1 to 3600"),
-            health_max_poll_age_seconds=reader.get("HEALTH_MAX_POLL_AGE_SECONDS",
-                                                   _seconds(1, 86_400),
-                                                   defaults.health_max_poll_age_seconds,
-                                                   "seconds from 1 to 86400"),
-            queue_sample_seconds=reader.get("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600),
-                                            defaults.queue_sample_seconds,
-                                            "seconds from 1 to 3600"),
-            state_dir=env.get("SHELVER_STATE_DIR", ""),
-            log_level=reader.get("LOG_LEVEL", _log_level, defaults.log_level,
-                                 "one of DEBUG, INFO, WARNING, ERROR"),
-        )
+        values = {
+            field_name: _read(env, variable, form, getattr(defaults, field_name))
+            for field_name, (variable, form) in _VARIABLES.items()
+        }
+        settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
         _check_region(env)
         return settings
@@ -127,17 +84,22 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class _EnvReader:
-    env: Mapping[str, str]
+class _Form:
+    """How a variable is parsed, and how its accepted form is told to the operator."""
 
-    def get(self, name: str, parse: Callable[[str], T], default: T, accepted: str) -> T:
-        raw = self.env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return parse(raw.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{name}={raw!r} is not valid: expected {accepted} ({exc})") from None
+    parse: Callable[[str], Any]
+    accepted: str
+
+
+def _read(env: Mapping[str, str], name: str, form: _Form, default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return cast(T, form.parse(raw.strip()))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected {form.accepted} ({exc})") from None
 
 
 def _non_empty(raw: str) -> str:
@@ -146,24 +108,24 @@ def _non_empty(raw: str) -> str:
     return raw
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
+def _int_between(low: int, high: int) -> _Form:
     def parse(raw: str) -> int:
         value = int(raw)
         if not low <= value <= high:
             raise ValueError(f"{value} is out of range")
         return value
 
-    return parse
+    return _Form(parse, f"an integer from {low} to {high}")
 
 
-def _seconds(low: float, high: float) -> Callable[[str], float]:
+def _seconds(low: float, high: float) -> _Form:
     def parse(raw: str) -> float:
         value = float(raw)
         if not low <= value <= high:  # also rejects nan
             raise ValueError(f"{raw} is out of range")
         return value
 
-    return parse
+    return _Form(parse, f"seconds from {low:g} to {high:g}")
 
 
 def _log_level(raw: str) -> str:
@@ -181,3 +143,27 @@ def _check_region(env: Mapping[str, str]) -> None:
         return
     raise ConfigError("AWS_REGION is not set (nor AWS_DEFAULT_REGION, nor a region in the AWS "
                       "profile): expected a region name such as us-east-1")
+
+
+# Settings field -> (environment variable, accepted form).
+_VARIABLES: dict[str, tuple[str, _Form]] = {
+    "input_queue": ("INPUT_QUEUE", _Form(_non_empty, "a queue name or URL")),
+    "genre_buckets": ("GENRE_BUCKETS", _Form(
+        parse_genre_buckets,
+        "genre=bucket pairs separated by commas, e.g. scifi=scifi,romance=romance")),
+    "consumers": ("CONSUMERS", _int_between(1, 64)),
+    "consumer_threads": ("CONSUMER_THREADS", _int_between(1, 64)),
+    "wait_time_seconds": ("WAIT_TIME_SECONDS", _int_between(0, MAX_WAIT_TIME_SECONDS)),
+    "poll_interval_seconds": ("POLL_INTERVAL_SECONDS", _seconds(0, 3600)),
+    "visibility_ceiling_seconds": ("VISIBILITY_CEILING_SECONDS",
+                                   _int_between(1, MAX_VISIBILITY_SECONDS)),
+    "retry_backoff_base_seconds": ("RETRY_BACKOFF_BASE_SECONDS",
+                                   _seconds(0, MAX_VISIBILITY_SECONDS)),
+    "retry_backoff_max_seconds": ("RETRY_BACKOFF_MAX_SECONDS",
+                                  _seconds(0, MAX_VISIBILITY_SECONDS)),
+    "heartbeat_timeout_seconds": ("CONSUMER_HEARTBEAT_TIMEOUT_SECONDS", _seconds(1, 86_400)),
+    "stop_timeout_seconds": ("CONSUMER_STOP_TIMEOUT_SECONDS", _seconds(1, 3600)),
+    "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
+    "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
+    "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
+}

@@ -8,7 +8,6 @@ import boto3
 import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto import mock_aws
 from prometheus_client import REGISTRY
 
 from workers.books import Book
@@ -323,18 +322,10 @@ def test_an_empty_group_gives_no_results(fx: Fixture) -> None:
 # -- with the real BookStore on moto S3 ------------------------------------------------------------
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="scifi-books")
-        yield client
+def s3(moto: None) -> Iterator[Any]:
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="scifi-books")
+    yield client
 
 
 def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any) -> None:

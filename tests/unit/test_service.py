@@ -372,7 +372,8 @@ def test_trigger_really_wakes_an_idle_consumer_process(
     assert response.status_code == 202
     assert response.get_json() == {"triggered": 1}
     deadline = time.monotonic() + 30
-    while not marker.exists() and time.monotonic() < deadline:
+    # write_text creates the file before it writes: wait for the content, not the name.
+    while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):
         time.sleep(0.02)
     assert marker.read_text() == "woken"
     assert process.poll() is None  # handled, not killed

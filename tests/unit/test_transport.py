@@ -7,7 +7,6 @@ from typing import Any
 import boto3
 import orjson
 import pytest
-from moto import mock_aws
 
 from workers.transport import (
     DETAIL_ATTRIBUTE,
@@ -52,31 +51,20 @@ class Queues:
 
 
 @pytest.fixture
-def queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[Queues]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name=REGION)
-        fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
-        dlq_url = sqs.create_queue(QueueName=DLQ, Attributes=fifo)["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(
-            QueueUrl=dlq_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        redrive = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).decode()
-        input_url = sqs.create_queue(
-            QueueName=INPUT,
-            Attributes={**fifo, "VisibilityTimeout": str(VISIBILITY), "RedrivePolicy": redrive},
-        )["QueueUrl"]
-        plain_url = sqs.create_queue(QueueName="plain.fifo", Attributes=fifo)["QueueUrl"]
-        yield Queues(sqs, input_url, dlq_url, plain_url)
+def queues(moto: None) -> Iterator[Queues]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    dlq_url = sqs.create_queue(QueueName=DLQ, Attributes=fifo)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    redrive = orjson.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).decode()
+    input_url = sqs.create_queue(
+        QueueName=INPUT,
+        Attributes={**fifo, "VisibilityTimeout": str(VISIBILITY), "RedrivePolicy": redrive},
+    )["QueueUrl"]
+    plain_url = sqs.create_queue(QueueName="plain.fifo", Attributes=fifo)["QueueUrl"]
+    yield Queues(sqs, input_url, dlq_url, plain_url)
 
 
 def transport_for(queues: Queues) -> SqsTransport:
