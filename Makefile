@@ -6,6 +6,8 @@
 #   make infra        deploy serverless.yml (stage local) into it
 #   make run          all of the above, then gunicorn on $(BIND); Ctrl-C stops both
 #   make send         put $(COUNT) books of $(GENRES) on the queue
+#   make bench        Shelver against the alternatives on its own LocalStack -> docs/benchmarks.md
+#                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
 #   make test / lint / clean
 #
 # Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
@@ -26,6 +28,7 @@ LOCALSTACK_PORT ?= 4566
 BIND ?= 127.0.0.1:8000
 COUNT ?= 10
 GENRES ?= scifi,romance
+BENCH_ARGS ?=
 
 VENV := .venv
 VENV_LS := .venv-localstack
@@ -33,15 +36,15 @@ STAMPS := .stamps
 EMULATOR := $(VENV)/bin/python scripts/emulator.py
 AWS_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCALSTACK_PORT) AWS_REGION=us-east-1 \
 	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-LINT_PATHS := service workers scripts tests
+LINT_PATHS := service workers scripts tests bench
 
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send bench test lint clean FORCE
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
@@ -60,6 +63,11 @@ $(STAMPS)/venv-localstack: requirements/localstack.txt $(call rebuild_if_missing
 $(STAMPS)/node: package.json package-lock.json $(call rebuild_if_missing,node_modules/.bin/osls)
 	@mkdir -p $(STAMPS)
 	npm ci --no-audit --no-fund
+	touch $@
+
+# The benchmark's extras (chart, profiler) go into the same .venv, on top of dev.txt.
+$(STAMPS)/venv-bench: requirements/bench.txt $(STAMPS)/venv
+	$(VENV)/bin/python -m pip install --quiet -r requirements/bench.txt
 	touch $@
 
 install-prometheus:
@@ -81,6 +89,10 @@ run: install
 
 send: $(STAMPS)/venv
 	$(AWS_ENV) $(VENV)/bin/python -m workers.producer --count $(COUNT) --genres $(GENRES)
+
+# One run, one emulator, the same messages for every contender: see docs/benchmarks.md.
+bench: install $(STAMPS)/venv-bench
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 test: install install-prometheus
 	$(VENV)/bin/python -m pytest -q tests

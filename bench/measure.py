@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from urllib.parse import quote
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -94,16 +95,14 @@ class Percentiles:
 
 
 @dataclass
-class HealthProbe:
-    """GETs `url` every HEALTH_PROBE_SECONDS in a thread; keeps (start, seconds, status)."""
+class _Background:
+    """Runs `_run` in a daemon thread from `start` until `stop`."""
 
-    url: str
-    samples: list[tuple[float, float, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
-    def start(self) -> HealthProbe:
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
@@ -111,6 +110,17 @@ class HealthProbe:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class HealthProbe(_Background):
+    """GETs `url` every HEALTH_PROBE_SECONDS; keeps (start, seconds, status) of each request."""
+
+    url: str
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -134,7 +144,7 @@ class HealthProbe:
 
 
 @dataclass
-class VisibilityPoller:
+class VisibilityPoller(_Background):
     """Finds when objects appear: HEADs every outstanding key every VISIBILITY_POLL_SECONDS.
 
     An object is taken as visible at the start of the first HEAD that finds it; the previous HEAD
@@ -146,23 +156,11 @@ class VisibilityPoller:
     expected: dict[tuple[str, str], float] = field(default_factory=dict)  # (bucket, key) -> sent
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     gaps: list[float] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def expect(self, bucket: str, key: str, sent_at: float) -> None:
         with self._lock:
             self.expected[(bucket, key)] = sent_at
-
-    def start(self) -> VisibilityPoller:
-        self._thread = threading.Thread(target=self._run, name="visibility", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def outstanding(self) -> int:
         with self._lock:

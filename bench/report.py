@@ -117,18 +117,25 @@ def targets_table(results: Results) -> str:
                    for t in targets(results)])
 
 
-def _shares(shares: list[Share]) -> str:
-    return _table(["", "% of samples"], [[f"`{s.name}`", f"{s.percent:.1f}"] for s in shares])
+def _shares(shares: list[Share], ms_per_message: float) -> str:
+    if not shares:
+        return "(nothing sampled)"
+    return _table(["", "% of CPU samples", "~ CPU ms / message"],
+                  [[f"`{s.name}`", f"{s.percent:.1f}", f"{s.percent / 100 * ms_per_message:.3f}"]
+                   for s in shares])
 
 
-def profile_section(name: str, label: str, p: ProfileSummary) -> str:
+def profile_section(label: str, p: ProfileSummary) -> str:
+    ms = p.cpu_ms_per_message
     return "\n\n".join([
-        f"#### {label}: {p.samples} samples, {p.aws_calls_percent:.0f}% inside boto3 API calls "
-        "(`BaseClient._make_api_call`)",
-        "By library (innermost frame):", _shares(p.by_library),
-        "By function (self):", _shares(p.self_by_function),
-        "The project's own functions (inclusive):", _shares(p.own_code_inclusive)
-        if p.own_code_inclusive else "(none sampled)",
+        f"#### {label}: {p.samples} samples, {ms:.2f} ms of consumer CPU per message in the "
+        f"profiled run, {p.aws_calls_percent:.0f}% of it inside boto3 API calls",
+        "Inside boto3 API calls (`BaseClient._make_api_call`), by the function that made the "
+        "call:", _shares(p.aws_by_caller, ms),
+        "Outside them, by the innermost function of the project's own code:",
+        _shares(p.outside_aws, ms),
+        "By library of the innermost frame:", _shares(p.by_library, ms),
+        "By innermost function (self time):", _shares(p.self_by_function, ms),
     ])
 
 
@@ -136,7 +143,8 @@ def markdown(results: Results) -> str:
     """The generated part of docs/benchmarks.md."""
     lat, health = results.latency, results.health
     machine = _table(["", ""], [[k, v] for k, v in results.machine.items()])
-    parts = [
+    parts = [f"> **Note:** {results.note}"] if results.note else []
+    parts += [
         f"Run of {time.strftime('%Y-%m-%d %H:%M %Z')}: `{results.command}`, "
         f"{results.wall_seconds:.0f} s in all. {results.books} messages ({results.updates} of "
         f"them later versions of a book in the same group) over {results.groups} groups, "
@@ -159,7 +167,7 @@ def markdown(results: Results) -> str:
     if results.profiles:
         parts.append("### Profiles (py-spy, separate runs: their throughput is not reported)")
         labels = {"B": "B reference", "C": "C Shelver, defaults (all consumer processes)"}
-        parts += [profile_section(n, labels.get(n, n), p) for n, p in results.profiles.items()]
+        parts += [profile_section(labels.get(n, n), p) for n, p in results.profiles.items()]
     return "\n\n".join(parts)
 
 

@@ -60,6 +60,7 @@ class Results:
     groups: int = 0
     updates: int = 0
     wall_seconds: float = 0.0
+    note: str = ""
 
     def ratio(self, name: str, to: str) -> float:
         return self.runs[name].throughput / self.runs[to].throughput

@@ -87,6 +87,7 @@ class Options:
     profile: bool = True
     out_dir: Path = REPO / "docs"
     quick: bool = False
+    note: str = ""  # printed above the generated results, e.g. "noisy: a test suite ran"
 
 
 class Watcher(Protocol):
@@ -308,9 +309,10 @@ class Bench:
         out = self.run_dir / "profiles"
         spies = {"B": Profiler(out, "reference", executable),
                  "C": Profiler(out, "shelver", executable)}
-        self.drain("B", "B profiled", {}, reference, [spies["B"]])
-        self.drain("C", "C profiled", {}, self.shelver({}), [spies["C"]])
-        return {name: spy.summary for name, spy in spies.items() if spy.summary is not None}
+        runs = {"B": self.drain("B", "B profiled", {}, reference, [spies["B"]]),
+                "C": self.drain("C", "C profiled", {}, self.shelver({}), [spies["C"]])}
+        return {name: dataclasses.replace(spy.summary, cpu_ms_per_message=runs[name].cpu_per_1000)
+                for name, spy in spies.items() if spy.summary is not None}
 
     def close(self) -> None:
         for thread in self.stopping:
@@ -382,6 +384,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="profile B and C with py-spy (default: on, off with --quick)")
     parser.add_argument("--out", type=Path, help="where the JSON, PNG and markdown go")
+    parser.add_argument("--note", default="", help="a remark shown above the results")
     args = parser.parse_args(argv)
     options = Options()
     if args.quick:
@@ -393,6 +396,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         options = dataclasses.replace(options, profile=args.profile)
     if args.out is not None:
         options = dataclasses.replace(options, out_dir=args.out)
+    options = dataclasses.replace(options, note=args.note)
     command = ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
     return options, command
 
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = dataclasses.replace(
         results, machine=info, command=" ".join(command), books=options.books,
-        groups=options.groups, updates=bench.workload.updates,
+        groups=options.groups, updates=bench.workload.updates, note=options.note,
         wall_seconds=time.monotonic() - began)
     print(report.table(results), flush=True)
     report.write(results, options.out_dir)

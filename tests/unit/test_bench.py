@@ -1,0 +1,139 @@
+"""The benchmark's own parts: the workload, the correctness check, and contenders A and B
+draining a queue for real (moto in-process; one worker, as moto's FIFO receive is not safe
+under concurrent receivers)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+
+from bench.contenders import Reference, Target, naive
+from bench.profile import Share, load_raw, summarize
+from bench.workload import check, list_etags, make_workload, md5
+from tests.support.aws import wait_until
+
+
+@dataclass
+class Fifo:
+    sqs: Any
+    s3: Any
+    url: str
+    buckets: dict[str, str]
+
+    def send(self, pairs: list[tuple[str, str]]) -> None:
+        for n, (group, body) in enumerate(pairs):
+            self.sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageGroupId=group,
+                                  MessageDeduplicationId=str(n))
+
+    def drained(self) -> bool:
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return bool(attributes == {"ApproximateNumberOfMessages": "0",
+                                    "ApproximateNumberOfMessagesNotVisible": "0"})
+
+
+@pytest.fixture
+def fifo(moto: None) -> Fifo:
+    sqs, s3 = boto3.client("sqs"), boto3.client("s3")
+    url = sqs.create_queue(QueueName="bench.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    buckets = {genre: f"bench-{genre}" for genre in ("scifi", "romance")}
+    for bucket in buckets.values():
+        s3.create_bucket(Bucket=bucket)
+    return Fifo(sqs, s3, url, buckets)
+
+
+def test_workload_has_later_versions_in_the_same_group() -> None:
+    workload = make_workload(200, groups=10, run="r")
+    assert len(workload.messages) == 200
+    assert workload.updates == 20  # every tenth message of each group
+    assert all(900 <= len(m.body.encode()) <= 1000 for m in workload.messages)
+    groups_of: dict[tuple[str, str], set[str]] = {}
+    for m in workload.messages:
+        groups_of.setdefault((m.genre, m.key), set()).add(m.group)
+        assert m.key == f"{orjson.loads(m.body)['title']}.json"
+    assert all(len(groups) == 1 for groups in groups_of.values())
+    versions = Counter(len(history) for history in workload.versions.values())
+    assert versions == {1: 160, 2: 20}
+    last = {(m.genre, m.key): md5(m.body) for m in workload.messages}  # last write wins
+    assert {k: h[-1] for k, h in workload.versions.items()} == last
+    assert make_workload(50, 5, "r", update_every=0).updates == 0
+
+
+def test_check_names_every_kind_of_wrong_listing() -> None:
+    workload = make_workload(40, groups=2, run="r", update_every=4)
+    right = {object_id: f'"{history[-1]}"' for object_id, history in workload.versions.items()}
+    assert check(workload, right).ok
+
+    updated = next(k for k, h in workload.versions.items() if len(h) > 1)
+    first_key = next(k for k, h in workload.versions.items() if len(h) == 1)
+    wrong = dict(right)
+    wrong[updated] = f'"{workload.versions[updated][0]}"'  # the older version won
+    del wrong[first_key]
+    wrong[("scifi", "stray.json")] = '"00"'
+    result = check(workload, wrong, dead_lettered=1)
+    assert (result.missing, result.stale, result.extra, result.dead_lettered) == (1, 1, 1, 1)
+    assert not result.ok and "1 stale" in result.summary()
+    other = next(k for k in workload.versions if k not in (updated, first_key))
+    assert check(workload, {**right, other: '"not-a-version"'}).corrupt == 1
+
+
+def _drain(fifo: Fifo, run: Callable[[threading.Event], int]) -> int:
+    stop = threading.Event()
+    handled: list[int] = []
+    worker = threading.Thread(target=lambda: handled.append(run(stop)))
+    worker.start()
+    try:
+        wait_until(fifo.drained, timeout=60, what="the queue to drain")
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    return handled[0]
+
+
+@pytest.mark.parametrize("contender", ["naive", "reference"])
+def test_contender_stores_the_last_version_of_every_book(fifo: Fifo, contender: str) -> None:
+    workload = make_workload(60, groups=6, run="r", update_every=3)
+    fifo.send(workload.pairs())
+    target = Target(fifo.url, fifo.buckets, wait_seconds=0)
+
+    def run(stop: threading.Event) -> int:
+        if contender == "naive":
+            return naive(target, stop)
+        return Reference(target, threads=1).run(stop)
+
+    assert _drain(fifo, run) == 60
+    result = check(workload, list_etags(fifo.s3, fifo.buckets))
+    assert result.ok, result.summary()
+    assert result.expected == 42  # 60 messages, of which 18 later versions
+
+
+def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
+    thread = "Thread.run (threading.py:982)"
+    api = ("BaseClient._make_api_call (botocore/client.py:1076);"
+           "SigV4Auth.add_auth (botocore/auth.py:420)")
+    raw = tmp_path / "shelver-1.txt"
+    raw.write_text("\n".join([
+        f"{thread};BookStore.store (workers/storage.py:79);BookStore._put (workers/storage.py:134);"
+        f"{api} 6",
+        f"{thread};Consumer._consume (workers/consumer.py:201);"
+        f"SqsTransport.receive (workers/transport.py:79);{api} 2",
+        f"{thread};Consumer._update (workers/consumer.py:120);"
+        "write_atomically (workers/status.py:50);Path.write_bytes (pathlib.py:1066) 1",
+        f"{thread} 1",
+    ]) + "\n")
+    summary = summarize(load_raw([raw, tmp_path / "gone.txt"]))
+    assert summary.samples == 10
+    assert summary.aws_calls_percent == 80
+    assert [(s.name, s.percent) for s in summary.aws_by_caller] == [
+        ("BookStore._put (workers/storage.py)", 60),
+        ("SqsTransport.receive (workers/transport.py)", 20)]
+    assert summary.outside_aws[0] == Share("write_atomically (workers/status.py)", 10)
+    assert summary.by_library[0] == Share("botocore", 80)
