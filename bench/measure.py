@@ -3,6 +3,10 @@
 - CPU: utime + stime of the contender's consumer processes from /proc/<pid>/stat (all threads),
   read when the first message leaves the queue and again when the queue is drained; the
   difference is the CPU the drain cost, start-up excluded.
+- Where the machine's CPU went during a drain: busy time of all cores from /proc/stat, and
+  within it the emulator (LocalStack's process group) and the contender's other processes
+  (Shelver's gunicorn master and HTTP workers); what is left is this harness and anything else
+  running on the machine.
 - Memory: VmHWM (peak resident set) from /proc/<pid>/status, read when drained.
 - Drain: the queue's approximate counts, polled every `DRAIN_POLL_SECONDS`. The clock starts at
   the first poll that sees a message taken (visible below the total, or any in flight) and stops
@@ -38,15 +42,49 @@ class BenchError(RuntimeError):
     """A contender did not start, did not drain, or the emulator misbehaved."""
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after "pid (comm)": [0] is field 3 of proc(5), the state."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (every thread), 0 if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    # After "pid (comm)": state is field 3 of proc(5), utime 14 and stime 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (LocalStack runs in its own)."""
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (fields := _stat(int(entry))) and int(fields[2]) == pgid]
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent on anything but idle and iowait since boot (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far, of the machine and per process of interest."""
+
+    machine: float
+    processes: dict[int, float]
+
+    @classmethod
+    def take(cls, pids: Sequence[int]) -> CpuSnapshot:
+        return cls(machine_busy_seconds(), {pid: cpu_seconds(pid) for pid in pids})
+
+    def since(self, earlier: CpuSnapshot, pids: Sequence[int]) -> float:
+        """CPU of `pids` between `earlier` and this snapshot (a pid new since counts whole)."""
+        return sum(self.processes.get(pid, 0.0) - earlier.processes.get(pid, 0.0)
+                   for pid in pids)
 
 
 def peak_rss_mb(pid: int) -> float:

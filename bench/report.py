@@ -29,8 +29,10 @@ _CONTENDER_COLORS = {"A": "#b0b0b0", "B": "#6b8fb3", "C": "#e39b4a", "D": "#c257
 # -- progress lines -------------------------------------------------------------------------------
 def drain_line(r: DrainResult) -> str:
     config = " ".join(f"{k}={v}" for k, v in r.config.items())
+    emulator = r.per_1000(r.emulator_cpu_seconds)
     return (f"  {r.label:<24} {config:<32} {r.throughput:7.1f} msg/s  "
-            f"cpu {r.cpu_per_1000:5.2f} s/1000  rss {max(r.peak_rss_mb, default=0):5.1f} MB  "
+            f"cpu {r.cpu_per_1000:5.2f} s/1000 (emulator {emulator:5.2f}, "
+            f"busy {r.machine_busy_percent:3.0f}%)  rss {max(r.peak_rss_mb, default=0):5.1f} MB  "
             f"start-up {r.startup_seconds:4.1f} s  {r.correctness.summary()}")
 
 
@@ -70,6 +72,16 @@ def table(results: Results) -> str:
     return _table(["contender", "configuration", "msg/s", "vs A", "vs B",
                    "consumer CPU s / 1000 msgs", "peak RSS MB / consumer", "consumer processes",
                    "start-up s", "correct"], rows)
+
+
+def cpu_table(results: Results) -> str:
+    """Who used the machine's CPU during each drain, per 1000 messages."""
+    rows = [[r.label, f"{r.cpu_per_1000:.2f}", f"{r.per_1000(r.support_cpu_seconds):.2f}",
+             f"{r.per_1000(r.emulator_cpu_seconds):.2f}", f"{r.per_1000(r.rest_cpu_seconds):.2f}",
+             f"{r.per_1000(r.machine_cpu_seconds):.2f}", f"{r.machine_busy_percent:.0f}%"]
+            for r in results.runs.values()]
+    return _table(["contender", "consumers", "Shelver master + HTTP workers", "emulator",
+                   "rest (harness, other users)", "machine", "machine busy"], rows)
 
 
 def sweep_table(results: Results) -> str:
@@ -142,6 +154,8 @@ def profile_section(label: str, p: ProfileSummary) -> str:
 def markdown(results: Results) -> str:
     """The generated part of docs/benchmarks.md."""
     lat, health = results.latency, results.health
+    probed = (f" ({results.health_run.throughput:.0f} msg/s while probed)"
+              if results.health_run else "")
     machine = _table(["", ""], [[k, v] for k, v in results.machine.items()])
     parts = [f"> **Note:** {results.note}"] if results.note else []
     parts += [
@@ -152,13 +166,16 @@ def markdown(results: Results) -> str:
         machine,
         "### Throughput, pre-filled queue", table(results),
         f"![throughput per contender and the consumer x thread sweep]({CHART_NAME})",
+        "CPU seconds per 1000 messages during each drain, by who used it (machine busy: share of "
+        "all cores' time):", cpu_table(results),
         "### Targets", targets_table(results),
         "### Shelver (defaults) latency",
         _table(["measure", "requests", "p50 ms", "p99 ms", "max ms"], [
             [f"send to object visible, {lat.offered_rate:.1f} msg/s offered (resolution "
              f"~{lat.resolution_ms:.0f} ms, {lat.lost} never seen)", str(lat.latency.count),
              f"{lat.latency.p50_ms:.0f}", f"{lat.latency.p99_ms:.0f}", f"{lat.latency.max_ms:.0f}"],
-            ["`GET /health` every 50 ms during C's drain", str(health.count),
+            [f"`GET /health` every 50 ms during a drain with C's configuration{probed}",
+             str(health.count),
              f"{health.p50_ms:.1f}", f"{health.p99_ms:.1f}", f"{health.max_ms:.1f}"],
         ]),
         "### Sweep (D uses the fastest pair, measured again on its own stack)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from bench.measure import Percentiles
@@ -23,6 +24,9 @@ class DrainResult:
     cpu_seconds: float  # consumer processes, over the drain
     peak_rss_mb: list[float]  # per consumer process
     correctness: Correctness
+    support_cpu_seconds: float = 0.0  # the contender's other processes (Shelver's gunicorn)
+    emulator_cpu_seconds: float = 0.0  # LocalStack
+    machine_cpu_seconds: float = 0.0  # every core's busy time, whoever used it
     started_at: float = 0.0  # monotonic, to cut probes to the drain
     finished_at: float = 0.0
 
@@ -32,7 +36,20 @@ class DrainResult:
 
     @property
     def cpu_per_1000(self) -> float:
-        return 1000 * self.cpu_seconds / self.messages
+        return self.per_1000(self.cpu_seconds)
+
+    def per_1000(self, seconds: float) -> float:
+        return 1000 * seconds / self.messages
+
+    @property
+    def rest_cpu_seconds(self) -> float:
+        """Busy time nobody above accounts for: this harness, and whatever else ran."""
+        return (self.machine_cpu_seconds - self.cpu_seconds - self.support_cpu_seconds
+                - self.emulator_cpu_seconds)
+
+    @property
+    def machine_busy_percent(self) -> float:
+        return 100 * self.machine_cpu_seconds / ((os.cpu_count() or 1) * self.drain_seconds)
 
     @property
     def processes(self) -> int:
@@ -52,7 +69,8 @@ class Results:
     runs: dict[str, DrainResult]  # "A" .. "D"
     sweep: list[DrainResult]
     latency: LatencyResult
-    health: Percentiles  # /health during C's drain
+    health: Percentiles  # /health during health_run's drain
+    health_run: DrainResult | None = None  # Shelver, defaults, probed: apart, as probes cost CPU
     profiles: dict[str, ProfileSummary] = field(default_factory=dict)  # "B", "C"
     machine: dict[str, str] = field(default_factory=dict)
     command: str = ""

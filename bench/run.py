@@ -11,9 +11,11 @@ DLQ and buckets cloned from the deployed ones, so they start empty) pre-filled w
   -  sweep: Shelver with CONSUMERS x CONSUMER_THREADS from a small grid
   D  Shelver with the sweep's best pair, measured again on its own fresh stack
 
-Then, for Shelver with its defaults: end-to-end latency at a low offered rate, and (during C's
-drain) `/health` latency while the consumers are saturated. With `--profile` (the default on a
-full run), B and C are run once more with py-spy attached, to show where their CPU goes.
+Then, for Shelver with its defaults: `/health` latency while the consumers are saturated (during
+one more drain in C's configuration: 20 requests a second cost Shelver's HTTP workers CPU that
+C's own row must not pay), and end-to-end latency at a low offered rate. With `--profile` (the
+default on a full run), B and C are run once more with py-spy attached, to show where their CPU
+goes.
 
 Throughput counts from the first message taken off the queue to the queue drained with every
 object listed: process start-up is reported apart (`start-up s`), not folded in. See
@@ -29,6 +31,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -46,10 +49,11 @@ from bench import report
 from bench.measure import (
     DRAIN_POLL_SECONDS,
     BenchError,
+    CpuSnapshot,
     HealthProbe,
     Percentiles,
     VisibilityPoller,
-    cpu_seconds,
+    group_pids,
     peak_rss_mb,
     percentile,
     wait_for,
@@ -100,6 +104,7 @@ class Contender(Protocol):
 
     def start(self) -> None: ...
     def pids(self) -> list[int]: ...  # its consumer processes
+    def support_pids(self) -> list[int]: ...  # its other processes
     def stop(self) -> None: ...
 
 
@@ -120,6 +125,9 @@ class ProcessContender:
 
     def pids(self) -> list[int]:
         return [self.process.pid] if self.process is not None else []
+
+    def support_pids(self) -> list[int]:
+        return []
 
     def stop(self) -> None:
         if self.process is not None:
@@ -143,6 +151,10 @@ class ShelverContender:
     def pids(self) -> list[int]:
         return [slot.pid for slot in read_pool(self.shelver.state_dir) if slot.pid]
 
+    def support_pids(self) -> list[int]:
+        consumers = set(self.pids())
+        return [pid for pid in self.shelver.processes() if pid not in consumers]
+
     def stop(self) -> None:
         thread = threading.Thread(target=self.shelver.stop, name="stop-shelver")
         thread.start()
@@ -161,9 +173,11 @@ class HealthWatcher:
 
 
 class Bench:
-    def __init__(self, options: Options, aws_env: dict[str, str], run_dir: Path) -> None:
+    def __init__(self, options: Options, aws_env: dict[str, str], emulator_pgid: int,
+                 run_dir: Path) -> None:
         self.options = options
         self.aws_env = aws_env
+        self.emulator_pgid = emulator_pgid
         self.aws = Aws(aws_env)
         self.run_dir = run_dir
         self.workload = make_workload(options.books, options.groups, uuid.uuid4().hex[:8])
@@ -204,14 +218,16 @@ class Bench:
             started = wait_for(lambda: self._taken(stack, total), START_TIMEOUT_SECONDS,
                                START_POLL_SECONDS, f"{label} to take a message")
             pids = wait_for_pids(contender)
-            cpu_at_start = {pid: cpu_seconds(pid) for pid in pids}
+            support, emulator = contender.support_pids(), group_pids(self.emulator_pgid)
+            before = CpuSnapshot.take([*pids, *support, *emulator])
             for watcher in watchers:
                 watcher.begin(pids)
             try:
                 finished = wait_for(lambda: self._drained(stack), self._drain_timeout(),
                                     DRAIN_POLL_SECONDS, f"{label} to drain the queue")
                 pids = sorted(set(pids) | set(contender.pids()))
-                cpu = sum(cpu_seconds(pid) - cpu_at_start.get(pid, 0.0) for pid in pids)
+                support = sorted(set(support) | set(contender.support_pids()))
+                after = CpuSnapshot.take([*pids, *support, *emulator])
                 rss = [peak_rss_mb(pid) for pid in pids]
             finally:
                 for watcher in watchers:
@@ -221,8 +237,10 @@ class Bench:
         dlq_visible, dlq_in_flight = self.aws.counts(stack.dlq_url)
         correctness = check(self.workload, list_etags(self.aws.s3, stack.buckets),
                             dlq_visible + dlq_in_flight)
-        result = DrainResult(name, label, config, total, started - launched, finished - started,
-                             cpu, rss, correctness, started, finished)
+        result = DrainResult(
+            name, label, config, total, started - launched, finished - started,
+            after.since(before, pids), rss, correctness, after.since(before, support),
+            after.since(before, emulator), after.machine - before.machine, started, finished)
         print(report.drain_line(result), flush=True)
         return result
 
@@ -284,11 +302,12 @@ class Bench:
         defaults = Settings()
         default_config = {"CONSUMERS": str(defaults.consumers),
                           "CONSUMER_THREADS": str(defaults.consumer_threads)}
+        runs["C"] = self.drain("C", "C Shelver, defaults", default_config, self.shelver({}))
         port = free_port()
         probe = HealthProbe(f"http://127.0.0.1:{port}/health")
-        runs["C"] = self.drain("C", "C Shelver, defaults", default_config,
-                               self.shelver({}, port), [HealthWatcher(probe)])
-        health_latency = probe.between(runs["C"].started_at, runs["C"].finished_at)
+        probed = self.drain("C", "C + /health probe", default_config, self.shelver({}, port),
+                            [HealthWatcher(probe)])
+        health_latency = probe.between(probed.started_at, probed.finished_at)
         print(report.health_line(health_latency), flush=True)
         sweep = []
         for consumers, consumer_threads in self.options.sweep:
@@ -299,7 +318,7 @@ class Bench:
         runs["D"] = self.drain("D", "D Shelver, tuned", best, self.shelver(best))
         latency = self.latency()
         profiles = self.profiles(reference) if self.options.profile else {}
-        return Results(runs, sweep, latency, health_latency, profiles)
+        return Results(runs, sweep, latency, health_latency, probed, profiles)
 
     def profiles(self, reference: Callable[[Stack], Contender]) -> dict[str, ProfileSummary]:
         executable = py_spy()
@@ -365,16 +384,17 @@ def machine(endpoint: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def emulator(run_dir: Path) -> Iterator[dict[str, str]]:
-    """LocalStack on a free loopback port with serverless.yml deployed; the AWS environment."""
+def emulator(run_dir: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """LocalStack on a free loopback port with serverless.yml deployed: the AWS environment to
+    reach it, and its process group."""
     with LocalStack(port=free_port(), data_dir=run_dir / "localstack") as localstack:
         deploy("local", localstack.port)
-        if health(localstack.endpoint) is None:
+        if health(localstack.endpoint) is None or localstack.pid is None:
             raise BenchError(f"LocalStack at {localstack.endpoint} stopped answering")
-        yield {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": localstack.endpoint}
+        yield {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": localstack.endpoint}, localstack.pid
 
 
-def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
+def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, help="messages per contender (default 3000)")
@@ -398,7 +418,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         options = dataclasses.replace(options, out_dir=args.out)
     options = dataclasses.replace(options, note=args.note)
     command = ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
-    return options, command
+    return options, shlex.join(command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,16 +427,16 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="shelver-bench-"))
     print(f"bench: {options.books} books over {options.groups} groups; work files in {run_dir}",
           flush=True)
-    with emulator(run_dir) as aws_env:
+    with emulator(run_dir) as (aws_env, emulator_pgid):
         info = machine(aws_env["AWS_ENDPOINT_URL"])
-        bench = Bench(options, aws_env, run_dir)
+        bench = Bench(options, aws_env, emulator_pgid, run_dir)
         try:
             results = bench.run_all()
         finally:
             bench.close()
     info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = dataclasses.replace(
-        results, machine=info, command=" ".join(command), books=options.books,
+        results, machine=info, command=command, books=options.books,
         groups=options.groups, updates=bench.workload.updates, note=options.note,
         wall_seconds=time.monotonic() - began)
     print(report.table(results), flush=True)
