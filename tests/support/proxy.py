@@ -407,7 +407,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _is_json_protocol(self) -> bool:
-        return "json" in self.headers.get("Content-Type", "") or "X-Amz-Target" in self.headers
+        # Not any JSON content type: an S3 PutObject of a .json file says application/json.
+        return "X-Amz-Target" in self.headers or self.headers.get(
+            "Content-Type", "").startswith("application/x-amz-json")
 
     def _send_throttle(self) -> None:
         # S3 throttles with 503 SlowDown; SQS (JSON or query protocol) with 400 RequestThrottled.

@@ -357,6 +357,16 @@ def test_throttling_speaks_each_service_s_own_error(proxy: FaultProxy,
     assert proxy.faults() == counters["requests"]
 
 
+def test_an_s3_put_of_a_json_file_gets_s3_s_xml_errors(proxy: FaultProxy) -> None:
+    proxy.configure(throttle_rate=1.0)
+
+    with pytest.raises(ClientError) as error:
+        boto_client("s3", proxy).put_object(Bucket="scifi", Key="k.json", Body=b"{}",
+                                            ContentType="application/json")
+
+    assert error.value.response["Error"]["Code"] == "SlowDown"
+
+
 # -- resets and outages --------------------------------------------------------------------------
 
 def test_a_late_reset_lets_the_upstream_do_the_work_but_never_answers(
