@@ -33,7 +33,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from workers import metrics
 from workers.aws import make_clients
 from workers.inflight import HeldMessages
-from workers.processing import BookProcessor, Outcome, Result, backoff_seconds, failure_reason
+from workers.processing import (
+    BookProcessor,
+    Outcome,
+    Result,
+    failure_reason,
+    visibility_changes,
+)
 from workers.settings import Settings
 from workers.status import ConsumerStatus, write_consumer_status
 from workers.storage import BookStore
@@ -290,17 +296,12 @@ class Consumer:
         return results
 
     def _settle(self, results: list[Result]) -> None:
-        """Delete finished messages, back off failed ones, release the rest: batched."""
+        """Delete finished messages, back off failed ones (and their group's messages behind
+        them), release the rest: batched."""
         assert self._transport is not None and self._held is not None
         done = [r.message for r in results if r.outcome.done]
-        changes = []
-        for r in results:
-            if r.outcome is Outcome.RETRY:
-                changes.append((r.message, backoff_seconds(
-                    r.message.receive_count, self.settings.retry_backoff_base_seconds,
-                    self.settings.retry_backoff_max_seconds)))
-            elif r.outcome is Outcome.RELEASED:
-                changes.append((r.message, 0))
+        changes = visibility_changes(results, self.settings.retry_backoff_base_seconds,
+                                     self.settings.retry_backoff_max_seconds)
         released = sum(1 for r in results if r.outcome is Outcome.RELEASED)
         try:
             if done:

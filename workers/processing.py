@@ -132,6 +132,25 @@ class BookProcessor:
         return Result(message, Outcome.DEAD_LETTERED, invalid.reason)
 
 
+def visibility_changes(results: Sequence[Result], base: float, cap: float
+                       ) -> list[tuple[Message, int]]:
+    """How long each message not finished with stays invisible: (message, seconds).
+
+    A failed message backs off by its receive count. The messages behind it in its group wait
+    exactly as long, never less: SQS FIFO would not hand them out before it anyway, and an
+    SQS that does (LocalStack delivers a released message while the one before it in its group
+    is in backoff) would break the group's order. Messages released for another reason (at
+    shutdown, with no failure in their group) become visible at once.
+    """
+    delays: dict[str, int] = {}
+    for r in results:
+        if r.outcome is Outcome.RETRY:
+            delay = backoff_seconds(r.message.receive_count, base, cap)
+            delays[r.message.group_id] = max(delay, delays.get(r.message.group_id, 0))
+    return [(r.message, delays.get(r.message.group_id, 0))
+            for r in results if not r.outcome.done]
+
+
 def backoff_seconds(receive_count: int, base: float, cap: float) -> int:
     """Exponential visibility backoff for a message's n-th failed attempt, capped."""
     exponent = min(max(receive_count - 1, 0), 30)

@@ -17,6 +17,7 @@ from workers.processing import (
     Result,
     backoff_seconds,
     failure_reason,
+    visibility_changes,
 )
 from workers.storage import BookStore, KeyConflict, StoredBook, WriteContention
 from workers.transport import Message, QueueInfo, SqsTransport
@@ -371,3 +372,32 @@ def test_backoff_never_exceeds_the_cap_even_when_the_base_does() -> None:
 def test_a_positive_backoff_base_never_gives_a_zero_second_backoff() -> None:
     assert backoff_seconds(1, 0.5, 300.0) >= 1
 
+
+
+# -- what happens to the messages not finished with ----------------------------------------------
+
+def test_the_messages_behind_a_failed_one_wait_as_long_as_it_does() -> None:
+    # Released at once, they were handed out by LocalStack before the failed message came back
+    # from its backoff: the chaos suite saw version 1 of a book written after version 4.
+    head = message("b", receive_count=3)
+    results = [Result(message("a"), Outcome.STORED),
+               Result(head, Outcome.RETRY, "SlowDown"),
+               Result(message("c"), Outcome.RELEASED, "behind_retry"),
+               Result(message("d"), Outcome.RELEASED, "behind_retry"),
+               Result(message("e", group="other"), Outcome.RELEASED, "shutdown")]
+
+    changes = visibility_changes(results, base=2.0, cap=300.0)
+
+    delay = backoff_seconds(3, 2.0, 300.0)
+    assert [(m.message_id, seconds) for m, seconds in changes] == [
+        ("m-b", delay), ("m-c", delay), ("m-d", delay), ("m-e", 0)]
+
+
+def test_a_group_failed_as_a_whole_waits_for_its_most_retried_message() -> None:
+    # An internal error fails every message of the group, whatever each one's receive count.
+    results = [Result(message("a", receive_count=4), Outcome.RETRY, "internal_error"),
+               Result(message("b", receive_count=1), Outcome.RETRY, "internal_error")]
+
+    changes = visibility_changes(results, base=1.0, cap=300.0)
+
+    assert [seconds for _, seconds in changes] == [8, 8]
