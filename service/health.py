@@ -4,7 +4,8 @@ Two views, because an orchestrator needs both and must not confuse them:
 - `/health/live` (liveness): every consumer process is alive and its main loop beats. An AWS
   outage does not fail it, so an outage does not make every pod restart at once.
 - `/health` (readiness and overall status): additionally, every consumer completed a receive call
-  within HEALTH_MAX_POLL_AGE_SECONDS. An SQS outage or a stuck consumer turns it 503.
+  within HEALTH_MAX_POLL_AGE_SECONDS, and its last batch did not fail as a whole within that
+  time. An SQS outage, an S3 outage or a stuck consumer turns it 503.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ConsumerHealth:
     seconds_since_last_poll: float | None
     restarts: int
     last_error: str | None
+    failing: str | None  # why its batches fail as a whole (S3 down, say), while that holds
 
 
 def _pid_exists(pid: int) -> bool:
@@ -63,7 +65,13 @@ def consumer_health(settings: Settings, now: float | None = None) -> list[Consum
         since_poll = None
         if status is not None and status.last_poll_at is not None:
             since_poll = round(max(0.0, now - status.last_poll_at), 3)
-        healthy = (alive and since_poll is not None
+        failing = None
+        if status is not None and status.failing is not None and status.failing_at is not None \
+                and now - status.failing_at <= settings.health_max_poll_age_seconds:
+            # Older than that, nothing came along to prove the cause gone (an idle queue): it
+            # ages out like a poll does. A consumer still failing re-fails well within it.
+            failing = status.failing
+        healthy = (alive and since_poll is not None and failing is None
                    and since_poll <= settings.health_max_poll_age_seconds)
         report.append(ConsumerHealth(
             slot=slot.slot,
@@ -74,6 +82,7 @@ def consumer_health(settings: Settings, now: float | None = None) -> list[Consum
             seconds_since_last_poll=since_poll,
             restarts=slot.restarts,
             last_error=status.last_error if status else None,
+            failing=failing,
         ))
     return report
 

@@ -248,11 +248,16 @@ class Consumer:
         if not any(r.outcome is Outcome.RETRY for r in results) or any(
                 r.outcome.done for r in results):
             self._failing_pause = 0.0
+            if self._status.failing is not None:
+                self._update(failing=None, failing_at=None)
             return
         self._failing_pause = min(max(self._failing_pause * 2, 1.0), MAX_RECEIVE_BACKOFF_SECONDS)
         log.warning("consumer %d: every message of the batch failed, pausing receives for %.0f s",
                     self.spec.slot, self._failing_pause)
-        self._beat("backoff")
+        # /health reads `failing`: receives still succeed, so the poll age alone cannot tell.
+        reason = next(r.reason for r in results if r.outcome is Outcome.RETRY)
+        now = time.time()
+        self._update(state="backoff", heartbeat_at=now, failing=reason, failing_at=now)
         self._sleep(self._failing_pause)
 
     def _process_batch(self, processor: BookProcessor, executor: ThreadPoolExecutor,

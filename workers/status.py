@@ -31,6 +31,10 @@ class ConsumerStatus:
     heartbeat_at: float
     last_poll_at: float | None = None
     last_error: str | None = None
+    # Why the last batch failed as a whole (e.g. "SlowDown" while S3 is down), and when; None
+    # once a batch made progress. Receives still succeed then, so the poll age cannot tell.
+    failing: str | None = None
+    failing_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,15 @@ class Env:
 
     def consumer(self, slot: int, pid: int, state: str = "polling", *,
                  heartbeat_age: float = 1.0, poll_age: float | None = 2.0,
-                 restarts: int = 0, last_error: str | None = None) -> None:
+                 restarts: int = 0, last_error: str | None = None,
+                 failing: str | None = None, failing_age: float = 1.0) -> None:
         now = time.time()
         write_consumer_status(self.state_dir, ConsumerStatus(
             slot=slot, pid=pid, state=state, restarts=restarts, started_at=now - 100,
             heartbeat_at=now - heartbeat_age,
             last_poll_at=None if poll_age is None else now - poll_age,
             last_error=last_error,
+            failing=failing, failing_at=None if failing is None else now - failing_age,
         ))
 
 
@@ -165,6 +167,41 @@ def test_health_is_503_when_a_consumer_has_not_polled_for_too_long(
     assert consumer["state"] == "backoff"
     assert consumer["seconds_since_last_poll"] >= 300
     assert consumer["last_error"] == "receive: EndpointConnectionError"
+
+
+def test_health_is_503_while_whole_batches_fail_though_receives_succeed(
+    env: Env, client: FlaskClient
+) -> None:
+    # S3 is down: receives work, every message fails, the consumer pauses between batches.
+    # Without `failing`, /health stayed 200 through a whole S3 outage (chaos suite, s3-outage).
+    me = os.getpid()
+    env.pool(me, me)
+    env.consumer(0, me, "backoff", poll_age=3, failing="SlowDown", failing_age=2)
+
+    response = client.get("/health")
+
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "degraded"
+    [consumer, _] = response.get_json()["consumers"]
+    assert consumer["alive"] is True
+    assert consumer["healthy"] is False
+    assert consumer["failing"] == "SlowDown"
+    assert client.get("/health/live").status_code == 200  # no reason to restart the pod
+
+
+def test_a_batch_failure_older_than_the_poll_age_limit_no_longer_counts(
+    env: Env, client: FlaskClient
+) -> None:
+    # Nothing came to prove S3 is back (an idle queue): the failure ages out like a poll does.
+    me = os.getpid()
+    env.pool(me, me)
+    env.consumer(0, me, "polling", poll_age=1, failing="SlowDown", failing_age=61)
+
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    [consumer, _] = response.get_json()["consumers"]
+    assert consumer["failing"] is None
 
 
 def test_health_is_503_when_a_consumer_never_polled(env: Env, client: FlaskClient) -> None:
