@@ -78,10 +78,11 @@ def cpu_table(results: Results) -> str:
     """Who used the machine's CPU during each drain, per 1000 messages."""
     rows = [[r.label, f"{r.cpu_per_1000:.2f}", f"{r.per_1000(r.support_cpu_seconds):.2f}",
              f"{r.per_1000(r.emulator_cpu_seconds):.2f}", f"{r.per_1000(r.rest_cpu_seconds):.2f}",
-             f"{r.per_1000(r.machine_cpu_seconds):.2f}", f"{r.machine_busy_percent:.0f}%"]
-            for r in results.runs.values()]
+             f"{r.per_1000(r.machine_cpu_seconds):.2f}", f"{r.emulator_core_percent:.0f}%",
+             f"{r.machine_busy_percent:.0f}%"] for r in results.runs.values()]
     return _table(["contender", "consumers", "Shelver master + HTTP workers", "emulator",
-                   "rest (harness, other users)", "machine", "machine busy"], rows)
+                   "rest (harness, other users)", "machine", "emulator, % of one core",
+                   "machine busy"], rows)
 
 
 def sweep_table(results: Results) -> str:
@@ -166,8 +167,9 @@ def markdown(results: Results) -> str:
         machine,
         "### Throughput, pre-filled queue", table(results),
         f"![throughput per contender and the consumer x thread sweep]({CHART_NAME})",
-        "CPU seconds per 1000 messages during each drain, by who used it (machine busy: share of "
-        "all cores' time):", cpu_table(results),
+        "CPU seconds per 1000 messages during each drain, by who used it; then the emulator's "
+        "CPU over the drain in % of one core, and the machine's busy time in % of all cores:",
+        cpu_table(results),
         "### Targets", targets_table(results),
         "### Shelver (defaults) latency",
         _table(["measure", "requests", "p50 ms", "p99 ms", "max ms"], [

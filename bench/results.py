@@ -48,6 +48,11 @@ class DrainResult:
                 - self.emulator_cpu_seconds)
 
     @property
+    def emulator_core_percent(self) -> float:
+        """The emulator's CPU over the drain, in % of one core (it serves from one process)."""
+        return 100 * self.emulator_cpu_seconds / self.drain_seconds
+
+    @property
     def machine_busy_percent(self) -> float:
         return 100 * self.machine_cpu_seconds / ((os.cpu_count() or 1) * self.drain_seconds)
 
