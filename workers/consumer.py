@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import logging
+import math
 import os
 import select
 import signal
@@ -24,8 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,7 +44,7 @@ from workers.processing import (
 from workers.settings import Settings
 from workers.status import ConsumerStatus, write_consumer_status
 from workers.storage import BookStore
-from workers.transport import Message, SqsTransport, discover_queue
+from workers.transport import SQS_BATCH, Message, SqsTransport, discover_queue
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,15 @@ _PR_SET_PDEATHSIG = 1
 
 class _LongPollAbandoned(BaseException):
     """Raised by the stop signal handler into a long poll in progress."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    """A received batch whose message groups are being processed."""
+
+    started: float  # monotonic
+    pending: int  # groups not finished yet
+    results: list[Result] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,11 @@ class Consumer:
         self._next_depth_sample = 0.0
         self._abandoned = False
         self._failing_pause = 0.0  # seconds; grows while whole batches fail
+        self._paused_until = 0.0  # monotonic
+        self._batches: set[_Batch] = set()
+        self._batches_changed = threading.Condition()
+        # One batch more than the threads can take at once keeps them busy across receives.
+        self._max_batches = 1 + math.ceil(self.settings.consumer_threads / SQS_BATCH)
         self._in_long_poll = False
 
     # -- signals: set a flag and wake the main thread, nothing else -----------------------------
@@ -144,7 +159,10 @@ class Consumer:
             write_consumer_status(self.settings.state_dir, self._status)
 
     def _beat(self, state: str | None = None) -> None:
-        changes: dict[str, object] = {"heartbeat_at": time.time()}
+        now = time.time()
+        if state in (None, self._status.state) and now - self._status.heartbeat_at < 0.5:
+            return  # the pool reads heartbeats in seconds: no need to rewrite the file
+        changes: dict[str, object] = {"heartbeat_at": now}
         if state is not None:
             changes["state"] = state
         self._update(**changes)
@@ -196,11 +214,23 @@ class Consumer:
         return False
 
     def _consume(self, processor: BookProcessor, executor: ThreadPoolExecutor) -> None:
+        """Receive and dispatch; settling happens as batches finish, off this thread.
+
+        Up to `_max_batches` received batches are in flight at once, so the next receive
+        overlaps the current batch's slowest group and its delete instead of waiting for them.
+        SQS FIFO never hands out a group that has messages in flight, so batches in flight
+        together never share a group and need no coordination.
+        """
         assert self._transport is not None and self._held is not None
         error_delay = 1.0
         while not self._stopping:
+            if not self._wait_for_batches(self._max_batches):
+                break
+            self._pause_while_failing()
+            if self._stopping:
+                break
             self._sample_depth()
-            self._beat("polling")
+            self._beat("processing" if self._batches else "polling")
             try:
                 self._in_long_poll = True
                 try:
@@ -224,7 +254,7 @@ class Consumer:
             self._update(last_poll_at=now, last_error=None)
             if not messages:
                 metrics.RECEIVE_CALLS.labels(result="empty").inc()
-                if self.settings.poll_interval_seconds:
+                if self.settings.poll_interval_seconds and not self._batches:
                     self._beat("idle")
                     self._sleep(self.settings.poll_interval_seconds)
                 continue
@@ -234,13 +264,71 @@ class Consumer:
             if self._stopping:
                 self._settle([Result(m, Outcome.RELEASED, "shutdown") for m in messages])
                 break
-            self._beat("processing")
-            results = self._process_batch(processor, executor, messages)
-            self._settle(results)
-            self._pause_if_failing(results)
+            self._dispatch(processor, executor, messages)
+        deadline = time.monotonic() + self.settings.stop_timeout_seconds
+        if not self._wait_for_batches(1, deadline):
+            log.warning("consumer %d stopping with %d batch(es) still in progress; their "
+                        "messages reappear after their visibility timeout", self.spec.slot,
+                        len(self._batches))
+            self._abandoned = True
 
-    def _pause_if_failing(self, results: list[Result]) -> None:
-        """Circuit breaker: when a whole batch failed (S3 down, say), stop receiving for a while.
+    def _dispatch(self, processor: BookProcessor, executor: ThreadPoolExecutor,
+                  messages: list[Message]) -> None:
+        """Hand each message group of a batch to the processing threads."""
+        groups: OrderedDict[str, list[Message]] = OrderedDict()
+        for m in messages:
+            groups.setdefault(m.group_id, []).append(m)
+        batch = _Batch(started=time.monotonic(), pending=len(groups))
+        with self._batches_changed:
+            self._batches.add(batch)
+        for group in groups.values():
+            future = executor.submit(processor.process_group, group, self.stopping)
+            future.add_done_callback(functools.partial(self._group_done, batch, group))
+
+    def _group_done(self, batch: _Batch, group: list[Message],
+                    future: Future[list[Result]]) -> None:
+        """Runs in the processing thread that finished the group; the last one settles."""
+        try:
+            results = future.result()
+        except Exception as exc:  # a bug, not an AWS failure: back off, never drop
+            log.exception("consumer %d failed processing group %s", self.spec.slot,
+                          group[0].group_id)
+            metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
+            results = [Result(m, Outcome.RETRY, "internal_error") for m in group]
+        with self._batches_changed:
+            batch.results.extend(results)
+            batch.pending -= 1
+            if batch.pending:
+                return
+        try:
+            self._settle(batch.results)
+            self._trip_breaker(batch.results)
+        finally:
+            with self._batches_changed:
+                self._batches.discard(batch)
+                self._batches_changed.notify_all()
+
+    def _wait_for_batches(self, limit: int, deadline: float | None = None) -> bool:
+        """Wait until fewer than `limit` batches are in flight, beating meanwhile; False if the
+        deadline passed first (or, with no deadline, if a stop was requested)."""
+        while True:
+            with self._batches_changed:
+                if len(self._batches) < limit:
+                    return True
+                self._batches_changed.wait(1.0)
+                oldest = min((b.started for b in self._batches), default=time.monotonic())
+            now = time.monotonic()
+            if deadline is None and self._stopping:
+                return False
+            if deadline is not None and now > deadline:
+                return False
+            # A batch older than the visibility ceiling means a stuck thread: stop beating and
+            # let the pool replace us rather than hold the messages forever.
+            if now - oldest < self.settings.visibility_ceiling_seconds:
+                self._beat()
+
+    def _trip_breaker(self, results: list[Result]) -> None:
+        """Circuit breaker: when a whole batch failed (S3 down, say), pause receiving.
 
         Receiving more would only fail more messages, and every receive of a message counts
         towards the queue's maxReceiveCount, after which SQS moves even a valid book to the DLQ.
@@ -252,53 +340,18 @@ class Consumer:
                 self._update(failing=None, failing_at=None)
             return
         self._failing_pause = min(max(self._failing_pause * 2, 1.0), MAX_RECEIVE_BACKOFF_SECONDS)
+        self._paused_until = time.monotonic() + self._failing_pause
         log.warning("consumer %d: every message of the batch failed, pausing receives for %.0f s",
                     self.spec.slot, self._failing_pause)
         # /health reads `failing`: receives still succeed, so the poll age alone cannot tell.
         reason = next(r.reason for r in results if r.outcome is Outcome.RETRY)
-        now = time.time()
-        self._update(state="backoff", heartbeat_at=now, failing=reason, failing_at=now)
-        self._sleep(self._failing_pause)
+        self._update(failing=reason, failing_at=time.time())
 
-    def _process_batch(self, processor: BookProcessor, executor: ThreadPoolExecutor,
-                       messages: list[Message]) -> list[Result]:
-        groups: OrderedDict[str, list[Message]] = OrderedDict()
-        for m in messages:
-            groups.setdefault(m.group_id, []).append(m)
-        futures: dict[Future[list[Result]], list[Message]] = {
-            executor.submit(processor.process_group, group, self.stopping): group
-            for group in groups.values()
-        }
-        started = time.monotonic()
-        pending = set(futures)
-        deadline: float | None = None
-        while pending:
-            _, pending = wait_futures(pending, timeout=1.0)
-            now = time.monotonic()
-            if self._stopping and deadline is None:
-                deadline = now + self.settings.stop_timeout_seconds
-            if deadline is not None and now > deadline:
-                log.warning("consumer %d stopping with %d message group(s) still in progress; "
-                            "their messages reappear after their visibility timeout",
-                            self.spec.slot, len(pending))
-                self._abandoned = True
-                break
-            # A batch older than the visibility ceiling means a stuck thread: stop beating and
-            # let the pool replace us rather than hold the messages forever.
-            if now - started < self.settings.visibility_ceiling_seconds:
-                self._beat()
-        results: list[Result] = []
-        for future, group in futures.items():
-            if future in pending:
-                continue
-            try:
-                results.extend(future.result())
-            except Exception as exc:  # a bug, not an AWS failure: back off, never drop
-                log.exception("consumer %d failed processing group %s", self.spec.slot,
-                              group[0].group_id)
-                metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
-                results.extend(Result(m, Outcome.RETRY, "internal_error") for m in group)
-        return results
+    def _pause_while_failing(self) -> None:
+        remaining = self._paused_until - time.monotonic()
+        if remaining > 0:
+            self._beat("backoff")
+            self._sleep(remaining)
 
     def _settle(self, results: list[Result]) -> None:
         """Delete finished messages, back off failed ones (and their group's messages behind
