@@ -76,6 +76,42 @@ def test_same_book_replaces_its_file(s3: Any) -> None:
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["Dune.json"]
 
 
+def test_a_later_version_this_process_wrote_before_costs_one_request(s3: Any) -> None:
+    store = BookStore(s3)
+    store.store(make_book(summary="v1"), "msg-1")
+    calls = count_requests(s3)
+
+    stored = store.store(make_book(summary="v2"), "msg-2")
+
+    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert calls == ["PutObject"]
+    assert read(s3, "Dune.json")[0] == make_book(summary="v2").body
+
+
+def test_a_stale_remembered_etag_falls_back_to_the_full_protocol(s3: Any) -> None:
+    ours, theirs = BookStore(s3), BookStore(s3)  # two consumer processes
+    ours.store(make_book(summary="v1"), "msg-1")
+    theirs.store(make_book(summary="v2"), "msg-2")  # the file changed behind our back
+    calls = count_requests(s3)
+
+    stored = ours.store(make_book(summary="v3"), "msg-3")
+
+    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert calls == ["PutObject", "PutObject", "HeadObject", "PutObject"]
+    assert read(s3, "Dune.json")[0] == make_book(summary="v3").body
+
+
+def test_a_remembered_key_never_lets_another_book_overwrite_it(s3: Any) -> None:
+    store = BookStore(s3)
+    store.store(make_book(), "msg-1")
+    other = make_book(book_id="b-2", summary="another book, same title")
+
+    stored = store.store(other, "msg-2")
+
+    assert stored == StoredBook(BUCKET, "Dune~b-2.json", "created_alternate")
+    assert read(s3, "Dune.json")[0] == make_book().body
+
+
 def test_redelivery_of_same_message_is_idempotent(s3: Any) -> None:
     store = BookStore(s3)
     book = make_book()
