@@ -8,6 +8,8 @@
 #   make send         put $(COUNT) books of $(GENRES) on the queue
 #   make bench        Shelver against the alternatives on its own LocalStack -> docs/benchmarks.md
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
+#   make chaos        full-size fault-injection scenarios + 20,000-book soak, one table of figures
+#                     (CHAOS_ARGS="--scenarios deploy,poison --soak 0" for part of it)
 #   make test / lint / clean
 #
 # Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
@@ -41,10 +43,10 @@ LINT_PATHS := service workers scripts tests bench
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send bench test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send bench chaos test lint clean FORCE
 
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
@@ -93,6 +95,11 @@ send: $(STAMPS)/venv
 # One run, one emulator, the same messages for every contender: see docs/benchmarks.md.
 bench: install $(STAMPS)/venv-bench
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Its own LocalStack, its own stacks; the table to copy into docs/reliability.md. `make test`
+# runs the same scenarios at CI size (tests/chaos/test_chaos.py).
+chaos: install
+	$(VENV)/bin/python -m tests.chaos $(CHAOS_ARGS)
 
 test: install install-prometheus
 	$(VENV)/bin/python -m pytest -q tests

@@ -68,8 +68,11 @@ class Aws:
         response = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
         return dict(response["Attributes"])
 
-    def clone_stack(self, visibility_timeout: int | None = None) -> Stack:
-        """New resources with the deployed stack's settings (serverless.yml is the source)."""
+    def clone_stack(self, visibility_timeout: int | None = None, versioned: bool = False
+                    ) -> Stack:
+        """New resources with the deployed stack's settings (serverless.yml is the source).
+
+        `versioned` turns on bucket versioning, so every write of a key stays listed in order."""
         prefix = f"t{uuid.uuid4().hex[:10]}"
         deployed = self.attributes(self.queue_url(DEPLOYED_QUEUE))
         deployed_dlq = self.attributes(self.queue_url(DEPLOYED_DLQ))
@@ -92,6 +95,9 @@ class Aws:
         for genre in ("scifi", "romance"):
             name = f"{prefix}-{genre}"
             self.s3.create_bucket(Bucket=name)
+            if versioned:
+                self.s3.put_bucket_versioning(Bucket=name,
+                                              VersioningConfiguration={"Status": "Enabled"})
             buckets[genre] = name
         return Stack(input_name, input_url, dlq_url, buckets)
 
@@ -99,8 +105,14 @@ class Aws:
         for url in (stack.input_url, stack.dlq_url):
             self.sqs.delete_queue(QueueUrl=url)
         for bucket in stack.buckets.values():
-            for key in self.keys(bucket):
-                self.s3.delete_object(Bucket=bucket, Key=key)
+            # Every version: a versioned bucket is only empty once its history is gone too.
+            targets = [{"Key": key, "VersionId": version}
+                       for key, versions in self.object_versions(bucket).items()
+                       for version, _ in versions]
+            for start in range(0, len(targets), 1000):
+                self.s3.delete_objects(Bucket=bucket,
+                                       Delete={"Objects": targets[start:start + 1000],
+                                               "Quiet": True})
             self.s3.delete_bucket(Bucket=bucket)
 
     # -- messages -----------------------------------------------------------------------------
@@ -132,9 +144,11 @@ class Aws:
     def drained(self, url: str) -> bool:
         return self.counts(url) == (0, 0)
 
-    def receive_all(self, url: str, wait: float = 2.0) -> list[dict[str, Any]]:
+    def receive_all(self, url: str, wait: float = 2.0, expect: int | None = None
+                    ) -> list[dict[str, Any]]:
         """Take every visible message (with attributes) off a queue, deleting each: a FIFO
-        group hands out its next message only once the previous one is gone."""
+        group hands out its next message only once the previous one is gone. Receives for
+        `wait` seconds, or, given `expect`, until that many came and then a receive came empty."""
         messages: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -147,6 +161,8 @@ class Aws:
             for message in batch:
                 self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             if not batch:
+                if expect is not None and len(messages) >= expect:
+                    break
                 time.sleep(0.1)
         return messages
 
@@ -156,6 +172,19 @@ class Aws:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             keys.extend(item["Key"] for item in page.get("Contents", []))
         return keys
+
+    def object_versions(self, bucket: str) -> dict[str, list[tuple[str, str]]]:
+        """Every key's history as (version id, ETag without quotes), newest first, as S3 lists
+        it: the order of the list is the order of the writes (timestamps may tie). Delete
+        markers, which nothing here expects, come last with an empty ETag."""
+        history: dict[str, list[tuple[str, str]]] = {}
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            for item in page.get("Versions", []):
+                history.setdefault(item["Key"], []).append(
+                    (item["VersionId"], item["ETag"].strip('"')))
+            for marker in page.get("DeleteMarkers", []):
+                history.setdefault(marker["Key"], []).append((marker["VersionId"], ""))
+        return history
 
     def get(self, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
         response = self.s3.get_object(Bucket=bucket, Key=key)

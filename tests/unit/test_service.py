@@ -169,39 +169,27 @@ def test_health_is_503_when_a_consumer_has_not_polled_for_too_long(
     assert consumer["last_error"] == "receive: EndpointConnectionError"
 
 
-def test_health_is_503_while_whole_batches_fail_though_receives_succeed(
-    env: Env, client: FlaskClient
-) -> None:
+@pytest.mark.parametrize(("failing_age", "status", "failing"), [
     # S3 is down: receives work, every message fails, the consumer pauses between batches.
     # Without `failing`, /health stayed 200 through a whole S3 outage (chaos suite, s3-outage).
-    me = os.getpid()
-    env.pool(me, me)
-    env.consumer(0, me, "backoff", poll_age=3, failing="SlowDown", failing_age=2)
-
-    response = client.get("/health")
-
-    assert response.status_code == 503
-    assert response.get_json()["status"] == "degraded"
-    [consumer, _] = response.get_json()["consumers"]
-    assert consumer["alive"] is True
-    assert consumer["healthy"] is False
-    assert consumer["failing"] == "SlowDown"
-    assert client.get("/health/live").status_code == 200  # no reason to restart the pod
-
-
-def test_a_batch_failure_older_than_the_poll_age_limit_no_longer_counts(
-    env: Env, client: FlaskClient
-) -> None:
+    (2, 503, "SlowDown"),
     # Nothing came to prove S3 is back (an idle queue): the failure ages out like a poll does.
+    (61, 200, None),
+])
+def test_health_is_503_while_whole_batches_fail_though_receives_succeed(
+    env: Env, client: FlaskClient, failing_age: float, status: int, failing: str | None
+) -> None:
     me = os.getpid()
     env.pool(me, me)
-    env.consumer(0, me, "polling", poll_age=1, failing="SlowDown", failing_age=61)
+    env.consumer(0, me, "backoff", poll_age=3, failing="SlowDown", failing_age=failing_age)
 
     response = client.get("/health")
 
-    assert response.status_code == 200
+    assert response.status_code == status
     [consumer, _] = response.get_json()["consumers"]
-    assert consumer["failing"] is None
+    assert consumer["failing"] == failing
+    assert consumer["healthy"] is (failing is None)
+    assert client.get("/health/live").status_code == 200  # no reason to restart the pod
 
 
 def test_health_is_503_when_a_consumer_never_polled(env: Env, client: FlaskClient) -> None:
