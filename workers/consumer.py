@@ -56,6 +56,10 @@ EXIT_ORPHANED = 4
 # After the parent dies, the consumer has this long to hand back what it holds before it exits
 # anyway (its messages then reappear once their visibility runs out: late, not lost).
 ORPHAN_GRACE_SECONDS = 3.0
+# A stop during a long poll gives it this long to answer before abandoning it: a busy queue
+# answers within milliseconds, and the messages of that answer must be handed back, not left
+# invisible until their visibility timeout; a poll still waiting by then has nothing to lose.
+LONG_POLL_STOP_GRACE_SECONDS = 1.0
 # Receive errors (SQS down, credentials, ...) back off exponentially up to this.
 MAX_RECEIVE_BACKOFF_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -118,14 +122,20 @@ class Consumer:
         signal.signal(signal.SIGINT, self._handle_stop)
         signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # the wakeup fd does the work
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGALRM, self._abandon_long_poll)
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
         if self._in_long_poll:
-            # Abandon the long poll rather than sit out WaitTimeSeconds: a deploy should not
-            # take 20 s. A BaseException passes through botocore's `except Exception`; only a
-            # response racing this signal could be lost, and its messages then reappear after
-            # their visibility timeout (late, not lost).
+            # Abandon the long poll rather than sit out WaitTimeSeconds (a deploy should not
+            # take 20 s), but not at once: an answer may be on its way (chaos suite, deploy).
+            signal.setitimer(signal.ITIMER_REAL, LONG_POLL_STOP_GRACE_SECONDS)
+
+    def _abandon_long_poll(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping and self._in_long_poll:
+            # A BaseException passes through botocore's `except Exception`; only an answer
+            # arriving at this very moment could be lost, and its messages then reappear
+            # after their visibility timeout (late, not lost).
             self._in_long_poll = False
             raise _LongPollAbandoned
 
