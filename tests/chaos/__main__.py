@@ -18,6 +18,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     with emulator(args.endpoint, work) as aws_env:
         aws = Aws(aws_env)
         for name in names:
-            row = run_scenario(aws, aws_env, work, BY_NAME[name], size)
+            try:
+                row = run_scenario(aws, aws_env, work, BY_NAME[name], size)
+            except Exception:  # one broken run must not cost the table of the others
+                row = Row(name, problems=[f"the run failed: {traceback.format_exc()}"])
             rows.append(row)
             print(f"  {name}: {len(row.problems)} problem(s), {row.wall_seconds:.0f} s",
                   flush=True)

@@ -73,14 +73,21 @@ def throttling(run: ChaosRun) -> None:
 
 
 def deploy(run: ChaosRun) -> None:
-    """A rolling deploy: the running gunicorn gets SIGTERM, a new one starts on the queue."""
+    """A deploy: the running gunicorn gets SIGTERM, then a new one starts on the same queue.
+
+    With nobody else consuming in between, a graceful stop must leave nothing in flight: what
+    it took it finished or handed back, or its groups would wait out the visibility timeout."""
     if not run.wait_for_progress(0.35):
         run.problem("the run finished before the deploy")
         return
     old = run.fleet.current
     run.signal(old, signal.SIGTERM)
-    run.fleet.start()
     run.fleet.check_stop(old)
+    _, in_flight = run.aws.counts(run.stack.input_url)
+    if in_flight:
+        run.problem(f"the stopped gunicorn left {in_flight} message(s) in flight: they wait out "
+                    "their visibility timeout instead of going to the next consumer")
+    run.fleet.start()
 
 
 def reload(run: ChaosRun) -> None:

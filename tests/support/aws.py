@@ -176,7 +176,9 @@ class Aws:
     def object_versions(self, bucket: str) -> dict[str, list[tuple[str, str]]]:
         """Every key's history as (version id, ETag without quotes), newest first, as S3 lists
         it: the order of the list is the order of the writes (timestamps may tie). Delete
-        markers, which nothing here expects, come last with an empty ETag."""
+        markers, which nothing here expects, come last with an empty ETag. LocalStack repeats
+        the first page when the key marker contains a space (botocore then stops with "the same
+        next token was received twice"): past 1000 versions, keep spaces out of the keys."""
         history: dict[str, list[tuple[str, str]]] = {}
         for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
             for item in page.get("Versions", []):
