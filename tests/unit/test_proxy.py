@@ -5,7 +5,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -324,33 +324,33 @@ def boto_client(service: str, proxy: FaultProxy) -> Any:
     )
 
 
+def s3_and_sqs_errors(proxy: FaultProxy) -> list[tuple[str, int]]:
+    """(error code, HTTP status) botocore makes of the proxy's answers to an S3 put, then to an
+    SQS call."""
+    calls: list[Callable[[], object]] = [
+        lambda: boto_client("s3", proxy).put_object(Bucket="scifi", Key="k.json", Body=b"{}"),
+        lambda: boto_client("sqs", proxy).get_queue_url(QueueName="in.fifo"),
+    ]
+    errors = []
+    for call_aws in calls:
+        with pytest.raises(ClientError) as error:
+            call_aws()
+        response = error.value.response
+        errors.append((response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]))
+    return errors
+
+
 def test_botocore_reads_injected_errors_as_aws_errors(proxy: FaultProxy) -> None:
     proxy.configure(error_rate=1.0, error_statuses=(503,))
 
-    with pytest.raises(ClientError) as s3_error:
-        boto_client("s3", proxy).put_object(Bucket="scifi", Key="k.json", Body=b"{}")
-    with pytest.raises(ClientError) as sqs_error:
-        boto_client("sqs", proxy).get_queue_url(QueueName="in.fifo")
-
-    assert s3_error.value.response["Error"]["Code"] == "SlowDown"
-    assert s3_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    assert sqs_error.value.response["Error"]["Code"] == "ServiceUnavailable"
-    assert sqs_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert s3_and_sqs_errors(proxy) == [("SlowDown", 503), ("ServiceUnavailable", 503)]
 
 
 def test_throttling_speaks_each_service_s_own_error(proxy: FaultProxy,
                                                     upstream: Upstream) -> None:
     proxy.configure(throttle_rate=1.0)
 
-    with pytest.raises(ClientError) as s3_error:
-        boto_client("s3", proxy).put_object(Bucket="scifi", Key="k.json", Body=b"{}")
-    with pytest.raises(ClientError) as sqs_error:
-        boto_client("sqs", proxy).get_queue_url(QueueName="in.fifo")
-
-    assert s3_error.value.response["Error"]["Code"] == "SlowDown"
-    assert s3_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    assert sqs_error.value.response["Error"]["Code"] == "RequestThrottled"
-    assert sqs_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert s3_and_sqs_errors(proxy) == [("SlowDown", 503), ("RequestThrottled", 400)]
     assert upstream.seen == []
     counters = proxy.counters()
     assert counters["throttles_injected"] == counters["requests"] >= 2
