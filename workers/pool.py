@@ -113,6 +113,7 @@ class ConsumerPool:
     _stop: threading.Event = field(default_factory=threading.Event)
     _pending_settings: Settings | None = None
     _thread: threading.Thread | None = None
+    _published: list[PoolSlot] | None = None
 
     def __post_init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
@@ -253,7 +254,9 @@ class ConsumerPool:
                      restarts=s.restarts, started_at=s.started_wall)
             for s in self._slots
         ]
-        write_pool(self.settings.state_dir, slots)
+        if slots != self._published:  # every tick would otherwise rewrite an unchanged file
+            write_pool(self.settings.state_dir, slots)
+            self._published = slots
         metrics.CONSUMERS_ALIVE.set(sum(1 for s in self._slots if s.process is not None))
 
     # -- helpers -------------------------------------------------------------------------------

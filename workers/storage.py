@@ -69,6 +69,10 @@ def metadata_id(value: str) -> str:
     return encoded
 
 
+# `_write_if_ours` when the key belongs to another book.
+_TAKEN = "taken"
+
+
 class _Owners:
     """The owner (book id) and ETag of keys this process wrote last, most recent first.
 
@@ -126,32 +130,31 @@ class BookStore:
             if self._put(book, key, message_id, if_match=known.etag):
                 return StoredBook(book.bucket, key, "replaced")
             self._owners.forget(book.bucket, key)  # changed since: take the full protocol
-        if self._put(book, key, message_id, if_none_match=True):
-            return StoredBook(book.bucket, key, "created")
-        existing = self._head(book.bucket, key)
-        if existing is None:
-            return None
-        if existing.book_id == own_id:
-            if self._put(book, key, message_id, if_match=existing.etag):
-                return StoredBook(book.bucket, key, "replaced")
-            return None
-
+        outcome = self._write_if_ours(book, key, message_id, own_id)
+        if outcome != _TAKEN:
+            return StoredBook(book.bucket, key, outcome) if outcome else None
         # The alternate key is written conditionally too: a title containing '~' or ids that
         # sanitize alike could make it another book's file, and we never overwrite those.
         alternate = object_key(book.title, book.id)
-        if self._put(book, alternate, message_id, if_none_match=True):
-            return StoredBook(book.bucket, alternate, "created_alternate")
-        existing = self._head(book.bucket, alternate)
-        if existing is None:
-            return None
-        if existing.book_id != own_id:
+        outcome = self._write_if_ours(book, alternate, message_id, own_id)
+        if outcome == _TAKEN:
             raise KeyConflict(
                 f"s3://{book.bucket}/{key} and s3://{book.bucket}/{alternate} both belong "
                 f"to other books; book {book.id!r} was not stored"
             )
-        if self._put(book, alternate, message_id, if_match=existing.etag):
-            return StoredBook(book.bucket, alternate, "replaced_alternate")
-        return None
+        return StoredBook(book.bucket, alternate, f"{outcome}_alternate") if outcome else None
+
+    def _write_if_ours(self, book: Book, key: str, message_id: str, own_id: str) -> str | None:
+        """Write `key` if it is free ("created") or holds this book ("replaced"); `_TAKEN` if
+        another book owns it; None if it changed between our requests."""
+        if self._put(book, key, message_id, if_none_match=True):
+            return "created"
+        existing = self._head(book.bucket, key)
+        if existing is None:
+            return None
+        if existing.book_id != own_id:
+            return _TAKEN
+        return "replaced" if self._put(book, key, message_id, if_match=existing.etag) else None
 
     def _put(
         self,
