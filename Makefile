@@ -6,6 +6,7 @@
 #   make infra        deploy serverless.yml (stage local) into it
 #   make run          all of the above, then gunicorn on $(BIND); Ctrl-C stops both
 #   make send         put $(COUNT) books of $(GENRES) on the queue
+#   make image        build the container image $(IMAGE) with docker or podman; prints its size
 #   make bench        Shelver against the alternatives on its own LocalStack -> docs/benchmarks.md
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
 #   make chaos        full-size fault-injection scenarios + 20,000-book soak, one table of figures
@@ -30,6 +31,7 @@ LOCALSTACK_PORT ?= 4566
 BIND ?= 127.0.0.1:8000
 COUNT ?= 10
 GENRES ?= scifi,romance
+IMAGE ?= shelver:latest
 BENCH_ARGS ?=
 
 VENV := .venv
@@ -43,10 +45,10 @@ LINT_PATHS := service workers scripts tests bench
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send bench chaos test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos test lint clean FORCE
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
@@ -91,6 +93,11 @@ run: install
 
 send: $(STAMPS)/venv
 	$(AWS_ENV) $(VENV)/bin/python -m workers.producer --count $(COUNT) --genres $(GENRES)
+
+# Standard library only: no venv needed. Where no registry answers, the base image is made with
+# debootstrap (scripts/container.py); docs/deploy.md.
+image:
+	$(PYTHON) scripts/container.py build --tag $(IMAGE)
 
 # One run, one emulator, the same messages for every contender: see docs/benchmarks.md.
 bench: install $(STAMPS)/venv-bench

@@ -56,6 +56,9 @@ timeout = 30
 accesslog = os.environ.get("ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = "shelver"
+# Workers' heartbeat files: in memory where /dev/shm is there (containers, where /tmp may be a
+# disk-backed emptyDir and a read-only root leaves nothing else); else the default temp dir.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 # One control socket per user by default; several Shelvers on one machine (tests) would collide.
 control_socket_disable = True
 

@@ -30,6 +30,11 @@ MESSAGES_RETRIED = Counter(
     "Messages put back on the queue with a backoff after a failure, by reason.",
     ["reason"],
 )
+MESSAGES_SUPERSEDED = Counter(
+    "shelver_messages_superseded_total",
+    "Messages not written because their book's file already holds the same or a later message "
+    "of their group (a redelivery after a consumer died before deleting them).",
+)
 MESSAGES_RELEASED = Counter(
     "shelver_messages_released_total",
     "Messages made visible again without processing (behind a failed message, or at shutdown).",

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
 from workers.books import InvalidBook, decode_book
-from workers.storage import BookStore, KeyConflict, WriteContention
+from workers.storage import BookStore, KeyConflict, Origin, WriteContention
 from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ class BookProcessor:
             return self._reject(message, invalid)
         try:
             with metrics.S3_PUT_SECONDS.time():
-                stored = self._store.store(book, message.message_id)
+                stored = self._store.store(
+                    book, Origin(message.message_id, message.group_id, message.sequence))
         except KeyConflict as conflict:
             return self._reject(message, InvalidBook("key_conflict", str(conflict)))
         except (ClientError, BotoCoreError, OSError, WriteContention) as exc:
@@ -105,6 +106,13 @@ class BookProcessor:
                         book.id, message.message_id, exc)
             metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
             return Result(message, Outcome.RETRY, reason)
+        if not stored.written:
+            # A redelivery of what a consumer that died before its delete had written already.
+            log.info("book %r (message %s) not written: s3://%s/%s holds a later message of "
+                     "group %s", book.id, message.message_id, stored.bucket, stored.key,
+                     message.group_id)
+            metrics.MESSAGES_SUPERSEDED.inc()
+            return Result(message, Outcome.STORED, "superseded")
         log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
                   stored.outcome)
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()

@@ -5,6 +5,14 @@ taken, the ``book-id`` metadata of the existing file decides: the same book is r
 ``If-Match: <etag>`` (an update or a redelivery), a different book goes to its alternate key
 ``object_key(title, id)``.  Conditional writes make this safe against concurrent writers: no
 write ever lands on a file that was checked to belong to another book.
+
+A file never goes back to an older version of its book. Each write records its message's group
+and SQS sequence number (which only grows within a group) in the file's metadata; a message whose
+file already holds this book from the same or a later message of its group is not written again
+("superseded"). That is what a redelivery after a crash is: a consumer killed before its batch
+delete wrote versions 1 to 4, SQS hands all four out again, and rewriting version 1 would show
+readers an old book until version 4 came round again. Across groups SQS promises no order, and
+none is imposed.
 """
 
 from __future__ import annotations
@@ -47,13 +55,50 @@ class WriteContention(Exception):
 class StoredBook:
     bucket: str
     key: str
-    outcome: str  # "created" | "replaced" | "created_alternate" | "replaced_alternate"
+    # "created" | "replaced" | "superseded" (not written: the file holds a later message of the
+    # group), each with "_alternate" when the book went to its alternate key.
+    outcome: str
+
+    @property
+    def written(self) -> bool:
+        return not self.outcome.startswith(SUPERSEDED)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The message a write comes from: its group and sequence number order writes of a book."""
+
+    message_id: str
+    group: str | None = None
+    sequence: int | None = None  # SQS FIFO SequenceNumber
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"message-id": metadata_id(self.message_id)}
+        if self.group is not None and self.sequence is not None:
+            meta["message-group"] = metadata_id(self.group)
+            meta["sequence-number"] = str(self.sequence)
+        return meta
 
 
 @dataclass(frozen=True)
 class _Existing:
     book_id: str | None  # as stored in metadata (encoded form); None if absent
     etag: str
+    group: str | None = None  # encoded form, as in metadata
+    sequence: int | None = None
+
+    def supersedes(self, origin: Origin) -> bool:
+        """Holds its book from the same or a later message of `origin`'s group."""
+        return (origin.group is not None and origin.sequence is not None
+                and self.sequence is not None and self.group == metadata_id(origin.group)
+                and self.sequence >= origin.sequence)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], etag: str) -> _Existing:
+        sequence = metadata.get("sequence-number", "")
+        return cls(book_id=metadata.get("book-id"), etag=etag,
+                   group=metadata.get("message-group"),
+                   sequence=int(sequence) if sequence.isdigit() else None)
 
 
 def metadata_id(value: str) -> str:
@@ -71,6 +116,7 @@ def metadata_id(value: str) -> str:
 
 # `_write_if_ours` when the key belongs to another book.
 _TAKEN = "taken"
+SUPERSEDED = "superseded"
 
 
 class _Owners:
@@ -110,10 +156,10 @@ class BookStore:
         self._s3 = s3
         self._owners = _Owners(remembered_keys)
 
-    def store(self, book: Book, message_id: str) -> StoredBook:
+    def store(self, book: Book, origin: Origin) -> StoredBook:
         """Write ``book`` and say how; any S3 or network error propagates unchanged."""
         for _ in range(MAX_ATTEMPTS):
-            stored = self._attempt(book, message_id)
+            stored = self._attempt(book, origin)
             if stored is not None:
                 return stored
         raise WriteContention(
@@ -121,22 +167,24 @@ class BookStore:
             f"{MAX_ATTEMPTS} times while storing book {book.id!r}"
         )
 
-    def _attempt(self, book: Book, message_id: str) -> StoredBook | None:
+    def _attempt(self, book: Book, origin: Origin) -> StoredBook | None:
         """One round; None means the key changed between our requests, so start over."""
         key = object_key(book.title)
         own_id = metadata_id(book.id)
         known = self._owners.get(book.bucket, key)
-        if known is not None and known.book_id == own_id:
-            if self._put(book, key, message_id, if_match=known.etag):
+        # A remembered file that would supersede this message is checked with the full protocol:
+        # the remembered state may be gone, and an unwritten book must not rest on a guess.
+        if known is not None and known.book_id == own_id and not known.supersedes(origin):
+            if self._put(book, key, origin, if_match=known.etag):
                 return StoredBook(book.bucket, key, "replaced")
             self._owners.forget(book.bucket, key)  # changed since: take the full protocol
-        outcome = self._write_if_ours(book, key, message_id, own_id)
+        outcome = self._write_if_ours(book, key, origin, own_id)
         if outcome != _TAKEN:
             return StoredBook(book.bucket, key, outcome) if outcome else None
         # The alternate key is written conditionally too: a title containing '~' or ids that
         # sanitize alike could make it another book's file, and we never overwrite those.
         alternate = object_key(book.title, book.id)
-        outcome = self._write_if_ours(book, alternate, message_id, own_id)
+        outcome = self._write_if_ours(book, alternate, origin, own_id)
         if outcome == _TAKEN:
             raise KeyConflict(
                 f"s3://{book.bucket}/{key} and s3://{book.bucket}/{alternate} both belong "
@@ -144,23 +192,26 @@ class BookStore:
             )
         return StoredBook(book.bucket, alternate, f"{outcome}_alternate") if outcome else None
 
-    def _write_if_ours(self, book: Book, key: str, message_id: str, own_id: str) -> str | None:
-        """Write `key` if it is free ("created") or holds this book ("replaced"); `_TAKEN` if
+    def _write_if_ours(self, book: Book, key: str, origin: Origin, own_id: str) -> str | None:
+        """Write `key` if it is free ("created") or holds this book ("replaced"), unless it holds
+        this book from a later message of the group (`SUPERSEDED`, nothing written); `_TAKEN` if
         another book owns it; None if it changed between our requests."""
-        if self._put(book, key, message_id, if_none_match=True):
+        if self._put(book, key, origin, if_none_match=True):
             return "created"
         existing = self._head(book.bucket, key)
         if existing is None:
             return None
         if existing.book_id != own_id:
             return _TAKEN
-        return "replaced" if self._put(book, key, message_id, if_match=existing.etag) else None
+        if existing.supersedes(origin):
+            return SUPERSEDED
+        return "replaced" if self._put(book, key, origin, if_match=existing.etag) else None
 
     def _put(
         self,
         book: Book,
         key: str,
-        message_id: str,
+        origin: Origin,
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
@@ -178,7 +229,7 @@ class BookStore:
                 Key=key,
                 Body=book.body,
                 ContentType=CONTENT_TYPE,
-                Metadata={"book-id": owner, "message-id": metadata_id(message_id)},
+                Metadata={"book-id": owner, **origin.metadata()},
                 **condition,
             )
         except ClientError as exc:
@@ -189,7 +240,9 @@ class BookStore:
                 return False
             raise
         if response.get("ETag"):
-            self._owners.remember(book.bucket, key, _Existing(book_id=owner, etag=response["ETag"]))
+            group = metadata_id(origin.group) if origin.group is not None else None
+            self._owners.remember(book.bucket, key, _Existing(
+                book_id=owner, etag=response["ETag"], group=group, sequence=origin.sequence))
         return True
 
     def _head(self, bucket: str, key: str) -> _Existing | None:
@@ -200,8 +253,7 @@ class BookStore:
             if _status(exc) == 404:
                 return None
             raise
-        metadata: dict[str, str] = response.get("Metadata") or {}
-        return _Existing(book_id=metadata.get("book-id"), etag=response["ETag"])
+        return _Existing.from_metadata(response.get("Metadata") or {}, response["ETag"])
 
 
 def _error_code(exc: ClientError) -> str:

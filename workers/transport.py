@@ -31,6 +31,8 @@ class Message:
     body: str
     group_id: str
     receive_count: int
+    # FIFO only: grows within a message group, so it orders a group's writes of a book.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
     )
 
 
+def _sequence(raw: str | None) -> int | None:
+    return int(raw) if raw and raw.isdigit() else None
+
+
 @dataclass
 class SqsTransport:
     receive_client: Any
@@ -80,7 +86,8 @@ class SqsTransport:
             QueueUrl=self.queue.url,
             MaxNumberOfMessages=SQS_BATCH,
             WaitTimeSeconds=wait_time_seconds,
-            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount",
+                                         "SequenceNumber"],
         )
         return [
             Message(
@@ -89,6 +96,7 @@ class SqsTransport:
                 body=raw["Body"],
                 group_id=raw["Attributes"]["MessageGroupId"],
                 receive_count=int(raw["Attributes"].get("ApproximateReceiveCount", "1")),
+                sequence=_sequence(raw["Attributes"].get("SequenceNumber")),
             )
             for raw in response.get("Messages", [])
         ]

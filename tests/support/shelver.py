@@ -44,55 +44,27 @@ class Response:
 
 
 @dataclass
-class Shelver:
-    env: dict[str, str]
-    run_dir: Path
-    port: int = field(default_factory=free_port)
-    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # Settings applied under `env`; the benchmark passes {} to run Shelver's own defaults.
-    defaults: dict[str, str] = field(default_factory=lambda: dict(TEST_DEFAULTS))
-    process: subprocess.Popen[bytes] | None = None
+class Endpoint:
+    """Shelver's HTTP API on a loopback port, whatever runs it (a gunicorn here, a container)."""
+
+    port: int
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.run_dir / f"gunicorn-{self.port}.log"
+    def exit_code(self) -> int | None:
+        """The exit code once whatever serves the port has ended; None while it runs."""
+        return None
 
-    @property
-    def state_dir(self) -> Path:
-        return self.run_dir / f"state-{self.port}"
-
-    def full_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
-        env.update(self.defaults)
-        env.update(self.env)
-        env.update({
-            "BIND": f"127.0.0.1:{self.port}",
-            "SHELVER_STATE_DIR": str(self.state_dir),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
-            # Found in /proc/<pid>/environ of every process this Shelver starts.
-            "SHELVER_TEST_MARKER": self.marker,
-        })
-        return env
-
-    def start(self) -> Shelver:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=REPO, env=self.full_env(),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
+    def log(self) -> str:
+        return ""
 
     def wait_healthy(self, timeout: float = 60) -> Response:
         def healthy() -> Response | None:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n"
-                                     f"{self.log()}")
+            code = self.exit_code()
+            if code is not None:
+                raise AssertionError(f"Shelver exited with {code}:\n{self.log()}")
             response = self.get("/health")
             return response if response.status == 200 else None
         return wait_until(healthy, timeout, what=f"/health 200 on {self.url}")  # type: ignore[no-any-return]
@@ -127,6 +99,51 @@ class Shelver:
 
     def consumer_pids(self) -> list[int]:
         return [c["pid"] for c in self.get("/health").body["consumers"]]
+
+
+@dataclass
+class Shelver(Endpoint):
+    env: dict[str, str] = field(default_factory=dict)
+    run_dir: Path = Path()
+    port: int = field(default_factory=free_port)
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Settings applied under `env`; the benchmark passes {} to run Shelver's own defaults.
+    defaults: dict[str, str] = field(default_factory=lambda: dict(TEST_DEFAULTS))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"gunicorn-{self.port}.log"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / f"state-{self.port}"
+
+    def full_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
+        env.update(self.defaults)
+        env.update(self.env)
+        env.update({
+            "BIND": f"127.0.0.1:{self.port}",
+            "SHELVER_STATE_DIR": str(self.state_dir),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
+            # Found in /proc/<pid>/environ of every process this Shelver starts.
+            "SHELVER_TEST_MARKER": self.marker,
+        })
+        return env
+
+    def start(self) -> Shelver:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=REPO, env=self.full_env(),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

@@ -19,7 +19,7 @@ from workers.processing import (
     failure_reason,
     visibility_changes,
 )
-from workers.storage import BookStore, KeyConflict, StoredBook, WriteContention
+from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.transport import Message, QueueInfo, SqsTransport
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
@@ -39,14 +39,18 @@ class FakeStore:
     """Stores every book unless told to fail for a given book id."""
 
     failures: dict[str, Exception] = field(default_factory=dict)
+    superseded: set[str] = field(default_factory=set)  # book ids whose file is already newer
     calls: list[tuple[str, str]] = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
 
-    def store(self, book: Book, message_id: str) -> StoredBook:
-        self.calls.append((book.id, message_id))
+    def store(self, book: Book, origin: Origin) -> StoredBook:
+        self.calls.append((book.id, origin.message_id))
+        self.origins.append(origin)
         failure = self.failures.get(book.id)
         if failure is not None:
             raise failure
-        return StoredBook(book.bucket, f"{book.title}.json", "created")
+        outcome = "superseded" if book.id in self.superseded else "created"
+        return StoredBook(book.bucket, f"{book.title}.json", outcome)
 
 
 @dataclass
@@ -81,11 +85,11 @@ def fx() -> Fixture:
 
 
 def message(book_id: str = "b-1", *, body: str | None = None, group: str = "g",
-            receive_count: int = 1, **fields: Any) -> Message:
+            receive_count: int = 1, sequence: int | None = None, **fields: Any) -> Message:
     if body is None:
         record = {"id": book_id, "title": f"Title {book_id}", "genre": "SciFi", **fields}
         body = orjson.dumps(record).decode()
-    return Message(f"m-{book_id}", f"rh-{book_id}", body, group, receive_count)
+    return Message(f"m-{book_id}", f"rh-{book_id}", body, group, receive_count, sequence)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -125,6 +129,25 @@ def test_a_valid_book_is_stored_and_counted(fx: Fixture) -> None:
     assert stored.value == 1
     assert timed.value == 1
     assert put_timed.value == 1
+
+
+def test_the_write_carries_the_message_group_and_sequence_number(fx: Fixture) -> None:
+    fx.processor.process(message("b-1", group="g-7", sequence=12345678901234567890))
+
+    assert fx.store.origins == [Origin("m-b-1", "g-7", 12345678901234567890)]
+
+
+def test_a_superseded_message_is_done_but_not_counted_as_stored(fx: Fixture) -> None:
+    stored = Delta("shelver_books_stored_total", genre="scifi")
+    superseded = Delta("shelver_messages_superseded_total")
+    fx.store.superseded.add("b-1")
+    m = message("b-1", sequence=5)
+
+    result = fx.processor.process(m)
+
+    assert result == Result(m, Outcome.STORED, "superseded")
+    assert result.outcome.done
+    assert (stored.value, superseded.value) == (0, 1)
 
 
 @pytest.mark.parametrize(

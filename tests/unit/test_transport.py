@@ -135,11 +135,13 @@ def test_receive_returns_messages_with_group_and_receive_count(queues: Queues) -
     assert message.group_id == "group-1"
     assert message.receive_count == 1
     assert message.receipt_handle
+    assert isinstance(message.sequence, int)  # FIFO's SequenceNumber, asked for by name
 
     assert transport.change_visibility([(message, 0)]) == []
     [again] = transport.receive(0)
     assert again.message_id == message_id
     assert again.receive_count == 2
+    assert again.sequence == message.sequence
 
 
 def test_receive_of_an_empty_queue_is_empty(queues: Queues) -> None:
