@@ -43,30 +43,20 @@ class Batch:
     results: list[Result] = field(default_factory=list)
 
 
+@dataclass(eq=False, kw_only=True)
 class InFlightBatches:
-    def __init__(
-        self,
-        *,
-        slot: int,
-        executor: Executor,
-        process_group: Callable[[Sequence[Message]], list[Result]],
-        settle: Callable[[list[Result]], None],
-        limit: int,
-        beat: Callable[[], None],
-        stuck_after: float,
-    ) -> None:
-        """`settle` gets every result of a batch once its last group is done, on that group's
-        thread. `beat` is called every second while waiting, unless the oldest batch has been in
-        flight for `stuck_after` seconds."""
-        self._slot = slot
-        self._executor = executor
-        self._process_group = process_group
-        self._settle = settle
-        self._limit = limit
-        self._beat = beat
-        self._stuck_after = stuck_after
-        self._batches: set[Batch] = set()
-        self._changed = threading.Condition()
+    slot: int
+    executor: Executor
+    process_group: Callable[[Sequence[Message]], list[Result]]
+    # Gets every result of a batch once its last group is done, on that group's thread.
+    settle: Callable[[list[Result]], None]
+    limit: int
+    # Called every second while waiting, unless the oldest batch has been in flight for
+    # `stuck_after` seconds.
+    beat: Callable[[], None]
+    stuck_after: float
+    _batches: set[Batch] = field(default_factory=set, init=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False)
 
     def __len__(self) -> int:
         return len(self._batches)
@@ -80,12 +70,12 @@ class InFlightBatches:
         with self._changed:
             self._batches.add(batch)
         for group in groups.values():
-            future = self._executor.submit(self._process_group, group)
+            future = self.executor.submit(self.process_group, group)
             future.add_done_callback(functools.partial(self._group_done, batch, group))
 
     def wait_for_room(self, stopping: Callable[[], bool]) -> bool:
         """Wait until another batch may be received; False if a stop was requested first."""
-        return self._wait(self._limit, lambda now: stopping())
+        return self._wait(self.limit, lambda now: stopping())
 
     def drain(self, deadline: float) -> bool:
         """Wait until every batch is settled; False if the (monotonic) deadline passed first."""
@@ -104,8 +94,8 @@ class InFlightBatches:
                 return False
             # A batch older than the visibility ceiling means a stuck thread: stop beating and
             # let the pool replace us rather than hold the messages forever.
-            if now - oldest < self._stuck_after:
-                self._beat()
+            if now - oldest < self.stuck_after:
+                self.beat()
 
     def _group_done(self, batch: Batch, group: list[Message],
                     future: Future[list[Result]]) -> None:
@@ -113,7 +103,7 @@ class InFlightBatches:
         try:
             results = future.result()
         except Exception as exc:  # a bug, not an AWS failure: back off, never drop
-            log.exception("consumer %d failed processing group %s", self._slot,
+            log.exception("consumer %d failed processing group %s", self.slot,
                           group[0].group_id)
             metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
             results = [Result(m, Outcome.RETRY, "internal_error") for m in group]
@@ -123,7 +113,7 @@ class InFlightBatches:
             if batch.pending:
                 return
         try:
-            self._settle(batch.results)
+            self.settle(batch.results)
         finally:
             with self._changed:
                 self._batches.discard(batch)

@@ -12,31 +12,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from workers.processing import Outcome, Result
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Breaker:
-    def __init__(
-        self,
-        slot: int,
-        report: Callable[[str | None], None],
-        max_pause: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """`report` hears why batches fail (e.g. "SlowDown") on each trip, and None once they
-        make progress again: /health needs it, since receives still succeed while S3 is down."""
-        self._slot = slot
-        self._report = report
-        self._max_pause = max_pause
-        self._clock = clock
-        self._pause = 0.0  # seconds; grows while whole batches fail
-        self._paused_until = 0.0  # clock time
-        self._failing: str | None = None
-        # Batches in flight together settle on different processing threads.
-        self._lock = threading.Lock()
+    slot: int
+    # Hears why batches fail (e.g. "SlowDown") on each trip, and None once they make progress
+    # again: /health needs it, since receives still succeed while S3 is down.
+    report: Callable[[str | None], None]
+    max_pause: float
+    clock: Callable[[], float] = time.monotonic
+    _pause: float = field(default=0.0, init=False)  # seconds; grows while whole batches fail
+    _paused_until: float = field(default=0.0, init=False)  # clock time
+    _failing: str | None = field(default=None, init=False)
+    # Batches in flight together settle on different processing threads.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def record(self, results: Sequence[Result]) -> None:
         """Take the outcome of one settled batch."""
@@ -48,13 +43,13 @@ class Breaker:
                     return
                 self._failing = None
             else:
-                self._pause = min(max(self._pause * 2, 1.0), self._max_pause)
-                self._paused_until = self._clock() + self._pause
+                self._pause = min(max(self._pause * 2, 1.0), self.max_pause)
+                self._paused_until = self.clock() + self._pause
                 log.warning("consumer %d: every message of the batch failed, pausing receives "
-                            "for %.0f s", self._slot, self._pause)
+                            "for %.0f s", self.slot, self._pause)
                 self._failing = retried[0].reason
-            self._report(self._failing)
+            self.report(self._failing)
 
     def remaining(self) -> float:
         """Seconds left of the current pause (0 when receiving may go on)."""
-        return max(0.0, self._paused_until - self._clock())
+        return max(0.0, self._paused_until - self.clock())

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,27 +48,19 @@ def _exit_at_once(code: int) -> NoReturn:
     os._exit(code)
 
 
+@dataclass(eq=False)
 class Keeper:
-    def __init__(
-        self,
-        slot: int,
-        parent_pid: int,
-        stop: Callable[[], None],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        parent: Callable[[], int] = os.getppid,
-        exit_now: Callable[[int], object] = _exit_at_once,
-    ) -> None:
-        """`stop` asks the main loop to stop gracefully once the parent is gone; `exit_now`
-        ends the process if that takes longer than the grace period."""
-        self._slot = slot
-        self._parent_pid = parent_pid
-        self._stop = stop
-        self._clock = clock
-        self._parent = parent
-        self._exit_now = exit_now
-        self._held: HeldMessages | None = None
-        self._orphaned_at: float | None = None
+    slot: int
+    parent_pid: int
+    # Asks the main loop to stop gracefully once the parent is gone; `exit_now` ends the
+    # process if that takes longer than the grace period.
+    stop: Callable[[], None]
+    _: KW_ONLY
+    clock: Callable[[], float] = time.monotonic
+    parent: Callable[[], int] = os.getppid
+    exit_now: Callable[[int], object] = _exit_at_once
+    _held: HeldMessages | None = field(default=None, init=False)
+    _orphaned_at: float | None = field(default=None, init=False)
 
     @property
     def orphaned(self) -> bool:
@@ -93,16 +86,16 @@ class Keeper:
         try:
             held.extend_due()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not extend visibility: %s", self._slot, exc)
+            log.warning("consumer %d could not extend visibility: %s", self.slot, exc)
 
     def watch_parent(self) -> None:
-        if self._parent() == self._parent_pid:
+        if self.parent() == self.parent_pid:
             return
         if self._orphaned_at is None:
-            log.error("consumer %d: the gunicorn master is gone, stopping", self._slot)
-            self._orphaned_at = self._clock()
-            self._stop()
-        elif self._clock() - self._orphaned_at > ORPHAN_GRACE_SECONDS:
+            log.error("consumer %d: the gunicorn master is gone, stopping", self.slot)
+            self._orphaned_at = self.clock()
+            self.stop()
+        elif self.clock() - self._orphaned_at > ORPHAN_GRACE_SECONDS:
             self._abandon()
 
     def _abandon(self) -> None:
@@ -113,4 +106,4 @@ class Keeper:
             # If this fails they reappear after their visibility timeout anyway.
             with contextlib.suppress(ClientError, BotoCoreError, OSError):
                 held.give_back([(m, 0) for m in held.held_messages()])
-        self._exit_now(EXIT_ORPHANED)
+        self.exit_now(EXIT_ORPHANED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,29 +19,23 @@ from workers.transport import SqsTransport
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class QueueDepthSampler:
-    def __init__(
-        self,
-        slot: int,
-        transport: SqsTransport,
-        every_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._slot = slot
-        self._transport = transport
-        self._every = every_seconds
-        self._clock = clock
-        self._next_sample = 0.0  # clock time; the first call samples
+    slot: int
+    transport: SqsTransport
+    every_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _next_sample: float = field(default=0.0, init=False)  # clock time; the first call samples
 
     def sample_if_due(self) -> None:
-        now = self._clock()
+        now = self.clock()
         if now < self._next_sample:
             return
-        self._next_sample = now + self._every
+        self._next_sample = now + self.every_seconds
         try:
-            visible, in_flight = self._transport.depth()
+            visible, in_flight = self.transport.depth()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not sample queue depth: %s", self._slot, exc)
+            log.warning("consumer %d could not sample queue depth: %s", self.slot, exc)
             return
         metrics.QUEUE_MESSAGES.labels(state="visible").set(visible)
         metrics.QUEUE_MESSAGES.labels(state="in_flight").set(in_flight)
