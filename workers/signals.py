@@ -45,8 +45,8 @@ class Signals:
         return self._stopping
 
     def stop(self) -> None:
-        """Stop without a signal (the keeper found us orphaned): the main thread sees it when it
-        next waits; a long poll in progress is left to the keeper's orphan grace."""
+        """Stop without a signal (the keeper found us orphaned): a sleep ends at once, a long
+        poll in progress is left to the keeper's orphan grace."""
         self._stopping = True
         self.wake()
 
