@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +23,17 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     with mock_aws():
         yield
+
+
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGALRM)
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """Lets a test install a consumer's signal handlers in this process, and undoes them."""
+    saved = {s: signal.getsignal(s) for s in _HANDLED}
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.set_wakeup_fd(-1)
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

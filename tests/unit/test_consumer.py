@@ -1,12 +1,11 @@
-"""The consumer's own timing mechanics: sleeping beats, a wake-up cuts a sleep short, a stop
-ends a long poll without dropping what it brings."""
+"""The consumer's own timing mechanics: sleeping beats, a stop ends a long poll without dropping
+what it brings. Wake-ups and stop requests themselves: test_signals.py."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,25 +33,6 @@ def test_a_long_sleep_keeps_beating(consumer: Consumer, monkeypatch: pytest.Monk
     consumer._sleep(2.5)
 
     assert len(beats) >= 2  # once a second, so the pool never mistakes waiting for a hang
-
-
-def test_a_wake_up_cuts_the_sleep_short_and_is_consumed(consumer: Consumer):
-    consumer._wake()
-    consumer._wake()  # coalesced with the first
-    started = time.monotonic()
-    consumer._sleep(60)
-    assert time.monotonic() - started < 30
-
-    started = time.monotonic()
-    consumer._sleep(0.3)  # no leftover wake-up: this one sleeps its whole time
-    assert time.monotonic() - started >= 0.29
-
-
-def test_a_stop_request_ends_the_sleep(consumer: Consumer):
-    consumer._stopping = True
-    started = time.monotonic()
-    consumer._sleep(60)
-    assert time.monotonic() - started < 30
 
 
 def test_status_file_tracks_state_and_heartbeat(consumer: Consumer, tmp_path: Path):
@@ -92,16 +72,10 @@ class _PollingTransport:
 
 
 @pytest.fixture
-def signals(consumer: Consumer) -> Iterator[Consumer]:
+def signals(consumer: Consumer, restore_signals: None) -> Consumer:
     """The consumer's signal handlers, installed in this process for one test."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
-                                               signal.SIGHUP, signal.SIGALRM)}
-    consumer.install_signals()
-    yield consumer
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.set_wakeup_fd(-1)
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
+    consumer._signals.install()
+    return consumer
 
 
 def _consume(consumer: Consumer, transport: _PollingTransport) -> float:

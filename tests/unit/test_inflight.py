@@ -8,35 +8,12 @@ from typing import cast
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.support.fakes import FakeClock, FakeTransport, msg
 from workers.inflight import HeldMessages
 from workers.transport import Message, SqsTransport
 
 TIMEOUT = 30
 CEILING = 100
-
-
-@dataclass
-class FakeClock:
-    now: float = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakeTransport:
-    """Records every change_visibility call; fails the receipt handles listed in `failing`."""
-
-    calls: list[list[tuple[str, int]]] = field(default_factory=list)
-    failing: set[str] = field(default_factory=set)
-
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
-        self.calls.append([(m.receipt_handle, seconds) for m, seconds in changes])
-        return [m for m, _ in changes if m.receipt_handle in self.failing]
-
-
-def msg(name: str) -> Message:
-    return Message(f"id-{name}", name, "{}", "g", 1)
 
 
 @dataclass

@@ -1,0 +1,33 @@
+"""Small fakes shared by the unit tests of a consumer's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from workers.transport import Message
+
+
+@dataclass
+class FakeClock:
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeTransport:
+    """Records every change_visibility call; fails the receipt handles listed in `failing`."""
+
+    calls: list[list[tuple[str, int]]] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+
+    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+        self.calls.append([(m.receipt_handle, seconds) for m, seconds in changes])
+        return [m for m, _ in changes if m.receipt_handle in self.failing]
+
+
+def msg(name: str, group: str = "g") -> Message:
+    """A message whose receipt handle is `name`."""
+    return Message(f"id-{name}", name, "{}", group, 1)

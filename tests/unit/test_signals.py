@@ -1,0 +1,68 @@
+"""A consumer's signals and wake-ups: a wake-up cuts a sleep short, a stop ends every sleep, a
+stop during a long poll abandons it after the grace period."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from workers.signals import LongPollAbandoned, Signals
+
+
+def _no_beat() -> None:
+    pass
+
+
+def test_a_wake_up_cuts_the_sleep_short_and_is_consumed():
+    signals = Signals()
+    signals.wake()
+    signals.wake()  # coalesced with the first
+    started = time.monotonic()
+    signals.sleep(60, _no_beat)
+    assert time.monotonic() - started < 30
+
+    started = time.monotonic()
+    signals.sleep(0.3, _no_beat)  # no leftover wake-up: this one sleeps its whole time
+    assert time.monotonic() - started >= 0.29
+
+
+def test_a_stop_request_ends_every_sleep_not_just_the_next():
+    signals = Signals()
+    signals.stop()
+    for _ in range(2):  # the first one also drains the stop's wake-up
+        started = time.monotonic()
+        signals.sleep(60, _no_beat)
+        assert time.monotonic() - started < 30
+    assert signals.stopping()
+
+
+def test_usr1_wakes_a_sleep_without_stopping(restore_signals: None):
+    signals = Signals()
+    signals.install()
+    signal.raise_signal(signal.SIGUSR1)
+    started = time.monotonic()
+    signals.sleep(60, _no_beat)
+    assert time.monotonic() - started < 30
+    assert not signals.stopping()
+
+
+def test_term_outside_a_long_poll_stops_without_arming_the_abandon_timer(
+        restore_signals: None):
+    signals = Signals()
+    signals.install()
+    signal.raise_signal(signal.SIGTERM)
+    assert signals.stopping()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_term_during_a_long_poll_abandons_it_after_the_grace(restore_signals: None):
+    signals = Signals()
+    signals.install()
+    started = time.monotonic()
+    with pytest.raises(LongPollAbandoned), signals.long_poll():
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(60)  # a long poll that keeps waiting
+    assert time.monotonic() - started < 30
+    assert signals.stopping()

@@ -1,0 +1,120 @@
+"""Received batches in flight: how a consumer overlaps its next receive with the work in progress.
+
+Up to `pipelining_limit` received batches are in flight at once, so the next receive overlaps the
+current batch's slowest group and its delete instead of waiting for them. SQS FIFO never hands
+out a group that has messages in flight, so batches in flight together never share a group and
+need no coordination.
+
+Each batch is split by message group, one processing thread per group; the thread that finishes
+a batch's last group settles the whole batch (one batched delete and visibility change), off the
+receive loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+from workers import metrics
+from workers.processing import Outcome, Result
+from workers.transport import SQS_BATCH, Message
+
+log = logging.getLogger(__name__)
+
+
+def pipelining_limit(consumer_threads: int) -> int:
+    # One batch more than the threads can take at once keeps them busy across receives.
+    return 1 + math.ceil(consumer_threads / SQS_BATCH)
+
+
+@dataclass(eq=False)
+class Batch:
+    """A received batch whose message groups are being processed."""
+
+    started: float  # monotonic
+    pending: int  # groups not finished yet
+    results: list[Result] = field(default_factory=list)
+
+
+@dataclass(eq=False, kw_only=True)
+class InFlightBatches:
+    slot: int
+    executor: Executor
+    process_group: Callable[[Sequence[Message]], list[Result]]
+    # Gets every result of a batch once its last group is done, on that group's thread.
+    settle: Callable[[list[Result]], None]
+    limit: int
+    # Called every second while waiting, unless the oldest batch has been in flight for
+    # `stuck_after` seconds.
+    beat: Callable[[], None]
+    stuck_after: float
+    _batches: set[Batch] = field(default_factory=set, init=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def start(self, messages: Sequence[Message]) -> None:
+        """Hand each message group of a received batch to the processing threads."""
+        groups: OrderedDict[str, list[Message]] = OrderedDict()
+        for m in messages:
+            groups.setdefault(m.group_id, []).append(m)
+        batch = Batch(started=time.monotonic(), pending=len(groups))
+        with self._changed:
+            self._batches.add(batch)
+        for group in groups.values():
+            future = self.executor.submit(self.process_group, group)
+            future.add_done_callback(functools.partial(self._group_done, batch, group))
+
+    def wait_for_room(self, stopping: Callable[[], bool]) -> bool:
+        """Wait until another batch may be received; False if a stop was requested first."""
+        return self._wait(self.limit, lambda now: stopping())
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until every batch is settled; False if the (monotonic) deadline passed first."""
+        return self._wait(1, lambda now: now > deadline)
+
+    def _wait(self, limit: int, give_up: Callable[[float], bool]) -> bool:
+        """Wait until fewer than `limit` batches are in flight, beating meanwhile."""
+        while True:
+            with self._changed:
+                if len(self._batches) < limit:
+                    return True
+                self._changed.wait(1.0)
+                oldest = min((b.started for b in self._batches), default=time.monotonic())
+            now = time.monotonic()
+            if give_up(now):
+                return False
+            # A batch older than the visibility ceiling means a stuck thread: stop beating and
+            # let the pool replace us rather than hold the messages forever.
+            if now - oldest < self.stuck_after:
+                self.beat()
+
+    def _group_done(self, batch: Batch, group: list[Message],
+                    future: Future[list[Result]]) -> None:
+        """Runs in the processing thread that finished the group; the last one settles."""
+        try:
+            results = future.result()
+        except Exception as exc:  # a bug, not an AWS failure: back off, never drop
+            log.exception("consumer %d failed processing group %s", self.slot,
+                          group[0].group_id)
+            metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
+            results = [Result(m, Outcome.RETRY, "internal_error") for m in group]
+        with self._changed:
+            batch.results.extend(results)
+            batch.pending -= 1
+            if batch.pending:
+                return
+        try:
+            self.settle(batch.results)
+        finally:
+            with self._changed:
+                self._batches.discard(batch)
+                self._changed.notify_all()

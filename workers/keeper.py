@@ -1,0 +1,109 @@
+"""A consumer's keeper thread: keeps the messages it holds invisible, and the consumer from
+outliving the gunicorn master.
+
+Orphaning is caught twice: Linux sends a parent-death signal (`die_with_parent`), and the keeper
+watches getppid() in case the signal never came (not Linux, or the parent died before prctl).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import NoReturn
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers.inflight import HeldMessages
+
+log = logging.getLogger(__name__)
+
+# Exit code of a consumer that stopped because its parent was gone.
+EXIT_ORPHANED = 4
+# After the parent dies, the consumer has this long to hand back what it holds before it exits
+# anyway (its messages then reappear once their visibility runs out: late, not lost).
+ORPHAN_GRACE_SECONDS = 3.0
+# How often the parent is checked before any message is held.
+_IDLE_INTERVAL_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the thread that spawned us (the pool's) goes away."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the keeper's getppid() watch still catches orphaning
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    logging.shutdown()
+    os._exit(code)
+
+
+@dataclass(eq=False)
+class Keeper:
+    slot: int
+    parent_pid: int
+    # Asks the main loop to stop gracefully once the parent is gone; `exit_now` ends the
+    # process if that takes longer than the grace period.
+    stop: Callable[[], None]
+    _: KW_ONLY
+    clock: Callable[[], float] = time.monotonic
+    parent: Callable[[], int] = os.getppid
+    exit_now: Callable[[int], object] = _exit_at_once
+    _held: HeldMessages | None = field(default=None, init=False)
+    _orphaned_at: float | None = field(default=None, init=False)
+
+    @property
+    def orphaned(self) -> bool:
+        return self._orphaned_at is not None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="keeper", daemon=True).start()
+
+    def keep(self, held: HeldMessages) -> None:
+        """From now on, extend these messages' visibility (the queue is known only after the
+        keeper started: it watches the parent while the consumer looks the queue up)."""
+        self._held = held
+
+    def _run(self) -> None:
+        while True:
+            held = self._held
+            time.sleep(held.check_interval if held is not None else _IDLE_INTERVAL_SECONDS)
+            if held is not None:
+                self.extend(held)
+            self.watch_parent()
+
+    def extend(self, held: HeldMessages) -> None:
+        try:
+            held.extend_due()
+        except (ClientError, BotoCoreError, OSError) as exc:
+            log.warning("consumer %d could not extend visibility: %s", self.slot, exc)
+
+    def watch_parent(self) -> None:
+        if self.parent() == self.parent_pid:
+            return
+        if self._orphaned_at is None:
+            log.error("consumer %d: the gunicorn master is gone, stopping", self.slot)
+            self._orphaned_at = self.clock()
+            self.stop()
+        elif self.clock() - self._orphaned_at > ORPHAN_GRACE_SECONDS:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Orphaned and the main loop is still busy (e.g. in a long poll): hand back what we
+        hold that is not being processed, then exit at once."""
+        held = self._held
+        if held is not None:
+            # If this fails they reappear after their visibility timeout anyway.
+            with contextlib.suppress(ClientError, BotoCoreError, OSError):
+                held.give_back([(m, 0) for m in held.held_messages()])
+        self.exit_now(EXIT_ORPHANED)
