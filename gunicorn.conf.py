@@ -16,10 +16,12 @@ import sys
 import tempfile
 from typing import Any
 
+from workers.held_state import RECOVERY_DIR
 
-def _reset_dir(path: str) -> None:
+
+def _reset_dir(path: str, keep: frozenset[str] = frozenset()) -> None:
     os.makedirs(path, exist_ok=True)
-    for entry in os.listdir(path):
+    for entry in set(os.listdir(path)) - keep:
         target = os.path.join(path, entry)
         if os.path.isdir(target):
             shutil.rmtree(target)
@@ -30,12 +32,15 @@ def _reset_dir(path: str) -> None:
 # Both directories must be in the environment, and emptied, before prometheus_client is imported
 # (importing the metrics creates this process's files): HTTP workers inherit the master's
 # environment, consumers receive it when spawned. Done once per master, not again on SIGHUP.
+# Leftovers of a previous run would be summed into this one's counters, or show its consumers
+# in /health; but the state dir's `recovery/` is kept: what the previous run's consumers held
+# (handed back by the first consumer started) and the crash counts (workers/held_state.py).
 if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
-    for _variable, _prefix in (("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-"),
-                               ("SHELVER_STATE_DIR", "shelver-state-")):
+    for _variable, _prefix, _keep in (
+            ("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-", frozenset()),
+            ("SHELVER_STATE_DIR", "shelver-state-", frozenset({RECOVERY_DIR}))):
         if os.environ.get(_variable):
-            # Leftovers of a previous run would be summed into this one's counters.
-            _reset_dir(os.environ[_variable])
+            _reset_dir(os.environ[_variable], _keep)
         else:
             os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
     os.environ["_SHELVER_MASTER_PID"] = str(os.getpid())

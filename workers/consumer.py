@@ -9,6 +9,9 @@ Threads, each with one job:
   backs off / releases every message of it;
 - keeper (`workers.keeper`): extends the visibility of held messages, notices orphaning.
 
+What it holds is also kept in the state dir (`workers.held_state`); before its first receive, a
+consumer hands back what the dead consumers the pool names held (`workers.recovery`).
+
 Signals only set flags and wake the main thread (`workers.signals`).
 """
 
@@ -30,6 +33,8 @@ from workers import metrics
 from workers.aws import make_clients
 from workers.batches import InFlightBatches, pipelining_limit
 from workers.breaker import Breaker
+from workers.crashes import CrashRegistry
+from workers.held_state import ConsumerRecord, recovery_dir
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.processing import (
@@ -40,6 +45,7 @@ from workers.processing import (
     visibility_changes,
 )
 from workers.queue_depth import QueueDepthSampler
+from workers.recovery import recover
 from workers.settings import Settings
 from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status
@@ -64,6 +70,10 @@ class ConsumerSpec:
     restarts: int
     settings: Settings
     parent_pid: int
+    # Names this consumer's files in the state dir (pids repeat after a container restart).
+    token: str
+    # Tokens of dead consumers whose messages this one hands back before receiving.
+    predecessors: tuple[str, ...] = ()
 
 
 class Consumer:
@@ -78,6 +88,9 @@ class Consumer:
         )
         self._status_lock = threading.Lock()
         self._held: HeldMessages | None = None
+        self._record: ConsumerRecord | None = None
+        self._crashes = CrashRegistry(recovery_dir(self.settings.state_dir),
+                                      self.settings.crash_dead_letter_after)
         self._transport: SqsTransport | None = None
         self._keeper = Keeper(spec.slot, spec.parent_pid, self._signals.stop)
         self._breaker = Breaker(spec.slot, self._report_failing, MAX_RECEIVE_BACKOFF_SECONDS)
@@ -114,15 +127,36 @@ class Consumer:
         clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds)
         if not self._connect(clients.sqs, clients.sqs_receive):
             return self._finish(EXIT_OK)
-        assert self._transport is not None
+        assert self._transport is not None and self._held is not None
+        assert self._record is not None
+        self._recover()
         processor = BookProcessor(BookStore(clients.s3), self._transport,
-                                  self.settings.genre_buckets)
+                                  self.settings.genre_buckets, crashes=self._crashes,
+                                  slots=self._record.processing)
         executor = ThreadPoolExecutor(self.settings.consumer_threads, thread_name_prefix="group")
         settled = self._consume(processor, executor)
         # Threads still busy past the stop deadline are abandoned, not waited for: the pool's
-        # KILL would come next anyway, and their messages reappear after the visibility timeout.
+        # KILL would come next anyway. What they hold stays in the held file, handed back by
+        # the next consumer the pool starts (or the next run), else after the visibility timeout.
         executor.shutdown(wait=settled, cancel_futures=True)
+        self._held.close()
         return self._finish(EXIT_ORPHANED if self._keeper.orphaned else EXIT_OK)
+
+    def _recover(self) -> None:
+        """Hand back what our dead predecessors held, before receiving anything ourselves."""
+        if not self.spec.predecessors:
+            return
+        assert self._transport is not None
+        try:
+            released = recover(self.spec.predecessors, recovery_dir(self.settings.state_dir),
+                               self._transport, self._crashes)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            # Their messages then come back when their visibility timeout runs out.
+            log.error("consumer %d could not hand back its predecessors' messages: %s",
+                      self.spec.slot, exc)
+            return
+        log.info("consumer %d handed back %d message(s) held by %d dead consumer(s)",
+                 self.spec.slot, released, len(self.spec.predecessors))
 
     def _connect(self, sqs: object, sqs_receive: object) -> bool:
         """Find the queue, retrying with backoff: a missing queue must not become a crash loop."""
@@ -142,8 +176,11 @@ class Consumer:
                 log.warning("input queue %s has no RedrivePolicy: invalid messages will stay "
                             "on the queue", queue.url)
             self._transport = SqsTransport(sqs_receive, sqs, queue)
+            self._record = ConsumerRecord(recovery_dir(self.settings.state_dir), self.spec.token,
+                                          queue.url, self.settings.consumer_threads)
             self._held = HeldMessages(self._transport, queue.visibility_timeout,
-                                      self.settings.visibility_ceiling_seconds)
+                                      self.settings.visibility_ceiling_seconds,
+                                      record=self._record)
             self._keeper.keep(self._held)
             log.info("consumer %d (pid %d) consuming %s (visibility %d s, dlq %s)",
                      self.spec.slot, self.pid, queue.url, queue.visibility_timeout,
@@ -175,6 +212,9 @@ class Consumer:
                 break
             depth.sample_if_due()
             self._beat("processing" if batches else "polling")
+            # Before the call: SQS starts the messages' visibility timeout after this, never
+            # before, so the held file never claims them invisible for longer than they are.
+            polled_at = time.monotonic()
             try:
                 with self._signals.long_poll():
                     messages = self._transport.receive(self.settings.wait_time_seconds)
@@ -189,7 +229,6 @@ class Consumer:
                 error_delay = min(error_delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue
             error_delay = 1.0
-            received_at = time.monotonic()
             now = time.time()
             metrics.LAST_POLL_TIMESTAMP.set(now)
             self._update(last_poll_at=now, last_error=None)
@@ -201,7 +240,8 @@ class Consumer:
                 continue
             metrics.RECEIVE_CALLS.labels(result="messages").inc()
             metrics.MESSAGES_RECEIVED.inc(len(messages))
-            self._held.hold(messages, received_at)
+            self._held.hold(messages, polled_at)
+            self._crashes.refresh()  # one stat: reloads only when a recovery recorded a crash
             if stopping():
                 self._settle([Result(m, Outcome.RELEASED, "shutdown") for m in messages])
                 break

@@ -7,6 +7,12 @@ a ceiling after which we let SQS redeliver it (the consumer is presumably stuck)
 
 One lock covers the registry and every visibility change, so an extension can never land after a
 release and hide a message again that we just gave back.
+
+Given a `ConsumerRecord`, the registry is also kept in the consumer's held file
+(`workers.held_state`), so that a successor can hand the messages back if this process dies.
+The file only ever claims less than the truth: a message leaves it before the call that ends our
+hold on it (delete, release, backoff), and its `visible_until` moves on only after an extension
+succeeded.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workers import metrics
+from workers.held_state import ConsumerRecord
 from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
@@ -26,7 +33,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Held:
     message: Message
-    received_at: float  # monotonic
+    # Monotonic, at or before the moment SQS started the visibility timeout: the start of the
+    # receive call, so that `visible_at` never overestimates.
+    received_at: float
     visible_at: float  # monotonic: when SQS will hand the message out again
 
 
@@ -37,11 +46,16 @@ class HeldMessages:
         visibility_timeout: int,
         ceiling_seconds: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        record: ConsumerRecord | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._transport = transport
         self._timeout = visibility_timeout
         self._ceiling = ceiling_seconds
         self._clock = clock
+        self._record = record
+        self._wall = wall
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
 
@@ -54,15 +68,18 @@ class HeldMessages:
         return len(self._held)
 
     def hold(self, messages: Sequence[Message], received_at: float) -> None:
+        """`received_at`: monotonic time at or before SQS received the call (its start)."""
         with self._lock:
             for m in messages:
                 self._held[m.receipt_handle] = _Held(m, received_at, received_at + self._timeout)
+            self._persist()
 
     def forget(self, messages: Sequence[Message]) -> None:
         """Stop tracking messages that are being deleted (an extension after delete is harmless)."""
         with self._lock:
             for m in messages:
                 self._held.pop(m.receipt_handle, None)
+            self._persist()
 
     def give_back(self, changes: Sequence[tuple[Message, int]]) -> None:
         """Stop tracking these messages and set their visibility (0 = release now, >0 = backoff)."""
@@ -71,7 +88,21 @@ class HeldMessages:
         with self._lock:
             for m, _ in changes:
                 self._held.pop(m.receipt_handle, None)
+            self._persist()
             self._transport.change_visibility(changes)
+
+    def close(self) -> None:
+        """This process stops on purpose: see `ConsumerRecord.close`."""
+        if self._record is not None:
+            with self._lock:
+                self._record.close()
+
+    def _persist(self) -> None:
+        """Rewrite the held file (under the lock, so writes land in the order of the changes)."""
+        if self._record is None:
+            return
+        to_wall = self._wall() - self._clock()
+        self._record.held.write((h.message, h.visible_at + to_wall) for h in self._held.values())
 
     def held_messages(self) -> list[Message]:
         with self._lock:
@@ -93,6 +124,7 @@ class HeldMessages:
             for h in due:
                 if h.message.receipt_handle not in failed_handles:
                     h.visible_at = now + self._timeout
+            self._persist()
         extended = len(due) - len(failed)
         metrics.VISIBILITY_EXTENSIONS.inc(extended)
         return extended

@@ -106,4 +106,5 @@ class Keeper:
             # If this fails they reappear after their visibility timeout anyway.
             with contextlib.suppress(ClientError, BotoCoreError, OSError):
                 held.give_back([(m, 0) for m in held.held_messages()])
+            held.close()  # a stop, not a crash: what was in processing does not count
         self.exit_now(EXIT_ORPHANED)

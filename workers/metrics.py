@@ -39,6 +39,11 @@ MESSAGES_RELEASED = Counter(
     "shelver_messages_released_total",
     "Messages made visible again without processing (behind a failed message, or at shutdown).",
 )
+MESSAGES_RECOVERED = Counter(
+    "shelver_messages_recovered_total",
+    "Messages a dead consumer held, handed back (made visible) by the consumer that replaced "
+    "it, instead of waiting out their visibility timeout.",
+)
 DELETE_FAILURES = Counter(
     "shelver_delete_failures_total",
     "Processed messages whose delete failed; SQS will redeliver them and the write is idempotent.",
@@ -83,9 +88,10 @@ LAST_POLL_TIMESTAMP = Gauge(
 )
 
 
-# Dead-letter reasons: the InvalidBook reasons of workers.books, plus storage's key conflict.
+# Dead-letter reasons: the InvalidBook reasons of workers.books, storage's key conflict, and a
+# message that kept crashing its consumer (workers.crashes).
 DEAD_LETTER_REASONS = ("not_json", "not_object", "missing_field", "wrong_type", "unknown_genre",
-                       "key_conflict")
+                       "key_conflict", "crashed_consumer")
 RESTART_REASONS = ("died", "exited", "heartbeat")
 
 

@@ -13,6 +13,11 @@ Three gunicorn facts shape it (see ../shared/FACTS.md):
   nothing signals a reused pid;
 - consumers are started with the "spawn" method: a fresh interpreter inherits no listening socket
   and no boto3 state, whenever it is started.
+
+Each consumer gets a token naming its files in the state dir (`workers.held_state`), and the
+tokens of consumers that are gone and left files there: the one it replaces, those of the
+previous run (at start-up), one killed at a stop deadline. It hands back what they held before
+receiving (`workers.recovery`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import select
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -33,6 +39,7 @@ from prometheus_client import multiprocess
 
 from workers import metrics
 from workers.consumer import ConsumerSpec, consumer_main
+from workers.held_state import processing_path, recovery_dir, tokens
 from workers.settings import Settings
 from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
 
@@ -54,8 +61,10 @@ class Logger(Protocol):
 class ConsumerProcess:
     """A spawned consumer and a pidfd that tells when it has ended."""
 
-    def __init__(self, process: BaseProcess) -> None:
+    def __init__(self, process: BaseProcess, token: str, predecessors: tuple[str, ...]) -> None:
         self.process = process
+        self.token = token
+        self.predecessors = predecessors  # handed to it: nobody else gets them while it lives
         self.pid: int = process.pid or 0
         try:
             self._pidfd: int | None = os.pidfd_open(self.pid)
@@ -168,15 +177,27 @@ class ConsumerPool:
                 self.spawn_consumer(slot)
 
     def spawn_consumer(self, slot: _Slot) -> None:
+        predecessors = self.orphans()
         spec = ConsumerSpec(slot=slot.index, restarts=slot.restarts, settings=self.settings,
-                            parent_pid=self._master_pid)
+                            parent_pid=self._master_pid, token=uuid.uuid4().hex,
+                            predecessors=predecessors)
         process = self._ctx.Process(target=consumer_main, args=(spec,),
                                     name=f"shelver-consumer-{slot.index}", daemon=True)
         process.start()
-        slot.process = ConsumerProcess(process)
+        slot.process = ConsumerProcess(process, spec.token, predecessors)
         slot.started_at = time.monotonic()
         slot.started_wall = time.time()
-        self.log.info("consumer %d started (pid %s)", slot.index, process.pid)
+        self.log.info("consumer %d started (pid %s)%s", slot.index, process.pid,
+                      f", handing back what {len(predecessors)} dead consumer(s) held"
+                      if predecessors else "")
+
+    def orphans(self) -> tuple[str, ...]:
+        """Tokens with files in the state dir whose consumer is gone, and that no live consumer
+        is handing back already."""
+        live = [r.process for r in self._retiring]
+        live += [s.process for s in self._slots if s.process is not None]
+        taken = {p.token for p in live} | {t for p in live for t in p.predecessors}
+        return tuple(sorted(tokens(recovery_dir(self.settings.state_dir)) - taken))
 
     def reap_consumers(self) -> None:
         for slot in self._slots:
@@ -199,6 +220,10 @@ class ConsumerPool:
                            slot.index, process.pid, reason, lived, delay)
         for retiring in list(self._retiring):
             if retiring.process.is_dead():
+                # Stopped on purpose, killed at most for overrunning its stop deadline: what it
+                # was processing does not count as a crash (what it held is still handed back).
+                processing_path(recovery_dir(self.settings.state_dir),
+                                retiring.process.token).unlink(missing_ok=True)
                 self._forget(retiring.process)
                 self._retiring.remove(retiring)
             elif time.monotonic() > retiring.kill_at:

@@ -18,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
 from workers.books import InvalidBook, decode_book
+from workers.crashes import CrashRegistry
+from workers.held_state import ProcessingSlots
 from workers.storage import BookStore, KeyConflict, Origin, WriteContention
 from workers.transport import Message, SqsTransport
 
@@ -56,10 +58,17 @@ class BookProcessor:
         store: BookStore,
         transport: SqsTransport,
         genre_buckets: Mapping[str, str],
+        *,
+        crashes: CrashRegistry | None = None,
+        slots: ProcessingSlots | None = None,
     ) -> None:
         self._store = store
         self._transport = transport
         self._genre_buckets = genre_buckets
+        # Messages that crashed consumers too often are dead-lettered instead of processed.
+        self._crashes = crashes
+        # Where each thread says which message it is on, for the crash count if we die.
+        self._slots = slots
 
     def process_group(
         self, messages: Sequence[Message], stopping: Callable[[], bool]
@@ -84,12 +93,22 @@ class BookProcessor:
 
     def process(self, message: Message) -> Result:
         started = time.perf_counter()
+        if self._slots is not None:
+            self._slots.begin(message.message_id)
         try:
             return self._process(message)
         finally:
+            if self._slots is not None:
+                self._slots.end()
             metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
     def _process(self, message: Message) -> Result:
+        if self._crashes is not None:
+            crashes = self._crashes.crashes(message.message_id)
+            if crashes >= self._crashes.dead_letter_after:
+                return self._reject(message, InvalidBook(
+                    "crashed_consumer",
+                    f"a consumer died {crashes} time(s) while processing this message"))
         try:
             book = decode_book(message.body, self._genre_buckets)
         except InvalidBook as invalid:

@@ -41,6 +41,7 @@ class Settings:
     stop_timeout_seconds: float = 30.0
     health_max_poll_age_seconds: float = 60.0
     queue_sample_seconds: float = 15.0
+    crash_dead_letter_after: int = 3
     state_dir: str = ""
     log_level: str = "INFO"
 
@@ -165,5 +166,6 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "stop_timeout_seconds": ("CONSUMER_STOP_TIMEOUT_SECONDS", _seconds(1, 3600)),
     "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
+    "crash_dead_letter_after": ("CRASH_DEAD_LETTER_AFTER", _int_between(1, 1000)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
 }

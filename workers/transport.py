@@ -113,8 +113,10 @@ class SqsTransport:
             failed.extend(self._report_failures("delete", by_id, response))
         return failed
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
-        """Set each message's visibility timeout (seconds from now); return those that failed."""
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
+        """Set each message's visibility timeout (seconds from now); return those that failed,
+        logged at `failure_level`."""
         failed: list[Message] = []
         for batch in chunks(changes):
             by_id = {str(i): change for i, change in enumerate(batch)}
@@ -126,7 +128,8 @@ class SqsTransport:
                 ],
             )
             failed.extend(self._report_failures(
-                "change visibility", {i: m for i, (m, _) in by_id.items()}, response
+                "change visibility", {i: m for i, (m, _) in by_id.items()}, response,
+                failure_level,
             ))
         return failed
 
@@ -160,12 +163,13 @@ class SqsTransport:
 
     @staticmethod
     def _report_failures(
-        action: str, by_id: dict[str, Message], response: dict[str, Any]
+        action: str, by_id: dict[str, Message], response: dict[str, Any],
+        level: int = logging.WARNING,
     ) -> list[Message]:
         failed = []
         for entry in response.get("Failed", []):
             message = by_id[entry["Id"]]
-            log.warning("SQS could not %s message %s: %s %s", action, message.message_id,
-                        entry.get("Code"), entry.get("Message"))
+            log.log(level, "SQS could not %s message %s: %s %s", action, message.message_id,
+                    entry.get("Code"), entry.get("Message"))
             failed.append(message)
         return failed

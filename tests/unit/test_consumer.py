@@ -23,7 +23,7 @@ from workers.transport import Message, QueueInfo
 def consumer(tmp_path: Path) -> Consumer:
     settings = Settings(state_dir=str(tmp_path))
     return Consumer(ConsumerSpec(slot=0, restarts=0, settings=settings,
-                                 parent_pid=os.getppid()))
+                                 parent_pid=os.getppid(), token="t0"))
 
 
 def test_a_long_sleep_keeps_beating(consumer: Consumer, monkeypatch: pytest.MonkeyPatch):

@@ -30,6 +30,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.stop_timeout_seconds == 30.0
     assert settings.health_max_poll_age_seconds == 60.0
     assert settings.queue_sample_seconds == 15.0
+    assert settings.crash_dead_letter_after == 3
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
 
@@ -53,6 +54,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
         CONSUMER_STOP_TIMEOUT_SECONDS="3600",
         HEALTH_MAX_POLL_AGE_SECONDS="2.6",
         QUEUE_SAMPLE_SECONDS="1",
+        CRASH_DEAD_LETTER_AFTER=" 1 ",
         SHELVER_STATE_DIR=str(tmp_path),
         LOG_LEVEL="debug",
     )
@@ -69,6 +71,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
     assert settings.stop_timeout_seconds == 3600
     assert settings.health_max_poll_age_seconds == 2.6
     assert settings.queue_sample_seconds == 1
+    assert settings.crash_dead_letter_after == 1
     assert settings.state_dir == str(tmp_path)
     assert settings.log_level == "DEBUG"
 
@@ -106,6 +109,9 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("CONSUMER_STOP_TIMEOUT_SECONDS", "0.5", "seconds from 1 to 3600"),
         ("HEALTH_MAX_POLL_AGE_SECONDS", "0", SECONDS_1_86400),
         ("QUEUE_SAMPLE_SECONDS", "3601", "seconds from 1 to 3600"),
+        ("CRASH_DEAD_LETTER_AFTER", "0", "an integer from 1 to 1000"),
+        ("CRASH_DEAD_LETTER_AFTER", "1001", "an integer from 1 to 1000"),
+        ("CRASH_DEAD_LETTER_AFTER", "three", "an integer from 1 to 1000"),
         ("GENRE_BUCKETS", "bad", GENRE_FORM),
         ("GENRE_BUCKETS", "scifi=", GENRE_FORM),
         ("GENRE_BUCKETS", "=scifi", GENRE_FORM),

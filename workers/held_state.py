@@ -1,0 +1,171 @@
+"""What a consumer holds, kept in the state dir for whoever comes after it.
+
+A consumer that dies (SIGKILL, out of memory, a segfault, killed for a missed heartbeat) cannot
+hand back what it holds: those messages would stay invisible for the queue's visibility timeout,
+and their groups blocked with them. So each consumer keeps two files in `<state dir>/recovery/`
+(which survives a restart of the instance, see gunicorn.conf.py), and its successor hands the
+messages back (`workers.recovery`):
+
+- `held-<token>.json`: the messages it holds (received, neither deleted nor given back yet) in
+  receive order, each with its group, receipt handle and `visible_until`, the wall-clock time
+  until which SQS keeps it invisible at least. Rewritten whole and atomically (a new file, then
+  rename) at each receive, settle and visibility extension: a few times per batch. No fsync: a
+  process that dies loses nothing it wrote, and the machine's death takes the tmpfs with it.
+- `processing-<token>`: one fixed-size slot per processing thread, holding the id of the message
+  it is processing or zeros: one `pwrite` at a message's start and one at its end, so the
+  recovery knows which message was in processing when the consumer died (`workers.crashes`).
+
+Files are named by a token the pool gives each consumer, not by pid: pids start again at 1 in the
+new pid namespace of a restarted container, and a new consumer could be given a dead one's pid.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from workers.status import write_atomically
+from workers.transport import Message
+
+RECOVERY_DIR = "recovery"
+_HELD = "held-"
+_HELD_SUFFIX = ".json"
+_PROCESSING = "processing-"
+# SQS message ids are UUIDs (36 characters); a slot has room to spare.
+SLOT_BYTES = 128
+_BLANK = bytes(SLOT_BYTES)
+
+
+def recovery_dir(state_dir: str | Path) -> Path:
+    return Path(state_dir) / RECOVERY_DIR
+
+
+def held_path(directory: Path, token: str) -> Path:
+    return directory / f"{_HELD}{token}{_HELD_SUFFIX}"
+
+
+def processing_path(directory: Path, token: str) -> Path:
+    return directory / f"{_PROCESSING}{token}"
+
+
+def tokens(directory: Path) -> set[str]:
+    """Every consumer token with a file in the directory, live or dead."""
+    found: set[str] = set()
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if name.startswith(_HELD) and name.endswith(_HELD_SUFFIX):
+            found.add(name[len(_HELD):-len(_HELD_SUFFIX)])
+        elif name.startswith(_PROCESSING):
+            found.add(name[len(_PROCESSING):])
+    return found
+
+
+@dataclass(frozen=True)
+class HeldEntry:
+    message_id: str
+    group_id: str
+    receipt_handle: str
+    visible_until: float  # wall clock
+
+
+@dataclass(frozen=True)
+class HeldRecord:
+    queue_url: str
+    entries: list[HeldEntry]
+
+
+class HeldFile:
+    """The held-file writer of one consumer."""
+
+    def __init__(self, directory: Path, token: str, queue_url: str) -> None:
+        self.path = held_path(directory, token)
+        self._queue_url = queue_url
+        self.empty = True
+
+    def write(self, held: Iterable[tuple[Message, float]]) -> None:
+        """Replace the file with these (message, visible_until) pairs, in receive order."""
+        rows = [(m.message_id, m.group_id, m.receipt_handle, until) for m, until in held]
+        write_atomically(self.path, {"queue": self._queue_url, "held": rows})
+        self.empty = not rows
+
+
+def read_held(path: Path) -> HeldRecord:
+    """FileNotFoundError if there is none; a torn file cannot happen (atomic replace)."""
+    raw = orjson.loads(path.read_bytes())
+    return HeldRecord(raw["queue"], [HeldEntry(*row) for row in raw["held"]])
+
+
+class ProcessingSlots:
+    """Which message each processing thread is on: a slot per thread, written in place.
+
+    A thread takes the next free slot on its first message; the file grows if more threads come
+    than it was made for."""
+
+    def __init__(self, directory: Path, token: str, threads: int) -> None:
+        self.path = processing_path(directory, token)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(self._fd, _BLANK * threads, 0)
+        self._local = threading.local()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def _offset(self) -> int:
+        offset: int | None = getattr(self._local, "offset", None)
+        if offset is None:
+            with self._lock:
+                offset = self._next * SLOT_BYTES
+                self._next += 1
+            self._local.offset = offset
+        return offset
+
+    def begin(self, message_id: str) -> None:
+        os.pwrite(self._fd, message_id.encode()[:SLOT_BYTES].ljust(SLOT_BYTES, b"\0"),
+                  self._offset())
+
+    def end(self) -> None:
+        os.pwrite(self._fd, _BLANK, self._offset())
+
+    def remove(self) -> None:
+        """No message of ours counts as crashed: we stop on purpose. The descriptor stays open,
+        so a thread finishing a message meanwhile writes into the unlinked file, harmlessly."""
+        self.path.unlink(missing_ok=True)
+
+
+def read_processing(path: Path) -> list[str]:
+    """The message ids in the slots; [] if there is no file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    ids = []
+    for start in range(0, len(data), SLOT_BYTES):
+        slot = data[start:start + SLOT_BYTES].rstrip(b"\0")
+        if slot:
+            ids.append(slot.decode(errors="replace"))
+    return ids
+
+
+class ConsumerRecord:
+    """Both files of one consumer."""
+
+    def __init__(self, directory: Path, token: str, queue_url: str, threads: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.held = HeldFile(directory, token, queue_url)
+        self.held.write([])
+        self.processing = ProcessingSlots(directory, token, threads)
+
+    def close(self) -> None:
+        """The consumer stops on purpose (a stop, a deploy, orphaned): nothing counts as a
+        crash; the held file stays only if it still lists messages (threads abandoned at the
+        stop deadline), for the next consumer to hand back."""
+        self.processing.remove()
+        if self.held.empty:
+            self.held.path.unlink(missing_ok=True)

@@ -1,0 +1,125 @@
+"""Handing back what dead consumers held, before their successor receives anything.
+
+The pool gives each new consumer the tokens of consumers that are gone and left files behind
+(`workers.held_state`): its predecessor in the slot, consumers of the previous run of the
+instance, a consumer stopped past its deadline. For each, the new consumer:
+
+1. claims the files: reads the held file and unlinks it. Only one unlink succeeds, so two
+   consumers handed the same token never both act on it; and the file is gone before any
+   message is released, so a consumer dying half-way can never make a later one release the
+   same receipt handles again, after someone else has received those messages;
+2. records the ids in the processing slots as crashed (`workers.crashes`);
+3. releases (visibility 0) every held message still invisible, `RECOVERY_MARGIN_SECONDS` ahead
+   of now. A message whose visibility ran out may have been received by someone else already,
+   and an old receipt handle must never release a message another consumer now holds;
+4. counts the messages released (`shelver_messages_recovered_total`).
+
+Why this keeps FIFO order: a consumer holds either all or none of a group's received messages
+(SQS FIFO hands out no message of a group with messages in flight), and its held file lists them
+in receive order. They are released in one ChangeMessageVisibilityBatch call per group, so the
+group becomes visible again all at once, at its oldest message, exactly as a visibility timeout
+running out would have made it.
+
+Why it cannot bring back a stale version: a message released here is processed again from the
+start, and what it writes is checked against the file S3 holds then: a file already holding
+this book from the same or a later message of the group is not rewritten ("superseded",
+workers/storage.py). A write the dead process had sent and that lands late is conditional
+(`If-None-Match: *` or `If-Match: <etag>`) on the object as that process saw it, so S3 refuses it
+if anything was written since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from workers import metrics
+from workers.crashes import CrashRegistry
+from workers.held_state import (
+    HeldEntry,
+    held_path,
+    processing_path,
+    read_held,
+    read_processing,
+)
+from workers.transport import SQS_BATCH, Message, SqsTransport
+
+log = logging.getLogger(__name__)
+
+# A held message is released only if SQS keeps it invisible at least this much longer: time
+# for our release to reach SQS, retries included, before the message could be handed out again.
+RECOVERY_MARGIN_SECONDS = 2.0
+
+
+def recover(
+    predecessors: Sequence[str],
+    directory: Path,
+    transport: SqsTransport,
+    crashes: CrashRegistry,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Hand back what these dead consumers held; return how many messages were released."""
+    released = 0
+    for token in predecessors:
+        held = held_path(directory, token)
+        processing = processing_path(directory, token)
+        in_processing = read_processing(processing)
+        try:
+            record = read_held(held)
+            held.unlink()  # the claim: only one consumer gets past here
+        except FileNotFoundError:
+            # Never held anything, or claimed by another consumer: its processing file (blank
+            # if there is no held file) is all that may be left.
+            processing.unlink(missing_ok=True)
+            continue
+        processing.unlink(missing_ok=True)
+        if in_processing:
+            for message_id, count in crashes.record(in_processing).items():
+                log.warning("message %s was in processing when its consumer died (%d time(s) "
+                            "so far; dead-lettered at %d)", message_id, count,
+                            crashes.dead_letter_after)
+        if record.queue_url != transport.queue.url:
+            log.warning("not handing back %d message(s) of %s: this consumer reads %s",
+                        len(record.entries), record.queue_url, transport.queue.url)
+            continue
+        released += _release(token, record.entries, transport, clock)
+    return released
+
+
+def _release(token: str, entries: list[HeldEntry], transport: SqsTransport,
+             clock: Callable[[], float]) -> int:
+    deadline = clock() + RECOVERY_MARGIN_SECONDS
+    live = [e for e in entries if e.visible_until > deadline]
+    if len(live) < len(entries):
+        log.info("consumer %s: %d held message(s) not handed back: their visibility may have "
+                 "run out", token, len(entries) - len(live))
+    released = 0
+    for chunk in group_chunks(live):
+        messages = [Message(e.message_id, e.receipt_handle, "", e.group_id, 0) for e in chunk]
+        # A handle may be invalid by now (the message was deleted before the death): fine.
+        failed = transport.change_visibility([(m, 0) for m in messages],
+                                             failure_level=logging.INFO)
+        released += len(messages) - len(failed)
+    metrics.MESSAGES_RECOVERED.inc(released)
+    return released
+
+
+def group_chunks(entries: Iterable[HeldEntry], size: int = SQS_BATCH) -> list[list[HeldEntry]]:
+    """Entries in order, cut into batch calls without splitting a group: each group becomes
+    visible in one call. A group never has more than a receive's worth (10) in flight; the
+    transport would split a larger one, in order."""
+    groups: dict[str, list[HeldEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.group_id, []).append(entry)
+    chunks: list[list[HeldEntry]] = []
+    current: list[HeldEntry] = []
+    for group in groups.values():
+        if current and len(current) + len(group) > size:
+            chunks.append(current)
+            current = []
+        current.extend(group)
+    if current:
+        chunks.append(current)
+    return chunks
