@@ -45,7 +45,7 @@ from workers.processing import (
     visibility_changes,
 )
 from workers.queue_depth import QueueDepthSampler
-from workers.recovery import recover
+from workers.recovery import receive_wait, recover
 from workers.settings import Settings
 from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status
@@ -147,9 +147,19 @@ class Consumer:
         if not self.spec.predecessors:
             return
         assert self._transport is not None
+        directory = recovery_dir(self.settings.state_dir)
+        wait = receive_wait(self.spec.predecessors, directory)
+        if wait > 0:
+            log.info("consumer %d waits %.1f s for its predecessors' last receive to end",
+                     self.spec.slot, wait)
+            deadline = time.monotonic() + wait
+            while not self._signals.stopping() and (left := deadline - time.monotonic()) > 0:
+                self._sleep(left)  # a wake-up (`/`) ends a sleep early: sleep again
+        if self._signals.stopping():
+            return  # the files stay for the next consumer
         try:
-            released = recover(self.spec.predecessors, recovery_dir(self.settings.state_dir),
-                               self._transport, self._crashes)
+            released = recover(self.spec.predecessors, directory, self._transport,
+                               self._crashes)
         except (ClientError, BotoCoreError, OSError) as exc:
             # Their messages then come back when their visibility timeout runs out.
             log.error("consumer %d could not hand back its predecessors' messages: %s",
@@ -192,6 +202,7 @@ class Consumer:
         """Receive and hand each batch to the processing threads until stopped; True if every
         batch was settled within the stop timeout."""
         assert self._transport is not None and self._held is not None
+        assert self._record is not None
         stopping = self._signals.stopping
         batches = InFlightBatches(
             slot=self.spec.slot, executor=executor,
@@ -215,9 +226,10 @@ class Consumer:
             # Before the call: SQS starts the messages' visibility timeout after this, never
             # before, so the held file never claims them invisible for longer than they are.
             polled_at = time.monotonic()
+            wait = self.settings.wait_time_seconds
             try:
-                with self._signals.long_poll():
-                    messages = self._transport.receive(self.settings.wait_time_seconds)
+                with self._signals.long_poll(), self._record.processing.receiving(wait):
+                    messages = self._transport.receive(wait)
             except LongPollAbandoned:
                 break
             except (ClientError, BotoCoreError, OSError) as exc:

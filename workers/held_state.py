@@ -11,9 +11,13 @@ messages back (`workers.recovery`):
   until which SQS keeps it invisible at least. Rewritten whole and atomically (a new file, then
   rename) at each receive, settle and visibility extension: a few times per batch. No fsync: a
   process that dies loses nothing it wrote, and the machine's death takes the tmpfs with it.
-- `processing-<token>`: one fixed-size slot per processing thread, holding the id of the message
-  it is processing or zeros: one `pwrite` at a message's start and one at its end, so the
-  recovery knows which message was in processing when the consumer died (`workers.crashes`).
+- `processing-<token>`: fixed-size slots written in place (one `pwrite` each, no allocation): one
+  per processing thread, holding the id of the message it is processing or zeros, written at a
+  message's start and end, so the recovery knows which message was in processing when the
+  consumer died (`workers.crashes`); and a first slot saying until when a receive call of the
+  consumer may still be answered. SQS answers a long poll whose client died all the same, and
+  the messages of that answer stay invisible for their visibility timeout: a message handed
+  back before the dead consumer's last long poll ended could be swallowed by it.
 
 Files are named by a token the pool gives each consumer, not by pid: pids start again at 1 in the
 new pid namespace of a restarted container, and a new consumer could be given a dead one's pid.
@@ -21,10 +25,12 @@ new pid namespace of a restarted container, and a new consumer could be given a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -104,18 +110,22 @@ def read_held(path: Path) -> HeldRecord:
 
 
 class ProcessingSlots:
-    """Which message each processing thread is on: a slot per thread, written in place.
+    """What a consumer is doing, in slots written in place: slot 0 its receive call, then one
+    slot per processing thread. A thread takes the next free slot on its first message; the
+    file grows if more threads come than it was made for."""
 
-    A thread takes the next free slot on its first message; the file grows if more threads come
-    than it was made for."""
-
-    def __init__(self, directory: Path, token: str, threads: int) -> None:
+    def __init__(self, directory: Path, token: str, threads: int,
+                 wall: Callable[[], float] = time.time) -> None:
         self.path = processing_path(directory, token)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.pwrite(self._fd, _BLANK * threads, 0)
+        os.pwrite(self._fd, _BLANK * (1 + threads), 0)
+        self._wall = wall
         self._local = threading.local()
-        self._next = 0
+        self._next = 1
         self._lock = threading.Lock()
+
+    def _write(self, text: str, offset: int) -> None:
+        os.pwrite(self._fd, text.encode()[:SLOT_BYTES].ljust(SLOT_BYTES, b"\0"), offset)
 
     def _offset(self) -> int:
         offset: int | None = getattr(self._local, "offset", None)
@@ -127,11 +137,22 @@ class ProcessingSlots:
         return offset
 
     def begin(self, message_id: str) -> None:
-        os.pwrite(self._fd, message_id.encode()[:SLOT_BYTES].ljust(SLOT_BYTES, b"\0"),
-                  self._offset())
+        self._write(message_id, self._offset())
 
     def end(self) -> None:
         os.pwrite(self._fd, _BLANK, self._offset())
+
+    @contextlib.contextmanager
+    def receiving(self, wait_seconds: float) -> Iterator[None]:
+        """Mark a receive call with a long poll of `wait_seconds` in progress. A call abandoned
+        at a stop (a BaseException) stays marked: SQS may still answer it."""
+        self._write(f"{self._wall() + wait_seconds:.3f}", 0)
+        try:
+            yield
+        except Exception:
+            os.pwrite(self._fd, _BLANK, 0)
+            raise
+        os.pwrite(self._fd, _BLANK, 0)
 
     def remove(self) -> None:
         """No message of ours counts as crashed: we stop on purpose. The descriptor stays open,
@@ -139,18 +160,25 @@ class ProcessingSlots:
         self.path.unlink(missing_ok=True)
 
 
-def read_processing(path: Path) -> list[str]:
-    """The message ids in the slots; [] if there is no file."""
+@dataclass(frozen=True)
+class Activity:
+    """What a processing file says: until when SQS may answer a receive call (wall clock; None:
+    no call in progress), and the messages in processing."""
+
+    receive_until: float | None = None
+    in_processing: list[str] = field(default_factory=list)
+
+
+def read_processing(path: Path) -> Activity:
+    """An empty `Activity` if there is no file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    ids = []
-    for start in range(0, len(data), SLOT_BYTES):
-        slot = data[start:start + SLOT_BYTES].rstrip(b"\0")
-        if slot:
-            ids.append(slot.decode(errors="replace"))
-    return ids
+        return Activity()
+    slots = [data[start:start + SLOT_BYTES].rstrip(b"\0").decode(errors="replace")
+             for start in range(0, len(data), SLOT_BYTES)]
+    receive = slots[0] if slots else ""
+    return Activity(float(receive) if receive else None, [s for s in slots[1:] if s])
 
 
 class ConsumerRecord:

@@ -2,7 +2,10 @@
 
 The pool gives each new consumer the tokens of consumers that are gone and left files behind
 (`workers.held_state`): its predecessor in the slot, consumers of the previous run of the
-instance, a consumer stopped past its deadline. For each, the new consumer:
+instance, a consumer stopped past its deadline. The new consumer first waits until every receive
+call they had in progress can no longer be answered (`receive_wait`: SQS answers a long poll
+whose client died, and what it hands out then stays invisible for the visibility timeout; at most
+`WAIT_TIME_SECONDS`, usually nothing). Then, for each, it:
 
 1. claims the files: reads the held file and unlinks it. Only one unlink succeeds, so two
    consumers handed the same token never both act on it; and the file is gone before any
@@ -51,6 +54,16 @@ log = logging.getLogger(__name__)
 # A held message is released only if SQS keeps it invisible at least this much longer: time
 # for our release to reach SQS, retries included, before the message could be handed out again.
 RECOVERY_MARGIN_SECONDS = 2.0
+# A dead consumer's receive call may be answered this long after its long poll's end (network).
+RECEIVE_MARGIN_SECONDS = 1.0
+
+
+def receive_wait(predecessors: Sequence[str], directory: Path,
+                 clock: Callable[[], float] = time.time) -> float:
+    """Seconds until no receive call of these consumers can be answered any more."""
+    ends = [activity.receive_until for token in predecessors
+            if (activity := read_processing(processing_path(directory, token))).receive_until]
+    return max((end + RECEIVE_MARGIN_SECONDS - clock() for end in ends), default=0.0)
 
 
 def recover(
@@ -65,7 +78,7 @@ def recover(
     for token in predecessors:
         held = held_path(directory, token)
         processing = processing_path(directory, token)
-        in_processing = read_processing(processing)
+        in_processing = read_processing(processing).in_processing
         try:
             record = read_held(held)
             held.unlink()  # the claim: only one consumer gets past here

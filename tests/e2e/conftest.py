@@ -16,9 +16,11 @@ def shelver_factory(aws_env: dict[str, str], run_dir: Path) -> Iterator[ShelverF
     """Start real gunicorn Shelvers; every one is stopped, and checked for leftovers, after."""
     started: list[Shelver] = []
 
-    def start(stack: Stack | None, **overrides: str) -> Shelver:
+    def start(stack: Stack | None, port: int | None = None, **overrides: str) -> Shelver:
+        """`port`: that of an earlier Shelver of the test, to restart it on its state dir."""
         env = {**aws_env, **(stack.shelver_env() if stack else {}), **overrides}
-        shelver = Shelver(env=env, run_dir=run_dir).start()
+        shelver = (Shelver(env=env, run_dir=run_dir) if port is None
+                   else Shelver(env=env, run_dir=run_dir, port=port)).start()
         started.append(shelver)
         return shelver
 

@@ -13,8 +13,8 @@ while requests flow::
 
 Each request is read fully (S3 and SQS bodies are small) and forwarded on a fresh upstream
 connection, so client keep-alive works independently of the upstream's. Faults are decided per
-request in this order: outage, delay, reset, error, throttle, forward (then, maybe, a late reset
-instead of the answer).
+request in this order: trap, outage, delay, reset, error, throttle, forward (then, maybe, a late
+reset instead of the answer).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -48,10 +49,11 @@ _HOP_BY_HOP = frozenset({
 })
 _ERROR_CODES = {500: ("InternalError", "InternalFailure"), 503: ("SlowDown", "ServiceUnavailable")}
 _COUNTERS = ("requests", "forwarded", "delayed", "errors_injected", "resets_injected",
-             "throttles_injected", "late_resets_injected", "outage_dropped", "upstream_failures")
+             "throttles_injected", "late_resets_injected", "outage_dropped", "trapped",
+             "upstream_failures")
 # The counters that are faults this proxy caused (the others count traffic).
 FAULT_COUNTERS = ("errors_injected", "resets_injected", "throttles_injected",
-                  "late_resets_injected", "outage_dropped")
+                  "late_resets_injected", "outage_dropped", "trapped")
 
 OutageMode = Literal["refuse", "blackhole"]
 
@@ -73,7 +75,10 @@ class FaultProxy:
       whose messages are now invisible, a write that landed);
     - ``outage_until``: ``time.monotonic()`` value until which every request is dropped:
       ``outage_mode="refuse"`` resets the connection at once, ``"blackhole"`` holds it without
-      answering until the outage ends (or the client gives up), then resets it.
+      answering until the outage ends (or the client gives up), then resets it;
+    - ``trap``: called with each request's method and path (query included) before anything
+      else, in the request's handler thread; True resets the connection, nothing forwarded.
+      A test acts at the exact moment a client sends a given request (say, kills the client).
     """
 
     upstream: str
@@ -86,6 +91,7 @@ class FaultProxy:
     late_reset_rate: float = 0.0
     outage_until: float = 0.0
     outage_mode: OutageMode = "refuse"
+    trap: Callable[[str, str], bool] | None = None
     error_statuses: tuple[int, ...] = (500, 503)
     upstream_timeout: float = 120.0
     host: str = "127.0.0.1"
@@ -100,6 +106,7 @@ class FaultProxy:
     throttles_injected: int = field(default=0, init=False)
     late_resets_injected: int = field(default=0, init=False)
     outage_dropped: int = field(default=0, init=False)
+    trapped: int = field(default=0, init=False)
     upstream_failures: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +186,7 @@ class FaultProxy:
         """Back to a transparent proxy (counters are kept)."""
         self.configure(delay_seconds=0.0, jitter_seconds=0.0, delay_methods=None,
                        error_rate=0.0, reset_rate=0.0, throttle_rate=0.0, late_reset_rate=0.0,
-                       outage_until=0.0)
+                       outage_until=0.0, trap=None)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -313,6 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         body = self._read_body()
+        trap = proxy.trap
+        if trap is not None and trap(self.command, self.path):
+            proxy._count("requests")
+            proxy._count("trapped")
+            self._reset()
+            return
         plan = proxy._plan(self.command)
         if plan.outage_until is not None:
             if plan.outage_mode == "blackhole":

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from workers.consumer import Consumer, ConsumerSpec
+from workers.held_state import ConsumerRecord, recovery_dir
 from workers.inflight import HeldMessages
 from workers.processing import BookProcessor
 from workers.settings import Settings
@@ -80,7 +81,10 @@ def signals(consumer: Consumer, restore_signals: None) -> Consumer:
 
 def _consume(consumer: Consumer, transport: _PollingTransport) -> float:
     consumer._transport = transport  # type: ignore[assignment]
-    consumer._held = HeldMessages(transport, 30, 3600)  # type: ignore[arg-type]
+    consumer._record = ConsumerRecord(recovery_dir(consumer.settings.state_dir), "t0",
+                                      transport.queue.url, 1)
+    consumer._held = HeldMessages(transport, 30, 3600,  # type: ignore[arg-type]
+                                  record=consumer._record)
     started = time.monotonic()
     with ThreadPoolExecutor(1) as executor:
         consumer._consume(BookProcessor(None, transport, {}), executor)  # type: ignore[arg-type]

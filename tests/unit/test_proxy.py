@@ -429,6 +429,31 @@ def test_a_black_hole_outage_never_answers(proxy: FaultProxy, upstream: Upstream
     assert [s.path for s in upstream.seen] == ["/back"]
 
 
+def test_a_trap_sees_each_request_first_and_drops_those_it_catches(
+    proxy: FaultProxy, upstream: Upstream
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def trap(method: str, path: str) -> bool:
+        seen.append((method, path))
+        return path.startswith("/bucket/Caught")
+
+    proxy.configure(trap=trap, error_rate=1.0)  # a caught request is not even planned
+
+    with pytest.raises(ConnectionError):
+        call(proxy, "PUT", "/bucket/Caught.json?x=1", body=b"x")
+    proxy.configure(error_rate=0.0)
+    assert call(proxy, "PUT", "/bucket/Free.json", body=b"y")[0] == 200
+
+    assert seen == [("PUT", "/bucket/Caught.json?x=1"), ("PUT", "/bucket/Free.json")]
+    assert [s.path for s in upstream.seen] == ["/bucket/Free.json"]
+    assert proxy.counters()["trapped"] == 1
+    assert proxy.counters()["requests"] == 2
+    assert proxy.faults() == 1
+    proxy.heal()
+    assert proxy.trap is None
+
+
 def test_botocore_sees_a_reset_as_a_connection_error(proxy: FaultProxy) -> None:
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 

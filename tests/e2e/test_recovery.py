@@ -1,0 +1,196 @@
+"""A dead consumer's messages come back at once, not after the visibility timeout; a message
+that crashes its consumer every time ends in the DLQ instead of blocking its group.
+
+The queues here have a visibility timeout of VISIBILITY seconds, so a message received again well
+before that was handed back by the consumer that replaced the dead one. The consumer is killed
+by the S3 proxy's trap at the moment it sends a given PUT (nothing forwarded): it dies holding
+its batch, in the middle of a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import ShelverFactory
+from tests.support.aws import Aws, Stack, book, wait_until
+from tests.support.proxy import FaultProxy
+from tests.support.shelver import Shelver
+from workers.transport import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+
+VISIBILITY = 300
+# Well within VISIBILITY: a message back by then was handed back, not timed out.
+RECOVERED_WITHIN = 90
+GROUP = "shelf"
+
+
+@pytest.fixture
+def stack(aws: Aws) -> Iterator[Stack]:
+    clone = aws.clone_stack(visibility_timeout=VISIBILITY, versioned=True)
+    yield clone
+    aws.delete_stack(clone)
+
+
+@pytest.fixture
+def s3_proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
+        yield proxy
+
+
+def versions(count: int) -> list[tuple[str, dict[str, object]]]:
+    """`count` messages of one group: three books taking turns, each in growing versions."""
+    return [(GROUP, book(f"b-{n % 3}", f"Shelf{n % 3}", "scifi", version=n // 3 + 1))
+            for n in range(count)]
+
+
+def check_stored_in_order(aws: Aws, stack: Stack, sent: list[tuple[str, dict[str, object]]]
+                          ) -> None:
+    """Every message's body is in its key's S3 history, the history in send order."""
+    sent_at = {hashlib.md5(orjson.dumps(body)).hexdigest(): n for n, (_, body) in enumerate(sent)}
+    written: set[int] = set()
+    for key, history in aws.object_versions(stack.buckets["scifi"]).items():
+        order = [sent_at[etag] for _, etag in reversed(history)]
+        assert order == sorted(order), f"{key} written out of order: messages {order}"
+        written.update(order)
+    assert written == set(range(len(sent))), f"never written: {set(range(len(sent))) - written}"
+
+
+def dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def kill_and_wait(pids: list[int]) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: all(dead(pid) for pid in pids), 10, 0.01, f"{pids} to die")
+
+
+@dataclass
+class KillOnPut:
+    """A proxy trap: when the PUT of a key containing `title` comes, run `kill` and drop the
+    request, `times` times at most; remembers when."""
+
+    title: str
+    kill: Callable[[], None]
+    times: int = 1
+    at: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, method: str, path: str) -> bool:
+        with self._lock:
+            if method != "PUT" or self.title not in path or len(self.at) >= self.times:
+                return False
+            self.kill()
+            self.at.append(time.monotonic())
+            return True
+
+
+def metric(shelver: Shelver, name: str) -> float:
+    return shelver.metrics().get(name, 0.0)
+
+
+def received_again_after(shelver: Shelver, before: float, since: float) -> float:
+    """Seconds from `since` (monotonic) until the consumers received more than `before`."""
+    wait_until(lambda: metric(shelver, "shelver_messages_received_total") > before,
+               RECOVERED_WITHIN, 0.05, "the held messages to be received again")
+    return time.monotonic() - since
+
+
+def test_a_killed_consumer_s_messages_are_received_again_at_once(
+        aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
+    shelver = shelver_factory(stack, CONSUMERS="1", AWS_ENDPOINT_URL_S3=s3_proxy.url)
+    shelver.wait_healthy()
+    trap = KillOnPut("Shelf", lambda: kill_and_wait(shelver.consumer_pids()))
+    s3_proxy.configure(trap=trap)
+    # One group, so all ten come in one receive: the consumer holds every one when it dies.
+    sent = versions(10)
+    aws.send(stack.input_url, sent)
+
+    wait_until(lambda: trap.at, 60, 0.05, "the consumer to be killed at its first write")
+    received = metric(shelver, "shelver_messages_received_total")
+    delay = received_again_after(shelver, received, trap.at[0])
+    print(f"\nthe held messages were received again {delay:.2f} s after the kill")
+
+    wait_until(lambda: aws.drained(stack.input_url), RECOVERED_WITHIN, 0.2,
+               "the input queue to drain")
+    assert received == 10
+    assert metric(shelver, "shelver_messages_recovered_total") == 10
+    check_stored_in_order(aws, stack, sent)
+    assert 'shelver_consumer_restarts_total{reason="died"}' in shelver.metrics()
+    assert "handing back what 1 dead consumer(s) held" in shelver.log()
+    assert aws.counts(stack.dlq_url) == (0, 0)
+
+
+def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered(
+        aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
+    shelver = shelver_factory(stack, CONSUMERS="1", AWS_ENDPOINT_URL_S3=s3_proxy.url)
+    shelver.wait_healthy()
+    trap = KillOnPut("Crashing", lambda: kill_and_wait(shelver.consumer_pids()), times=10)
+    s3_proxy.configure(trap=trap)
+    sent = [(GROUP, book("c-0", "Before", "scifi")), (GROUP, book("c-1", "Crashing", "scifi")),
+            (GROUP, book("c-2", "After1", "scifi")), (GROUP, book("c-3", "After2", "scifi"))]
+    ids = aws.send(stack.input_url, sent)
+
+    # Three crashes: 0, 2 and 4 s of restart backoff; nothing waits out the visibility timeout.
+    wait_until(lambda: aws.drained(stack.input_url), RECOVERED_WITHIN, 0.3,
+               "the input queue to drain")
+    assert len(trap.at) == 3
+    dead_letters = aws.receive_all(stack.dlq_url, expect=1)
+    assert [m["Body"] for m in dead_letters] == [orjson.dumps(sent[1][1]).decode()]
+    attributes = dead_letters[0]["MessageAttributes"]
+    assert attributes[REASON_ATTRIBUTE]["StringValue"] == "crashed_consumer"
+    assert attributes[ORIGINAL_ID_ATTRIBUTE]["StringValue"] == ids[1]
+    assert {key for _, key in aws.objects(stack)} == {"Before.json", "After1.json",
+                                                       "After2.json"}
+    metrics = shelver.metrics()
+    assert metrics['shelver_messages_dead_lettered_total{reason="crashed_consumer"}'] == 1
+    assert metrics['shelver_consumer_restarts_total{reason="died"}'] == 3
+    assert "was in processing when its consumer died (3 time(s)" in shelver.log()
+
+
+def test_after_the_whole_instance_is_killed_its_messages_come_back_at_start_up(
+        aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
+    env = {"CONSUMERS": "1", "AWS_ENDPOINT_URL_S3": s3_proxy.url}
+    first = shelver_factory(stack, **env)
+    first.wait_healthy()
+
+    def kill_everything() -> None:
+        # The consumers first, the master frozen meanwhile: killed after it, they would get its
+        # death signal and hand back what they hold themselves; running, it would start a
+        # replacement that hands them back.
+        assert first.process is not None
+        master = first.process.pid
+        os.kill(master, signal.SIGSTOP)
+        kill_and_wait([pid for pid in first.processes() if pid != master])
+        kill_and_wait([master])
+
+    trap = KillOnPut("Shelf", kill_everything)
+    s3_proxy.configure(trap=trap)
+    sent = versions(10)
+    aws.send(stack.input_url, sent)
+    wait_until(lambda: trap.at, 60, 0.05, "the instance to be killed at its first write")
+    wait_until(lambda: first.processes() == [], 15, 0.1, "every process of the first run gone")
+    assert aws.counts(stack.input_url) == (0, 10)  # all held by the dead consumer
+
+    second = shelver_factory(stack, port=first.port, **env)  # same state dir
+    second.wait_healthy()
+    wait_until(lambda: aws.drained(stack.input_url), RECOVERED_WITHIN, 0.2,
+               "the input queue to drain")
+    print(f"\ndrained {time.monotonic() - trap.at[0]:.1f} s after the kill, restart included")
+    assert metric(second, "shelver_messages_recovered_total") == 10
+    # Both runs log to the same file: only the second one handed anything back.
+    assert second.log().count("handing back what 1 dead consumer(s) held") == 1
+    check_stored_in_order(aws, stack, sent)
