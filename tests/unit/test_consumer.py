@@ -1,10 +1,12 @@
 """The consumer's own timing mechanics: sleeping beats, a stop ends a long poll without dropping
-what it brings. Wake-ups and stop requests themselves: test_signals.py."""
+what it brings, a predecessor's last receive is waited out before its messages are handed back.
+Wake-ups and stop requests themselves: test_signals.py."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from workers.consumer import Consumer, ConsumerSpec
-from workers.held_state import ConsumerRecord, recovery_dir
+from workers.held_state import ConsumerRecord, recovery_dir, tokens
 from workers.inflight import HeldMessages
 from workers.processing import BookProcessor
+from workers.recovery import RECEIVE_MARGIN_SECONDS
 from workers.settings import Settings
 from workers.status import read_consumer_status
 from workers.transport import Message, QueueInfo
@@ -67,7 +70,8 @@ class _PollingTransport:
     def delete(self, messages: object) -> list[Message]:
         return []
 
-    def change_visibility(self, changes: list[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: list[tuple[Message, int]],
+                          failure_level: int = 0) -> list[Message]:
         self.handed_back.extend((m.message_id, seconds) for m, seconds in changes)
         return []
 
@@ -108,3 +112,53 @@ def test_a_stop_abandons_a_long_poll_that_keeps_waiting(signals: Consumer) -> No
 
     assert elapsed < 30  # not the whole wait: abandoned shortly after the stop
     assert transport.handed_back == []
+
+
+# -- handing back what dead predecessors held ----------------------------------------------------
+
+def successor(tmp_path: Path, transport: _PollingTransport, poll_seconds: float) -> Consumer:
+    """A consumer started to replace "dead", which held one message and died in a long poll of
+    `poll_seconds` (from now)."""
+    directory = recovery_dir(tmp_path)
+    dead = ConsumerRecord(directory, "dead", transport.queue.url, threads=1)
+    dead.held.write([(Message("m-0", "rh-0", "", "g", 1), time.time() + 300)])
+    dead.processing.receiving(poll_seconds).__enter__()  # died in it: never left
+    consumer = Consumer(ConsumerSpec(slot=0, restarts=1, settings=Settings(state_dir=str(tmp_path)),
+                                     parent_pid=os.getppid(), token="new",
+                                     predecessors=("dead",)))
+    consumer._transport = transport  # type: ignore[assignment]
+    return consumer
+
+
+def test_a_stop_while_a_predecessor_s_receive_may_still_be_answered_leaves_its_files(
+        tmp_path: Path) -> None:
+    transport = _PollingTransport(answer_after=0)
+    consumer = successor(tmp_path, transport, poll_seconds=60)
+    threading.Timer(0.3, consumer._signals.stop).start()
+
+    consumer._recover()  # waits for the long poll's end, 60 s away: the stop comes first
+
+    assert transport.handed_back == []
+    assert tokens(recovery_dir(tmp_path)) == {"dead"}  # for the next consumer to recover
+
+
+def test_a_predecessor_s_messages_are_handed_back_once_its_receive_is_over(
+        tmp_path: Path) -> None:
+    transport = _PollingTransport(answer_after=0)
+    poll_ends = time.time() + 0.5
+    consumer = successor(tmp_path, transport, poll_seconds=0.5)
+    handed_back_at: list[float] = []
+    change_visibility = transport.change_visibility
+
+    def timed(changes: list[tuple[Message, int]], failure_level: int = 0) -> list[Message]:
+        handed_back_at.append(time.time())
+        return change_visibility(changes, failure_level)
+
+    transport.change_visibility = timed  # type: ignore[method-assign]
+
+    consumer._recover()
+
+    assert transport.handed_back == [("m-0", 0)]
+    # SQS could have answered the dead consumer's long poll until then, with this message.
+    assert handed_back_at[0] >= poll_ends + RECEIVE_MARGIN_SECONDS
+    assert tokens(recovery_dir(tmp_path)) == set()

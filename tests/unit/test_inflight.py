@@ -3,12 +3,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock, FakeTransport, msg
+from workers.held_state import ConsumerRecord, read_held
 from workers.inflight import HeldMessages
 from workers.transport import Message, SqsTransport
 
@@ -197,3 +199,70 @@ def test_a_give_back_cannot_be_overtaken_by_an_extension_in_progress() -> None:
     # The release lands last, so SQS ends up with the message visible, as the consumer asked.
     assert transport.calls == [[("a", TIMEOUT)], [("a", 0)]]
     assert len(held) == 0
+
+
+# -- the held file -------------------------------------------------------------------------------
+
+WALL = 50_000.0  # the wall clock reads this when the monotonic one reads START
+
+
+@dataclass
+class Recorded:
+    fx: Fixture
+    record: ConsumerRecord
+
+    def file(self) -> list[tuple[str, float]]:
+        """(receipt handle, visible_until) in the held file, in order."""
+        entries = read_held(self.record.held.path).entries
+        return [(e.receipt_handle, e.visible_until) for e in entries]
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Recorded:
+    clock = FakeClock(START)
+    transport = FakeTransport()
+    record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
+    held = HeldMessages(cast(SqsTransport, transport), TIMEOUT, CEILING, clock=clock,
+                        record=record, wall=lambda: clock.now - START + WALL)
+    return Recorded(Fixture(clock, transport, held), record)
+
+
+def test_the_held_file_follows_every_hold_and_release(recorded: Recorded) -> None:
+    held = recorded.fx.held
+    held.hold([msg("a", "g1"), msg("b", "g1")], START)
+    held.hold([msg("c", "g2")], START + 5)
+    assert recorded.file() == [("a", WALL + TIMEOUT), ("b", WALL + TIMEOUT),
+                               ("c", WALL + 5 + TIMEOUT)]
+
+    held.forget([msg("a", "g1")])
+    assert recorded.file() == [("b", WALL + TIMEOUT), ("c", WALL + 5 + TIMEOUT)]
+
+    held.give_back([(msg("c", "g2"), 0)])
+    assert recorded.file() == [("b", WALL + TIMEOUT)]
+
+
+def test_a_message_leaves_the_file_before_it_is_given_back(recorded: Recorded) -> None:
+    # A death between the two must not let a successor release it again: by then another
+    # consumer may hold it.
+    seen: list[list[tuple[str, float]]] = []
+    original = recorded.fx.transport.change_visibility
+
+    def change_visibility(changes: Sequence[tuple[Message, int]]) -> list[Message]:
+        seen.append(recorded.file())
+        return original(changes)
+
+    recorded.fx.transport.change_visibility = change_visibility  # type: ignore[method-assign]
+    recorded.fx.held.hold([msg("a"), msg("b")], START)
+
+    recorded.fx.held.give_back([(msg("a"), 0)])
+
+    assert seen == [[("b", WALL + TIMEOUT)]]
+
+
+def test_an_extension_moves_visible_until_only_when_it_succeeded(recorded: Recorded) -> None:
+    recorded.fx.held.hold([msg("a"), msg("b")], START)
+    recorded.fx.transport.failing = {"b"}
+
+    assert recorded.fx.at(20) == 1
+
+    assert recorded.file() == [("a", WALL + 20 + TIMEOUT), ("b", WALL + TIMEOUT)]

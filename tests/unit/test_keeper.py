@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from tests.support.fakes import FakeClock, FakeTransport, msg
+from workers.held_state import ConsumerRecord, tokens
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
 from workers.transport import Message, SqsTransport
@@ -79,6 +81,25 @@ def test_an_orphan_still_busy_after_the_grace_hands_back_what_it_holds_and_exits
     fx.keeper.watch_parent()
 
     assert fx.transport.calls == [[("a", 0), ("b", 0)]]
+    assert fx.exits == [EXIT_ORPHANED]
+
+
+def test_an_orphan_leaves_nothing_to_recover_and_no_crash_to_count(tmp_path: Path):
+    fx = Fixture()
+    record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
+    fx.held = HeldMessages(cast(SqsTransport, fx.transport), 30, 3600, clock=fx.clock,
+                           record=record)
+    fx.keeper.keep(fx.held)
+    fx.held.hold([msg("a")], fx.clock())
+    record.processing.begin("id-a")  # a thread busy with it when the master died
+    fx.parent_pid = 1
+    fx.keeper.watch_parent()
+
+    fx.clock.now += ORPHAN_GRACE_SECONDS + 0.1
+    fx.keeper.watch_parent()
+
+    assert fx.transport.calls == [[("a", 0)]]
+    assert tokens(tmp_path) == set()
     assert fx.exits == [EXIT_ORPHANED]
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import boto3
@@ -11,6 +12,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from workers.books import Book
+from workers.crashes import CrashRegistry
+from workers.held_state import ProcessingSlots, read_processing
 from workers.processing import (
     BookProcessor,
     Outcome,
@@ -248,6 +251,67 @@ def test_a_failed_dead_letter_send_is_retried_not_deleted(fx: Fixture) -> None:
     assert (result.outcome, result.reason) == (Outcome.RETRY, "ServiceUnavailable")
     assert retried.value == 1
     assert dead.value == 0
+
+
+def crash_registry(tmp_path: Path, crashed: dict[str, int]) -> CrashRegistry:
+    registry = CrashRegistry(tmp_path, dead_letter_after=3)
+    for message_id, times in crashed.items():
+        for _ in range(times):
+            registry.record([message_id])
+    return registry
+
+
+def test_a_message_that_crashed_its_consumers_too_often_is_dead_lettered(tmp_path: Path) -> None:
+    fx = make()
+    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
+                                 GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 3,
+                                                                           "m-b-2": 2}))
+    dead = Delta("shelver_messages_dead_lettered_total", reason="crashed_consumer")
+
+    results = fx.processor.process_group([message("b-1"), message("b-2")], lambda: False)
+
+    assert outcomes(results) == [("m-b-1", Outcome.DEAD_LETTERED, "crashed_consumer"),
+                                 ("m-b-2", Outcome.STORED, "")]
+    assert fx.store.calls == [("b-2", "m-b-2")]  # not processed again: it would crash us
+    [(sent, reason, detail)] = fx.transport.dead_lettered
+    assert (sent.message_id, reason) == ("m-b-1", "crashed_consumer")
+    assert "died 3 time(s)" in detail
+    assert dead.value == 1
+
+
+def test_without_a_dead_letter_queue_a_crashing_message_is_backed_off_unprocessed(
+        tmp_path: Path) -> None:
+    fx = make(dead_letter_url=None)
+    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
+                                 GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 5}))
+
+    result = fx.processor.process(message("b-1"))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "crashed_consumer")
+    assert fx.store.calls == []
+
+
+def test_the_processing_slot_names_the_message_while_it_is_processed(tmp_path: Path) -> None:
+    fx = make()
+    slots = ProcessingSlots(tmp_path, "tok", threads=1)
+    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
+                                 GENRES, slots=slots)
+    during: list[list[str]] = []
+    original = fx.store.store
+
+    def store(book: Book, origin: Origin) -> StoredBook:
+        during.append(read_processing(slots.path).in_processing)
+        return original(book, origin)
+
+    fx.store.store = store  # type: ignore[method-assign]
+    fx.store.failures["b-2"] = RuntimeError("bug")
+
+    fx.processor.process(message("b-1"))
+    with pytest.raises(RuntimeError):
+        fx.processor.process(message("b-2"))
+
+    assert during == [["m-b-1"], ["m-b-2"]]
+    assert read_processing(slots.path).in_processing == []  # blank after each, error or not
 
 
 def test_an_unexpected_error_propagates_instead_of_becoming_an_outcome(fx: Fixture) -> None:

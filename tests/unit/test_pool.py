@@ -1,0 +1,74 @@
+"""Which dead consumers' files the pool hands to the next consumer it starts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from workers.held_state import ConsumerRecord, processing_path, recovery_dir, tokens
+from workers.pool import ConsumerPool, ConsumerProcess, _Retiring, _Slot
+from workers.settings import Settings
+
+
+@dataclass
+class FakeProcess:
+    token: str
+    predecessors: tuple[str, ...] = ()
+    pid: int = 4242
+    dead: bool = False
+    closed: list[bool] = field(default_factory=list)
+
+    def is_dead(self) -> bool:
+        return self.dead
+
+    def close(self) -> None:
+        self.closed.append(True)
+
+
+def leave_files(state_dir: Path, *names: str) -> None:
+    for token in names:
+        record = ConsumerRecord(recovery_dir(state_dir), token, "https://sqs.example/q.fifo", 1)
+        record.processing.begin("m-1")
+
+
+@pytest.fixture
+def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConsumerPool:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    return ConsumerPool(Settings(state_dir=str(tmp_path)), logging.getLogger("test-pool"))
+
+
+def test_files_without_a_live_consumer_are_orphans(pool: ConsumerPool, tmp_path: Path) -> None:
+    leave_files(tmp_path, "previous-run-1", "previous-run-2")
+
+    assert pool.orphans() == ("previous-run-1", "previous-run-2")
+
+
+def test_live_consumers_and_what_they_recover_are_not_orphans(pool: ConsumerPool,
+                                                               tmp_path: Path) -> None:
+    leave_files(tmp_path, "alive", "being-recovered", "retiring", "dead")
+    alive = FakeProcess("alive", predecessors=("being-recovered",))
+    pool._slots = [_Slot(0, process=cast(ConsumerProcess, alive)), _Slot(1)]
+    pool._retiring = [_Retiring(cast(ConsumerProcess, FakeProcess("retiring")), kill_at=0.0)]
+
+    assert pool.orphans() == ("dead",)
+
+
+def test_a_retired_consumer_s_messages_in_processing_do_not_count_as_crashes(
+        pool: ConsumerPool, tmp_path: Path) -> None:
+    # Killed at its stop deadline, it was stopping on purpose: what it held is still handed
+    # back, but nothing counts towards dead-lettering.
+    leave_files(tmp_path, "retired")
+    retired = FakeProcess("retired", dead=True)
+    pool._retiring = [_Retiring(cast(ConsumerProcess, retired), kill_at=0.0)]
+
+    pool.reap_consumers()
+
+    assert pool._retiring == []
+    assert retired.closed == [True]
+    assert not processing_path(recovery_dir(tmp_path), "retired").exists()
+    assert tokens(recovery_dir(tmp_path)) == {"retired"}  # its held file stays, for recovery
+    assert pool.orphans() == ("retired",)

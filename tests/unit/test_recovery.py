@@ -1,0 +1,228 @@
+"""Handing back a dead consumer's messages (moto): what it held comes back at once, in groups;
+what may have been received by someone else does not; each dead consumer is recovered once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from prometheus_client import REGISTRY
+
+from workers.crashes import CrashRegistry
+from workers.held_state import (
+    ConsumerRecord,
+    HeldEntry,
+    ProcessingSlots,
+    held_path,
+    processing_path,
+    tokens,
+)
+from workers.inflight import HeldMessages
+from workers.recovery import (
+    RECEIVE_MARGIN_SECONDS,
+    RECOVERY_MARGIN_SECONDS,
+    group_chunks,
+    receive_wait,
+    recover,
+)
+from workers.transport import Message, QueueInfo, SqsTransport
+
+VISIBILITY = 60
+
+
+@dataclass
+class Fixture:
+    sqs: Any
+    transport: SqsTransport
+    directory: Path
+    crashes: CrashRegistry
+
+    def send(self, items: Sequence[tuple[str, str]]) -> None:
+        for n, (group, body) in enumerate(items):
+            self.sqs.send_message(QueueUrl=self.transport.queue.url, MessageBody=body,
+                                  MessageGroupId=group, MessageDeduplicationId=f"{body}-{n}")
+
+    def receive(self) -> list[Message]:
+        """Everything visible now, as a consumer receives it."""
+        received: list[Message] = []
+        while batch := self.transport.receive(0):
+            received.extend(batch)
+        return received
+
+    def dead_consumer(self, token: str, messages: Sequence[Message],
+                      wall: Callable[[], float] = time.time) -> ConsumerRecord:
+        """A consumer's files as it leaves them when it dies holding `messages`."""
+        record = ConsumerRecord(self.directory, token, self.transport.queue.url, threads=2)
+        held = HeldMessages(self.transport, VISIBILITY, 3600, record=record, wall=wall)
+        held.hold(messages, time.monotonic())
+        return record
+
+    def recover(self, *tokens: str) -> int:
+        return recover(tokens, self.directory, self.transport, self.crashes)
+
+
+@pytest.fixture
+def fx(moto: None, tmp_path: Path) -> Fixture:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="in.fifo", Attributes={
+        "FifoQueue": "true", "VisibilityTimeout": str(VISIBILITY)})["QueueUrl"]
+    transport = SqsTransport(sqs, sqs, QueueInfo(url, VISIBILITY, None))
+    return Fixture(sqs, transport, tmp_path, CrashRegistry(tmp_path, 3))
+
+
+def recovered_total() -> float:
+    return REGISTRY.get_sample_value("shelver_messages_recovered_total") or 0.0
+
+
+def test_a_dead_consumer_s_messages_are_visible_again_at_once(fx: Fixture) -> None:
+    fx.send([("g1", "a1"), ("g1", "a2"), ("g2", "b1")])
+    held = fx.receive()
+    assert len(held) == 3 and fx.receive() == []  # all invisible now
+    fx.dead_consumer("dead", held)
+    before = recovered_total()
+
+    assert fx.recover("dead") == 3
+
+    assert sorted(m.body for m in fx.receive()) == ["a1", "a2", "b1"]
+    assert recovered_total() - before == 3
+    assert tokens(fx.directory) == set()  # claimed: the files are gone
+
+
+def test_a_consumer_is_recovered_once_even_if_two_are_given_it(fx: Fixture) -> None:
+    fx.send([("g1", "a1")])
+    fx.dead_consumer("dead", fx.receive())
+    assert fx.recover("dead") == 1
+    again = fx.receive()  # someone else holds it now, under a new receipt handle
+
+    assert fx.recover("dead") == 0
+
+    assert fx.receive() == []  # the old handle did not release it from its new holder
+    assert [m.body for m in again] == ["a1"]
+
+
+def test_messages_whose_visibility_may_have_run_out_are_left_alone(fx: Fixture) -> None:
+    fx.send([("g1", "old"), ("g2", "fresh")])
+    messages = {m.body: m for m in fx.receive()}
+    # As if "old" was received VISIBILITY - 1 s ago: its timeout ends within the margin.
+    record = ConsumerRecord(fx.directory, "dead", fx.transport.queue.url, threads=1)
+    now = time.time()
+    record.held.write([(messages["old"], now + RECOVERY_MARGIN_SECONDS - 1),
+                       (messages["fresh"], now + VISIBILITY)])
+
+    assert fx.recover("dead") == 1
+
+    assert [m.body for m in fx.receive()] == ["fresh"]
+
+
+def test_messages_deleted_before_the_death_are_no_error(fx: Fixture) -> None:
+    fx.send([("g1", "done"), ("g2", "pending")])
+    messages = {m.body: m for m in fx.receive()}
+    fx.dead_consumer("dead", list(messages.values()))
+    fx.transport.delete([messages["done"]])  # deleted, and then the consumer died
+
+    assert fx.recover("dead") == 1
+
+    assert [m.body for m in fx.receive()] == ["pending"]
+
+
+def test_messages_in_processing_are_counted_as_crashed(fx: Fixture) -> None:
+    fx.send([("g1", "a1"), ("g2", "b1")])
+    held = fx.receive()
+    record = fx.dead_consumer("dead", held)
+    record.processing.begin(held[0].message_id)
+
+    fx.recover("dead")
+
+    assert fx.crashes.crashes(held[0].message_id) == 1
+    assert fx.crashes.crashes(held[1].message_id) == 0
+    assert not processing_path(fx.directory, "dead").exists()
+
+
+def test_a_consumer_that_held_nothing_only_leaves_files_to_remove(fx: Fixture) -> None:
+    ProcessingSlots(fx.directory, "early", threads=2)  # died before its held file existed
+
+    assert fx.recover("early") == 0
+
+    assert tokens(fx.directory) == set()
+
+
+def test_messages_of_another_queue_are_not_handed_back_here(fx: Fixture) -> None:
+    fx.send([("g1", "a1")])
+    held = fx.receive()
+    record = ConsumerRecord(fx.directory, "dead", "https://sqs.example/other.fifo", threads=1)
+    record.held.write([(held[0], time.time() + VISIBILITY)])
+
+    assert fx.recover("dead") == 0
+
+    assert not held_path(fx.directory, "dead").exists()
+    assert fx.receive() == []
+
+
+def entry(group: str, n: int) -> HeldEntry:
+    return HeldEntry(f"{group}-{n}", group, f"rh-{group}-{n}", 0.0)
+
+
+def test_groups_are_never_split_across_batch_calls() -> None:
+    entries = ([entry("a", n) for n in range(4)] + [entry("b", n) for n in range(5)]
+               + [entry("c", n) for n in range(3)] + [entry("d", n) for n in range(1)])
+
+    chunks = group_chunks(entries)
+
+    assert [[e.message_id for e in c] for c in chunks] == [
+        [f"a-{n}" for n in range(4)] + [f"b-{n}" for n in range(5)],
+        [f"c-{n}" for n in range(3)] + ["d-0"],
+    ]
+
+
+def test_a_group_keeps_its_receive_order_even_interleaved() -> None:
+    entries = [entry("a", 0), entry("b", 0), entry("a", 1), entry("b", 1)]
+
+    assert [[e.message_id for e in c] for c in group_chunks(entries)] == [
+        ["a-0", "a-1", "b-0", "b-1"]]
+
+
+def test_the_wait_covers_the_latest_receive_still_answerable(tmp_path: Path) -> None:
+    idle = ProcessingSlots(tmp_path, "idle", 1)
+    polling = ProcessingSlots(tmp_path, "polling", 1, wall=lambda: 1000.0)
+    assert receive_wait(["idle"], tmp_path, clock=lambda: 1000.0) == 0.0
+    with polling.receiving(20):
+        wait = receive_wait(["idle", "polling", "gone"], tmp_path, clock=lambda: 1005.0)
+        assert wait == 15 + RECEIVE_MARGIN_SECONDS
+        assert receive_wait(["polling"], tmp_path, clock=lambda: 1030.0) < 0
+    assert idle.path.exists()
+
+
+def test_recovery_works_with_what_the_keeper_wrote(fx: Fixture) -> None:
+    # Extensions move visible_until on: a message held longer than one timeout is recovered.
+    fx.send([("g1", "long")])
+    clock = [time.monotonic()]
+    record = ConsumerRecord(fx.directory, "dead", fx.transport.queue.url, threads=1)
+    held = HeldMessages(fx.transport, VISIBILITY, 3600, clock=lambda: clock[0], record=record)
+    held.hold(fx.receive(), clock[0])
+    clock[0] += VISIBILITY - 10
+    assert held.extend_due() == 1
+    # The wall clock reads 50 s later than it did at the receive.
+    late = time.time() + VISIBILITY - 10
+
+    assert recover(["dead"], fx.directory, fx.transport, fx.crashes,
+                   clock=lambda: late) == 1
+    assert [m.body for m in fx.receive()] == ["long"]
+
+
+def test_a_message_given_back_before_the_death_is_not_released_again(fx: Fixture) -> None:
+    fx.send([("g1", "backoff"), ("g2", "kept")])
+    messages = {m.body: m for m in fx.receive()}
+    record = ConsumerRecord(fx.directory, "dead", fx.transport.queue.url, threads=1)
+    held = HeldMessages(fx.transport, VISIBILITY, 3600, record=record)
+    held.hold(list(messages.values()), time.monotonic())
+    held.give_back([(messages["backoff"], 30)])  # a retry backoff: invisible for 30 s
+
+    assert fx.recover("dead") == 1
+
+    assert [m.body for m in fx.receive()] == ["kept"]
+
