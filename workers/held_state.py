@@ -8,9 +8,14 @@ messages back (`workers.recovery`):
 
 - `held-<token>.json`: the messages it holds (received, neither deleted nor given back yet) in
   receive order, each with its group, receipt handle and `visible_until`, the wall-clock time
-  until which SQS keeps it invisible at least. Rewritten whole and atomically (a new file, then
-  rename) at each receive, settle and visibility extension: a few times per batch. No fsync: a
-  process that dies loses nothing it wrote, and the machine's death takes the tmpfs with it.
+  until which SQS keeps it invisible at least. Rewritten whole at each receive, settle and
+  visibility extension (a few times per batch), in place: one `pwrite` of a header (CRC-32 and
+  length of the JSON) and the JSON. A process killed in the middle of that write leaves a file
+  whose checksum fails, read as unusable (its messages then wait out their visibility timeout),
+  never as a mix of two states. A new file and a rename would be atomic too, but on ext4 a
+  rename over an existing file forces its data to disk (auto_da_alloc): 0.5 ms against 6 us.
+  No fsync: a process that dies loses nothing it wrote, and the machine's death takes the tmpfs
+  (or the pod) with it.
 - `processing-<token>`: fixed-size slots written in place (one `pwrite` each, no allocation): one
   per processing thread, holding the id of the message it is processing or zeros, written at a
   message's start and end, so the recovery knows which message was in processing when the
@@ -29,13 +34,13 @@ import contextlib
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from workers.status import write_atomically
 from workers.transport import Message
 
 RECOVERY_DIR = "recovery"
@@ -88,24 +93,48 @@ class HeldRecord:
     entries: list[HeldEntry]
 
 
+class TornFile(ValueError):
+    """The writer was killed while writing the file: its content cannot be trusted."""
+
+
+# "<crc32 of the JSON, 8 hex digits> <length of the JSON, 10 digits>\n", then the JSON.
+_HEADER_BYTES = 20
+
+
 class HeldFile:
     """The held-file writer of one consumer."""
 
     def __init__(self, directory: Path, token: str, queue_url: str) -> None:
         self.path = held_path(directory, token)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._size = 0
         self._queue_url = queue_url
         self.empty = True
 
     def write(self, held: Iterable[tuple[Message, float]]) -> None:
-        """Replace the file with these (message, visible_until) pairs, in receive order."""
+        """Replace the content with these (message, visible_until) pairs, in receive order."""
         rows = [(m.message_id, m.group_id, m.receipt_handle, until) for m, until in held]
-        write_atomically(self.path, {"queue": self._queue_url, "held": rows})
+        payload = orjson.dumps({"queue": self._queue_url, "held": rows})
+        data = b"%08x %010d\n" % (zlib.crc32(payload), len(payload)) + payload
+        os.pwrite(self._fd, data, 0)
+        if len(data) < self._size:
+            # Tidiness only: the header's length already tells where the content ends.
+            os.ftruncate(self._fd, len(data))
+        self._size = len(data)
         self.empty = not rows
 
 
 def read_held(path: Path) -> HeldRecord:
-    """FileNotFoundError if there is none; a torn file cannot happen (atomic replace)."""
-    raw = orjson.loads(path.read_bytes())
+    """FileNotFoundError if there is none, TornFile if its writer died while writing it."""
+    data = path.read_bytes()
+    try:
+        crc, length = int(data[:8], 16), int(data[9:_HEADER_BYTES - 1])
+    except ValueError:
+        raise TornFile(f"{path}: no header") from None
+    payload = data[_HEADER_BYTES:_HEADER_BYTES + length]
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        raise TornFile(f"{path}: checksum mismatch")
+    raw = orjson.loads(payload)
     return HeldRecord(raw["queue"], [HeldEntry(*row) for row in raw["held"]])
 
 

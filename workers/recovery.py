@@ -42,6 +42,8 @@ from workers import metrics
 from workers.crashes import CrashRegistry
 from workers.held_state import (
     HeldEntry,
+    HeldRecord,
+    TornFile,
     held_path,
     processing_path,
     read_held,
@@ -79,15 +81,10 @@ def recover(
         held = held_path(directory, token)
         processing = processing_path(directory, token)
         in_processing = read_processing(processing).in_processing
-        try:
-            record = read_held(held)
-            held.unlink()  # the claim: only one consumer gets past here
-        except FileNotFoundError:
-            # Never held anything, or claimed by another consumer: its processing file (blank
-            # if there is no held file) is all that may be left.
-            processing.unlink(missing_ok=True)
-            continue
+        record = _claim(token, held, transport)
         processing.unlink(missing_ok=True)
+        if record is None:
+            continue
         if in_processing:
             for message_id, count in crashes.record(in_processing).items():
                 log.warning("message %s was in processing when its consumer died (%d time(s) "
@@ -99,6 +96,25 @@ def recover(
             continue
         released += _release(token, record.entries, transport, clock)
     return released
+
+
+def _claim(token: str, held: Path, transport: SqsTransport) -> HeldRecord | None:
+    """Read the held file and unlink it; None if there is none: the consumer never held
+    anything (its processing file, blank then, is all it left), or another consumer claimed it
+    first (only one unlink succeeds)."""
+    try:
+        record = read_held(held)
+    except FileNotFoundError:
+        return None
+    except TornFile as torn:
+        log.warning("not handing back what consumer %s held: it died writing the list down "
+                    "(they come back after their visibility timeout): %s", token, torn)
+        record = HeldRecord(transport.queue.url, [])
+    try:
+        held.unlink()
+    except FileNotFoundError:
+        return None
+    return record
 
 
 def _release(token: str, entries: list[HeldEntry], transport: SqsTransport,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from workers.held_state import (
     HeldEntry,
     HeldFile,
     ProcessingSlots,
+    TornFile,
     held_path,
     processing_path,
     read_held,
@@ -47,7 +49,33 @@ def test_each_write_replaces_the_whole_file(tmp_path: Path) -> None:
     held.write([])
     assert read_held(held.path).entries == []
     assert held.empty
-    assert [p.name for p in tmp_path.iterdir()] == [held.path.name]  # no temporary left
+
+
+def test_a_shorter_content_written_over_a_longer_one_reads_alone(tmp_path: Path) -> None:
+    held = HeldFile(tmp_path, "tok", QUEUE)
+    held.write([(msg(f"m{n}"), 1.0) for n in range(20)])
+    long_size = held.path.stat().st_size
+    held.write([(msg("z"), 2.0)])
+
+    assert held.path.stat().st_size < long_size
+    assert read_held(held.path).entries == [HeldEntry("id-z", "g", "z", 2.0)]
+
+
+@pytest.mark.parametrize("tear", [
+    pytest.param(lambda data: data[:len(data) // 2], id="cut short"),
+    pytest.param(lambda data: data[:40] + b"X" + data[41:], id="old bytes under a new header"),
+    pytest.param(lambda data: b"", id="empty"),
+    pytest.param(lambda data: b"{not a header" + data[13:], id="no header"),
+])
+def test_a_file_torn_by_the_writer_s_death_is_refused(
+        tmp_path: Path, tear: Callable[[bytes], bytes]) -> None:
+    # A SIGKILL can stop a write between pages: what is on disk is part new, part old.
+    held = HeldFile(tmp_path, "tok", QUEUE)
+    held.write([(msg("a"), 1.0), (msg("b"), 2.0)])
+    held.path.write_bytes(tear(held.path.read_bytes()))
+
+    with pytest.raises(TornFile):
+        read_held(held.path)
 
 
 def test_a_missing_held_file_is_file_not_found(tmp_path: Path) -> None:

@@ -151,6 +151,22 @@ def test_a_consumer_that_held_nothing_only_leaves_files_to_remove(fx: Fixture) -
     assert tokens(fx.directory) == set()
 
 
+def test_a_held_file_torn_by_the_death_hands_nothing_back_but_still_counts(
+        fx: Fixture) -> None:
+    fx.send([("g1", "a1")])
+    held = fx.receive()
+    record = fx.dead_consumer("dead", held)
+    record.processing.begin(held[0].message_id)
+    path = held_path(fx.directory, "dead")
+    path.write_bytes(path.read_bytes()[:-5])
+
+    assert fx.recover("dead") == 0
+
+    assert fx.receive() == []  # back after its visibility timeout: nothing trusted a torn list
+    assert fx.crashes.crashes(held[0].message_id) == 1
+    assert tokens(fx.directory) == set()
+
+
 def test_messages_of_another_queue_are_not_handed_back_here(fx: Fixture) -> None:
     fx.send([("g1", "a1")])
     held = fx.receive()
