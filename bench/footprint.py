@@ -43,7 +43,6 @@ from tests.support.aws import Aws, Stack
 from tests.support.shelver import Shelver
 from workers.pool import stop_deadline
 from workers.settings import Settings
-from workers.status import read_pool
 
 SAMPLE_SECONDS = 0.5
 PROBE_SECONDS = 1.0
@@ -98,26 +97,6 @@ class Footprint:
     disk_apparent_peak: float = 0.0
 
 
-def roles(shelver: Shelver) -> dict[int, str]:
-    assert shelver.process is not None
-    consumers = {slot.pid for slot in read_pool(shelver.state_dir) if slot.pid}
-    found = {}
-    for pid in shelver.processes():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if pid == shelver.process.pid:
-            found[pid] = "master"
-        elif pid in consumers:
-            found[pid] = "consumer"
-        elif b"resource_tracker" in cmdline:
-            found[pid] = "resource tracker"
-        else:
-            found[pid] = "http worker"
-    return found
-
-
 @dataclass
 class Sampler(Background):
     """Samples the memory of every process of a Shelver, and its working directories' disk."""
@@ -129,7 +108,7 @@ class Sampler(Background):
     hwm: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     def sample(self) -> None:
-        found = roles(self.shelver)
+        found = self.shelver.roles()
         rss = sum(_status_kib(pid, "VmRSS") for pid in found) / 1024
         pss = sum(_pss_kib(pid) for pid in found) / 1024
         for pid, role in found.items():
@@ -235,7 +214,7 @@ class Run:
         shelver = self.shelver(stack).start()
         try:
             shelver.wait_healthy(120)
-            found = roles(shelver)
+            found = shelver.roles()
             for role in ("http worker", "consumer"):
                 os.kill(next(pid for pid, r in found.items() if r == role), signal.SIGSTOP)
             seconds, code = self.timed_stop(shelver)
@@ -253,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=100)
     args = parser.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix="shelver-footprint-"))
+    print(f"footprint: work files in {run_dir}", flush=True)
     results: dict[str, object] = {"books": args.books, "groups": args.groups}
     with emulator(run_dir) as (aws_env, _):
         run = Run(Aws(aws_env), aws_env, run_dir, args.books, args.groups)
