@@ -42,7 +42,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from workers.pool import ConsumerPool  # noqa: E402
+from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import ConfigError, Settings  # noqa: E402
 
 wsgi_app = "service:create_app()"
@@ -51,7 +51,8 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
-graceful_timeout = 10
+# Part of the stop deadline the orchestrator must allow: see workers.pool.stop_deadline.
+graceful_timeout = HTTP_GRACEFUL_TIMEOUT_SECONDS
 timeout = 30
 accesslog = os.environ.get("ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

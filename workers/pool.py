@@ -42,7 +42,32 @@ QUICK_CRASH_SECONDS = 10.0
 MAX_RESPAWN_DELAY = 60.0
 # Extra time given to consumers past their own stop deadline before they are killed.
 KILL_GRACE_SECONDS = 5.0
+# gunicorn's graceful_timeout (gunicorn.conf.py reads it): how long a stop waits for the HTTP
+# workers before the consumers are even told to stop. An int, as gunicorn requires.
+HTTP_GRACEFUL_TIMEOUT_SECONDS = 10
 _TICK = 0.5
+# In a stop, beyond the two timeouts: the pool thread noticing (one tick), reaping (0.1 s
+# polls, gunicorn's and the pool's) and the interpreters' exit. Measured worst case, an HTTP
+# worker and a consumer both frozen: 0.4 s past the timeouts (bench/footprint.py).
+STOP_OVERHEAD_SECONDS = 2.0
+
+
+def consumer_kill_deadline(settings: Settings) -> float:
+    """Seconds from TERM to KILL for a retiring consumer: a long poll it may still be in, its
+    own time to finish what it holds (CONSUMER_STOP_TIMEOUT_SECONDS), then KILL_GRACE_SECONDS."""
+    return settings.wait_time_seconds + settings.stop_timeout_seconds + KILL_GRACE_SECONDS
+
+
+def stop_deadline(settings: Settings) -> float:
+    """Longest a SIGTERM to the gunicorn master can take until everything has exited.
+
+    gunicorn's arbiter (halt -> stop) first waits up to its graceful_timeout for the HTTP
+    workers (then KILLs them), and only then runs the on_exit hook, which stops the pool: the
+    pool thread notices within one tick and TERMs every consumer, KILLing any still running
+    after consumer_kill_deadline. An orchestrator's grace period (Kubernetes'
+    terminationGracePeriodSeconds) must exceed this, or it SIGKILLs a stop in progress."""
+    return (HTTP_GRACEFUL_TIMEOUT_SECONDS + consumer_kill_deadline(settings)
+            + STOP_OVERHEAD_SECONDS)
 
 
 class Logger(Protocol):
@@ -233,8 +258,8 @@ class ConsumerPool:
 
     def retire(self, process: ConsumerProcess) -> None:
         self.terminate(process)
-        deadline = self.settings.wait_time_seconds + self.settings.stop_timeout_seconds
-        self._retiring.append(_Retiring(process, time.monotonic() + deadline + KILL_GRACE_SECONDS))
+        kill_at = time.monotonic() + consumer_kill_deadline(self.settings)
+        self._retiring.append(_Retiring(process, kill_at))
 
     def stop_consumers(self) -> None:
         """TERM every consumer, wait up to the deadline, then KILL the stragglers."""

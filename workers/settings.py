@@ -167,3 +167,27 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
 }
+
+# Read outside the table above: the two working directories (gunicorn.conf.py creates and empties
+# them; the consumers and the HTTP workers find them there) and gunicorn's own settings.
+PROCESS_VARIABLES = (
+    "SHELVER_STATE_DIR",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "BIND",
+    "WEB_CONCURRENCY",
+    "WEB_THREADS",
+    "ACCESS_LOG",
+)
+
+# Every environment variable Shelver reads, the one list to extend when a variable is added (the
+# tests hold the code, README's Configuration table and the Kubernetes manifests to it). The AWS
+# SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL*, the credentials chain, IRSA's
+# AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE...) are boto3's, see `is_read`.
+ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(
+    [variable for variable, _ in _VARIABLES.values()] + list(PROCESS_VARIABLES))
+AWS_VARIABLE_PREFIX = "AWS_"
+
+
+def is_read(variable: str) -> bool:
+    """True if setting `variable` can change what Shelver does."""
+    return variable in ENVIRONMENT_VARIABLES or variable.startswith(AWS_VARIABLE_PREFIX)

@@ -18,6 +18,7 @@ import orjson
 
 from scripts.emulator import free_port
 from tests.support.aws import wait_until
+from workers.status import read_pool
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
@@ -168,6 +169,27 @@ class Shelver(Endpoint):
             zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
             if needle in environ.split(b"\0") and not zombie:
                 found.append(int(entry))
+        return found
+
+    def roles(self) -> dict[int, str]:
+        """Every live process of this Shelver by role: "master", "http worker", "consumer", or
+        "resource tracker" (multiprocessing's, started with the first consumer)."""
+        assert self.process is not None
+        consumers = {slot.pid for slot in read_pool(self.state_dir) if slot.pid}
+        found = {}
+        for pid in self.processes():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if pid == self.process.pid:
+                found[pid] = "master"
+            elif pid in consumers:
+                found[pid] = "consumer"
+            elif b"resource_tracker" in cmdline:
+                found[pid] = "resource tracker"
+            else:
+                found[pid] = "http worker"
         return found
 
     def stop(self) -> None:
