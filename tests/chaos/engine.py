@@ -3,8 +3,9 @@ injected, then every invariant of the promise is checked and the figures are col
 
 The set-up is the production one with two fault-injecting proxies added: a stack cloned from the
 deployed serverless.yml (versioned buckets, so every write stays listed), real gunicorn with its
-consumer pool, and a `FaultProxy` for S3 and one for SQS between Shelver and the emulator. The
-test's own AWS calls (sending, counting, checking) go straight to the emulator.
+consumer pool (or several, as replicas on the one queue), and a `FaultProxy` for S3 and one for
+SQS between Shelver and the emulator. The test's own AWS calls (sending, counting, checking) go
+straight to the emulator.
 
 Invariants (each breach becomes a line in `Row.problems`):
 - every valid message was written, and each file ends with the last version of its book;
@@ -12,8 +13,9 @@ Invariants (each breach becomes a line in `Row.problems`):
 - duplicate writes (a message written twice) stay within what kills make unavoidable;
 - the DLQ holds exactly the poison messages, each with its reason; the input queue drains to
   0 visible and 0 in flight;
-- every consumer ends up alive and healthy, restarted only as often as it was killed; every
-  gunicorn exits 0 on SIGTERM, leaves no process behind and logs no traceback.
+- every consumer of every live gunicorn ends up alive and healthy, each gunicorn restarting its
+  consumers only as often as they were killed; every gunicorn exits 0 on SIGTERM, leaves no
+  process behind and logs no traceback; a SIGKILLed master leaves no process and no open port.
 """
 
 from __future__ import annotations
