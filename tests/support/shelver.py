@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts.emulator import free_port
 from tests.support.aws import wait_until
@@ -120,6 +121,10 @@ class Shelver(Endpoint):
     def state_dir(self) -> Path:
         return self.run_dir / f"state-{self.port}"
 
+    @property
+    def metrics_dir(self) -> Path:
+        return self.run_dir / f"metrics-{self.port}"
+
     def full_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
@@ -128,7 +133,7 @@ class Shelver(Endpoint):
         env.update({
             "BIND": f"127.0.0.1:{self.port}",
             "SHELVER_STATE_DIR": str(self.state_dir),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             # Found in /proc/<pid>/environ of every process this Shelver starts.
             "SHELVER_TEST_MARKER": self.marker,
         })
@@ -145,6 +150,17 @@ class Shelver(Endpoint):
 
     def exit_code(self) -> int | None:
         return self.process.poll() if self.process is not None else None
+
+    def counter_totals(self) -> dict[str, float]:
+        """Each counter summed over its labels and processes, read from the Prometheus files
+        of this Shelver's processes: still there after it stopped, when /metrics is gone."""
+        files = [str(path) for path in self.metrics_dir.glob("counter_*.db")]
+        totals: dict[str, float] = {}
+        for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
