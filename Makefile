@@ -52,10 +52,14 @@ help:
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
-$(STAMPS)/venv: requirements/app.txt requirements/dev.txt $(call rebuild_if_missing,$(VENV)/bin/python)
+# The project itself is installed editable (console script `shelver`), without build isolation:
+# its build needs only setuptools and wheel, both already in the venv (wheel is pinned in dev.txt).
+$(STAMPS)/venv: requirements/app.txt requirements/dev.txt pyproject.toml \
+		$(call rebuild_if_missing,$(VENV)/bin/python) $(call rebuild_if_missing,$(VENV)/bin/shelver)
 	@mkdir -p $(STAMPS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -r requirements/dev.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(STAMPS)/venv-localstack: requirements/localstack.txt $(call rebuild_if_missing,$(VENV_LS)/bin/python)
@@ -92,7 +96,7 @@ run: install
 	LOCALSTACK_PORT=$(LOCALSTACK_PORT) BIND=$(BIND) scripts/run-local.sh
 
 send: $(STAMPS)/venv
-	$(AWS_ENV) $(VENV)/bin/python -m workers.producer --count $(COUNT) --genres $(GENRES)
+	$(AWS_ENV) $(VENV)/bin/shelver send --count $(COUNT) --genres $(GENRES)
 
 # Standard library only: no venv needed. Where no registry answers, the base image is made with
 # debootstrap (scripts/container.py); docs/deploy.md.
