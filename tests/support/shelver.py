@@ -21,6 +21,8 @@ from tests.support.aws import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
+# The console script `make install` puts in the venv.
+SHELVER_CLI = REPO / ".venv" / "bin" / "shelver"
 
 # Fast settings for tests: short long-polls so shutdowns and restarts are quick.
 TEST_DEFAULTS = {
@@ -144,6 +146,13 @@ class Shelver(Endpoint):
 
     def exit_code(self) -> int | None:
         return self.process.poll() if self.process is not None else None
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the `shelver` command with this Shelver's environment, as an operator in its pod.
+        PYTHONPATH pins this checkout: the venv's editable install may point at another one."""
+        return subprocess.run([str(SHELVER_CLI), *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout,
+                              env={**self.full_env(), "PYTHONPATH": str(REPO)})
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
