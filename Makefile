@@ -1,6 +1,7 @@
 # Shelver: local development, tests and CI entry points.
 #
-#   make install      service venv (.venv, Python 3.11), LocalStack venv (.venv-localstack, 3.13), node_modules
+#   make install      service venv (.venv, Python 3.11, with the project: .venv/bin/shelver),
+#                     LocalStack venv (.venv-localstack, 3.13), node_modules
 #   make emulator     LocalStack in host mode on 127.0.0.1:$(LOCALSTACK_PORT), left running
 #   make emulator-down  stop it
 #   make infra        deploy serverless.yml (stage local) into it
@@ -14,7 +15,8 @@
 #   make test / lint / clean
 #
 # Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
-# unless a requirements file, package.json or package-lock.json changed or a venv went missing.
+# unless a requirements file, pyproject.toml, package.json or package-lock.json changed or a
+# venv (or .venv/bin/shelver) went missing.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -48,7 +50,7 @@ rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 .PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos test lint clean FORCE
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
