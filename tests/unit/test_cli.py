@@ -1,6 +1,6 @@
 """The `shelver` command against moto: arguments, dlq stats/peek/redrive --dry-run, send, check,
 and how errors are reported. The move task of `dlq redrive` needs LocalStack (moto answers 500):
-tests/e2e/test_cli_redrive.py."""
+tests/e2e/test_cli.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from botocore.stub import Stubber
 
-from workers.cli import main
+from workers.cli import dlq, main
 from workers.cli.dlq import excerpt
 from workers.cli.progress import Progress
 from workers.transport import Message, QueueInfo, SqsTransport
@@ -188,6 +189,25 @@ def test_an_input_queue_without_dlq_is_one_line_and_exit_1(
     assert (code, out) == (1, "")
     assert err.startswith("shelver: the input queue ") and err.endswith(
         "no-dlq.fifo has no dead-letter queue (no RedrivePolicy)\n")
+
+
+def test_waiting_for_a_move_task_polls_until_it_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto cannot run move tasks: botocore's own stubber plays SQS's answers.
+    monkeypatch.setattr(dlq, "MOVE_POLL_SECONDS", 0)
+    sqs = boto3.client("sqs", region_name=REGION)
+    source = "arn:aws:sqs:us-east-1:123456789012:Books-dlq.fifo"
+    answers = [{"Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 3},
+               {"Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 7},
+               {"Status": "FAILED", "ApproximateNumberOfMessagesMoved": 7,
+                "FailureReason": "AccessDenied"}]
+    with Stubber(sqs) as stubber:
+        for answer in answers:
+            stubber.add_response("list_message_move_tasks", {"Results": [answer]},
+                                 {"SourceArn": source, "MaxResults": 1})
+
+        assert dlq.wait_for_move(sqs, source) == answers[-1]
+        stubber.assert_no_pending_responses()
 
 
 # -- send -----------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def redrive(args: argparse.Namespace, session: Session) -> int:
     except KeyboardInterrupt:
         print(f"\nshelver: stopped waiting; the move task goes on in SQS (cancel it with "
               f"`aws sqs cancel-message-move-task --task-handle {handle}`)", file=sys.stderr)
-        return 130
+        raise
     moved = task.get("ApproximateNumberOfMessagesMoved", 0)
     if task["Status"] != "COMPLETED":
         raise CommandError(f"move task {task['Status']} after {moved} message(s): "
