@@ -76,6 +76,7 @@ def _load_settings() -> Settings:
 
 def on_starting(server: Any) -> None:
     settings = _load_settings()
+    server.shelver_settings = settings
     server.shelver_pool = ConsumerPool(settings, server.log)
     server.shelver_pool.start()
 
@@ -84,6 +85,12 @@ def post_fork(server: Any, worker: Any) -> None:
     # This HTTP worker inherited the master's list of multiprocessing children (the consumers);
     # left there, its exit handler would SIGTERM and try to join them.
     multiprocessing.process._children.clear()  # type: ignore[attr-defined]
+    # Serve with the settings the consumers run with. Read again in the worker, a configuration
+    # file broken since the last good load would stop the worker from booting, and gunicorn
+    # halts when a worker cannot boot. Imported here: the master need not import Flask.
+    from service.app import use_settings
+
+    use_settings(server.shelver_settings)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -96,6 +103,7 @@ def on_reload(server: Any) -> None:
     except ConfigError as exc:
         server.log.error("shelver: configuration error, keeping the running consumers: %s", exc)
         return
+    server.shelver_settings = settings
     server.shelver_pool.reload(settings)
 
 

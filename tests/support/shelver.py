@@ -23,6 +23,8 @@ from workers.status import read_pool
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
+# The console script `make install` puts in the venv.
+SHELVER_CLI = REPO / ".venv" / "bin" / "shelver"
 
 # Fast settings for tests: short long-polls so shutdowns and restarts are quick.
 TEST_DEFAULTS = {
@@ -161,6 +163,13 @@ class Shelver(Endpoint):
                 if sample.name.endswith("_total"):
                     totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the `shelver` command with this Shelver's environment, as an operator in its pod.
+        PYTHONPATH pins this checkout: the venv's editable install may point at another one."""
+        return subprocess.run([str(SHELVER_CLI), *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout,
+                              env={**self.full_env(), "PYTHONPATH": str(REPO)})
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
