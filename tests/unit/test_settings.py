@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import ConfigError, Settings
+from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
 
@@ -32,6 +32,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.queue_sample_seconds == 15.0
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -211,3 +212,19 @@ def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
 @pytest.mark.usefixtures("no_ambient_region")
 def test_aws_default_region_is_enough() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
+
+
+def test_log_format_is_text_or_json_trimmed_and_case_insensitive() -> None:
+    assert load(LOG_FORMAT=" JSON ").log_format == "json"
+    assert load(LOG_FORMAT="text").log_format == "text"
+    with pytest.raises(ConfigError, match=r"^LOG_FORMAT='xml' is not valid: expected text or json"):
+        load(LOG_FORMAT="xml")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, "text"), ("", "text"), (" Json ", "json"), ("text", "text"),
+    ("xml", "text"),  # reported by Settings.from_env, which stops start-up
+])
+def test_read_log_format_alone_for_gunicorns_logger(raw: str | None, expected: str) -> None:
+    env = {} if raw is None else {"LOG_FORMAT": raw}
+    assert read_log_format(env) == expected
