@@ -43,7 +43,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 from prometheus_client import multiprocess  # noqa: E402
 
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
-from workers.settings import ConfigError, Settings  # noqa: E402
+from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
 wsgi_app = "service:create_app()"
 bind = os.environ.get("BIND", "127.0.0.1:8000")
@@ -57,6 +57,11 @@ timeout = 30
 accesslog = os.environ.get("ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = "shelver"
+# LOG_FORMAT=json: the master's, the HTTP workers' and the access log's lines as JSON; text stays
+# gunicorn's own logger. Read before the settings are validated (on_starting): a bad value logs
+# as text until it stops start-up there.
+if read_log_format() == "json":
+    logger_class = "workers.gunicorn_logs.JsonLogger"
 # Workers' heartbeat files: in memory where /dev/shm is there (containers, where /tmp may be a
 # disk-backed emptyDir and a read-only root leaves nothing else); else the default temp dir.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -66,16 +71,20 @@ control_socket_disable = True
 EXIT_CONFIG = 3
 
 
-def _load_settings() -> Settings:
+def _load_settings(server: Any) -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        print(f"shelver: configuration error: {exc}", file=sys.stderr)
+        message = f"shelver: configuration error: {exc}"
+        if read_log_format() == "json":
+            server.log.error(message)  # one JSON line, like every other
+        else:
+            print(message, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 
 
 def on_starting(server: Any) -> None:
-    settings = _load_settings()
+    settings = _load_settings(server)
     server.shelver_settings = settings
     server.shelver_pool = ConsumerPool(settings, server.log)
     server.shelver_pool.start()

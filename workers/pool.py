@@ -25,6 +25,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -71,9 +72,14 @@ def stop_deadline(settings: Settings) -> float:
 
 
 class Logger(Protocol):
-    def info(self, msg: str, *args: object) -> None: ...
-    def warning(self, msg: str, *args: object) -> None: ...
-    def error(self, msg: str, *args: object) -> None: ...
+    """gunicorn's logger (`server.log`); `extra` takes the structured fields of `workers.logs`."""
+
+    def info(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+             ) -> None: ...
+    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+                ) -> None: ...
+    def error(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+              ) -> None: ...
 
 
 class ConsumerProcess:
@@ -201,7 +207,8 @@ class ConsumerPool:
         slot.process = ConsumerProcess(process)
         slot.started_at = time.monotonic()
         slot.started_wall = time.time()
-        self.log.info("consumer %d started (pid %s)", slot.index, process.pid)
+        self.log.info("consumer %d started (pid %s)", slot.index, process.pid,
+                      extra={"slot": slot.index})
 
     def reap_consumers(self) -> None:
         for slot in self._slots:
@@ -221,7 +228,8 @@ class ConsumerPool:
             slot.murdered = False
             metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
             self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
-                           slot.index, process.pid, reason, lived, delay)
+                           slot.index, process.pid, reason, lived, delay,
+                           extra={"slot": slot.index, "reason": reason})
         for retiring in list(self._retiring):
             if retiring.process.is_dead():
                 self._forget(retiring.process)
@@ -240,7 +248,8 @@ class ConsumerPool:
             last_beat = max(status.heartbeat_at if status else 0.0, slot.started_wall)
             if not slot.murdered and now - last_beat > self.settings.heartbeat_timeout_seconds:
                 self.log.error("consumer %d (pid %s) has not beaten for %.0f s: killing it",
-                               slot.index, process.pid, now - last_beat)
+                               slot.index, process.pid, now - last_beat,
+                               extra={"slot": slot.index, "reason": "heartbeat"})
                 slot.murdered = True
                 self.kill(process)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from workers.books import parse_genre_buckets
+from workers.logs import LOG_FORMATS, parse_log_format
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ class Settings:
     queue_sample_seconds: float = 15.0
     state_dir: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -183,6 +185,7 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
+    "log_format": ("LOG_FORMAT", _Form(parse_log_format, " or ".join(LOG_FORMATS))),
 }
 
 
@@ -252,3 +255,14 @@ AWS_VARIABLE_PREFIX = "AWS_"
 def is_read(variable: str) -> bool:
     """True if setting `variable` can change what Shelver does."""
     return variable in ENVIRONMENT_VARIABLES or variable.startswith(AWS_VARIABLE_PREFIX)
+
+
+def read_log_format(env: Mapping[str, str] | None = None) -> str:
+    """LOG_FORMAT alone, for gunicorn's logger, which is made before the settings are validated;
+    "text" for a bad value, which `Settings.from_env` then reports, stopping start-up."""
+    variable, form = _VARIABLES["log_format"]
+    try:
+        raw = (os.environ if env is None else env).get(variable)
+        return _parse(variable, raw, form, Settings.log_format)
+    except ConfigError:
+        return Settings.log_format

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import ConfigError, Settings
+from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
 
@@ -32,6 +32,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.queue_sample_seconds == 15.0
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -115,6 +116,8 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("GENRE_BUCKETS", "scifi=scifi,,romance=romance", GENRE_FORM),
         ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_FORMAT", "xml", "text or json"),
+        ("LOG_FORMAT", "logfmt", "text or json"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_accepted_form(
@@ -295,3 +298,17 @@ def test_cross_variable_rules_apply_to_the_file_and_the_environment_together(
 
     with pytest.raises(ConfigError, match="RETRY_BACKOFF_MAX_SECONDS must be at least"):
         load(SHELVER_CONFIG_FILE=path, RETRY_BACKOFF_BASE_SECONDS="5")
+
+
+def test_log_format_is_trimmed_and_case_insensitive() -> None:
+    assert load(LOG_FORMAT=" JSON ").log_format == "json"
+    assert load(LOG_FORMAT="Text").log_format == "text"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, "text"), ("", "text"), (" Json ", "json"), ("text", "text"),
+    ("xml", "text"),  # reported by Settings.from_env, which stops start-up
+])
+def test_read_log_format_alone_for_gunicorns_logger(raw: str | None, expected: str) -> None:
+    env = {} if raw is None else {"LOG_FORMAT": raw}
+    assert read_log_format(env) == expected
