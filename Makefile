@@ -55,8 +55,8 @@ help:
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
 # The project itself is installed editable (console script `shelver`), without build isolation:
-# its build needs only setuptools and wheel, both already in the venv (wheel is pinned in dev.txt).
-$(STAMPS)/venv: requirements/app.txt requirements/dev.txt pyproject.toml \
+# its build needs only setuptools and wheel, both already in the venv (wheel is pinned in build.txt).
+$(STAMPS)/venv: requirements/app.txt requirements/build.txt requirements/dev.txt pyproject.toml \
 		$(call rebuild_if_missing,$(VENV)/bin/python) $(call rebuild_if_missing,$(VENV)/bin/shelver)
 	@mkdir -p $(STAMPS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
