@@ -1,5 +1,6 @@
 """serverless.yml for real AWS: the template `osls package --stage prod` makes passes AWS's
-CloudFormation linter, and its consumer policy grants exactly what Shelver uses."""
+CloudFormation linter, its consumer policy grants exactly what Shelver uses, and its operator
+policy exactly what the `shelver` command uses."""
 
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ LEAST_PRIVILEGE: frozenset[Grant] = frozenset(
     + [(f"${{{bucket}.Arn}}/*", f"s3:{action}") for bucket in ("ScifiBucket", "RomanceBucket")
        for action in ("PutObject", "GetObject")]
 )
+# What workers/cli needs beyond that: dlq stats/peek (receive, then visibility 0), redrive (a move
+# task receives from and deletes on its source, sends to the input queue), check (the queue, its
+# RedrivePolicy, a probe object under .shelver-check/ put and deleted), send.
+OPERATOR_PRIVILEGE: frozenset[Grant] = frozenset(
+    [("InputQueueDLQ.Arn", f"sqs:{action}") for action in (
+        "GetQueueUrl", "GetQueueAttributes", "ReceiveMessage", "ChangeMessageVisibility",
+        "DeleteMessage", "StartMessageMoveTask", "ListMessageMoveTasks", "CancelMessageMoveTask")]
+    + [("InputQueue.Arn", f"sqs:{action}") for action in (
+        "GetQueueUrl", "GetQueueAttributes", "SendMessage")]
+    + [(f"${{{bucket}.Arn}}/.shelver-check/*", f"s3:{action}")
+       for bucket in ("ScifiBucket", "RomanceBucket") for action in ("PutObject", "DeleteObject")]
+)
+POLICIES = {"ConsumerPolicy": LEAST_PRIVILEGE, "OperatorPolicy": OPERATOR_PRIVILEGE}
 
 
 @pytest.fixture(scope="module")
@@ -88,24 +102,27 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def consumer_grants(template: Template) -> set[Grant]:
-    """(resource, action) pairs the consumer policy allows; anything but a plain Allow of
-    listed actions on listed resources (Deny, NotAction, Condition...) is refused."""
-    policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
-    assert len(policies) == 1, "one managed policy, the consumers'"
-    grants = set()
-    for statement in policies[0]["Properties"]["PolicyDocument"]["Statement"]:
+def grants(template: Template, policy: str = "ConsumerPolicy") -> set[Grant]:
+    """(resource, action) pairs a managed policy allows; anything but a plain Allow of listed
+    actions on listed resources (Deny, NotAction, Condition...) is refused."""
+    policies = {name for name, r in template["Resources"].items()
+                if r["Type"] == "AWS::IAM::ManagedPolicy"}
+    assert policies == set(POLICIES), "the consumers' and the operators' managed policies"
+    found = set()
+    for statement in template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]:
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
         assert statement["Effect"] == "Allow"
-        grants |= {(_resource_name(resource), action)
-                   for resource in _listed(statement["Resource"])
-                   for action in _listed(statement["Action"])}
-    return grants
+        found |= {(_resource_name(resource), action)
+                  for resource in _listed(statement["Resource"])
+                  for action in _listed(statement["Action"])}
+    return found
 
 
-def test_the_consumer_policy_is_exactly_the_least_privilege_set(template: Template) -> None:
-    assert consumer_grants(template) == LEAST_PRIVILEGE
-    assert template["Outputs"]["ConsumerPolicyArn"]["Value"] == {"Ref": "ConsumerPolicy"}
+@pytest.mark.parametrize(("policy", "expected"), POLICIES.items())
+def test_each_policy_is_exactly_its_least_privilege_set(template: Template, policy: str,
+                                                        expected: frozenset[Grant]) -> None:
+    assert grants(template, policy) == expected
+    assert template["Outputs"][f"{policy}Arn"]["Value"] == {"Ref": policy}
 
 
 def _with_statement(template: Template, statement: dict[str, Any]) -> Template:
@@ -118,13 +135,13 @@ def _with_statement(template: Template, statement: dict[str, Any]) -> Template:
 def test_the_policy_check_catches_a_wider_grant(template: Template) -> None:
     extra = _with_statement(template, {"Effect": "Allow", "Action": "sqs:PurgeQueue",
                                        "Resource": {"Fn::GetAtt": ["InputQueue", "Arn"]}})
-    assert consumer_grants(extra) - LEAST_PRIVILEGE == {("InputQueue.Arn", "sqs:PurgeQueue")}
+    assert grants(extra) - LEAST_PRIVILEGE == {("InputQueue.Arn", "sqs:PurgeQueue")}
     wildcard = _with_statement(template, {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
-    assert consumer_grants(wildcard) != LEAST_PRIVILEGE
+    assert grants(wildcard) != LEAST_PRIVILEGE
     conditional = _with_statement(template, {"Effect": "Allow", "Action": "s3:GetObject",
                                              "Resource": "*", "Condition": {}})
     with pytest.raises(AssertionError):
-        consumer_grants(conditional)
+        grants(conditional)
 
 
 def genre_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -136,7 +153,7 @@ def genre_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
 def test_every_genre_bucket_is_in_the_policy_private_and_encrypted(template: Template) -> None:
     buckets = dict(genre_buckets(template))
     assert sorted(buckets) == ["RomanceBucket", "ScifiBucket"]
-    granted = {resource for resource, _ in consumer_grants(template)}
+    granted = {resource for resource, _ in grants(template)}
     for name, properties in buckets.items():
         assert f"${{{name}.Arn}}/*" in granted
         assert properties["PublicAccessBlockConfiguration"] == {
