@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
+from workers.processing import failure_fields
 from workers.transport import SqsTransport
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class QueueDepthSampler:
         try:
             visible, in_flight = self.transport.depth()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not sample queue depth: %s", self.slot, exc)
+            log.warning("consumer %d could not sample queue depth: %s", self.slot, exc,
+                        extra=failure_fields(exc))
             return
         metrics.QUEUE_MESSAGES.labels(state="visible").set(visible)
         metrics.QUEUE_MESSAGES.labels(state="in_flight").set(in_flight)

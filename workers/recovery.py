@@ -89,7 +89,8 @@ def recover(
             for message_id, count in crashes.record(in_processing).items():
                 log.warning("message %s was in processing when its consumer died (%d time(s) "
                             "so far; dead-lettered at %d)", message_id, count,
-                            crashes.dead_letter_after)
+                            crashes.dead_letter_after,
+                            extra={"message_id": message_id, "reason": "crashed_consumer"})
         if record.queue_url != transport.queue.url:
             log.warning("not handing back %d message(s) of %s: this consumer reads %s",
                         len(record.entries), record.queue_url, transport.queue.url)
