@@ -26,11 +26,16 @@ messages back (`workers.recovery`):
 
 Files are named by a token the pool gives each consumer, not by pid: pids start again at 1 in the
 new pid namespace of a restarted container, and a new consumer could be given a dead one's pid.
+A consumer holds an exclusive `flock` on its held file for as long as it lives (the kernel drops
+it when the process dies, however it dies): `owner_alive` tells a dead consumer's files from a
+live one's without trusting pids or the pool's bookkeeping, so nothing can hand back messages a
+live consumer holds, not even an instance started by mistake on the same state dir.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -107,6 +112,7 @@ class HeldFile:
     def __init__(self, directory: Path, token: str, queue_url: str) -> None:
         self.path = held_path(directory, token)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the process ends
         self._size = 0
         self._queue_url = queue_url
         self.empty = True
@@ -122,6 +128,21 @@ class HeldFile:
             os.ftruncate(self._fd, len(data))
         self._size = len(data)
         self.empty = not rows
+
+
+def owner_alive(directory: Path, token: str) -> bool:
+    """True while the consumer that wrote this held file lives (it holds the file's lock)."""
+    try:
+        fd = os.open(held_path(directory, token), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases our lock, if we got it
+    return False
 
 
 def read_held(path: Path) -> HeldRecord:

@@ -229,6 +229,9 @@ class ConsumerPool:
         live = [r.process for r in self._retiring]
         live += [s.process for s in self._slots if s.process is not None]
         taken = {p.token for p in live} | {t for p in live for t in p.predecessors}
+        # Whether their owner is really dead (`owner_alive`) is left to the consumer: the
+        # lock test holds a descriptor for a moment, which an HTTP worker forked meanwhile
+        # would inherit, lock and all.
         return tuple(sorted(tokens(recovery_dir(self.settings.state_dir)) - taken))
 
     def reap_consumers(self) -> None:

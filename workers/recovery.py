@@ -7,7 +7,8 @@ call they had in progress can no longer be answered (`receive_wait`: SQS answers
 whose client died, and what it hands out then stays invisible for the visibility timeout; at most
 `WAIT_TIME_SECONDS`, usually nothing). Then, for each, it:
 
-1. claims the files: reads the held file and unlinks it. Only one unlink succeeds, so two
+1. checks that its owner is dead (`owner_alive`: the lock a live consumer holds on its file),
+   then claims the files: reads the held file and unlinks it. Only one unlink succeeds, so two
    consumers handed the same token never both act on it; and the file is gone before any
    message is released, so a consumer dying half-way can never make a later one release the
    same receipt handles again, after someone else has received those messages;
@@ -45,6 +46,7 @@ from workers.held_state import (
     HeldRecord,
     TornFile,
     held_path,
+    owner_alive,
     processing_path,
     read_held,
     read_processing,
@@ -78,6 +80,9 @@ def recover(
     """Hand back what these dead consumers held; return how many messages were released."""
     released = 0
     for token in predecessors:
+        if owner_alive(directory, token):
+            log.warning("consumer %s is alive: not handing back what it holds", token)
+            continue
         held = held_path(directory, token)
         processing = processing_path(directory, token)
         in_processing = read_processing(processing).in_processing

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from workers.held_state import ConsumerRecord
 from workers.transport import Message
 
 
@@ -31,3 +33,10 @@ class FakeTransport:
 def msg(name: str, group: str = "g") -> Message:
     """A message whose receipt handle is `name`."""
     return Message(f"id-{name}", name, "{}", group, 1)
+
+
+def die(record: ConsumerRecord) -> None:
+    """What the kernel does to a consumer's files when its process dies, however it dies: its
+    descriptors close, and the lock on its held file goes with them."""
+    os.close(record.held._fd)
+    os.close(record.processing._fd)

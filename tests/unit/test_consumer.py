@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fakes import die
 from workers.consumer import Consumer, ConsumerSpec
 from workers.held_state import ConsumerRecord, recovery_dir, tokens
 from workers.inflight import HeldMessages
@@ -123,6 +124,7 @@ def successor(tmp_path: Path, transport: _PollingTransport, poll_seconds: float)
     dead = ConsumerRecord(directory, "dead", transport.queue.url, threads=1)
     dead.held.write([(Message("m-0", "rh-0", "", "g", 1), time.time() + 300)])
     dead.processing.receiving(poll_seconds).__enter__()  # died in it: never left
+    die(dead)
     consumer = Consumer(ConsumerSpec(slot=0, restarts=1, settings=Settings(state_dir=str(tmp_path)),
                                      parent_pid=os.getppid(), token="new",
                                      predecessors=("dead",)))

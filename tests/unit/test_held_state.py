@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fakes import msg
+from tests.support.fakes import die, msg
 from workers.held_state import (
     SLOT_BYTES,
     Activity,
@@ -18,6 +18,7 @@ from workers.held_state import (
     ProcessingSlots,
     TornFile,
     held_path,
+    owner_alive,
     processing_path,
     read_held,
     read_processing,
@@ -166,3 +167,14 @@ def test_a_close_keeps_what_is_still_held(tmp_path: Path) -> None:
     assert tokens(tmp_path) == {"tok"}
     assert read_held(record.held.path).entries == [HeldEntry("id-a", "g", "a", 5.0)]
     assert read_processing(record.processing.path) == Activity()  # no crash to count
+
+
+def test_a_consumer_is_alive_while_its_process_holds_its_held_file(tmp_path: Path) -> None:
+    record = ConsumerRecord(tmp_path, "tok", QUEUE, threads=1)
+    assert owner_alive(tmp_path, "tok")
+    assert owner_alive(tmp_path, "tok")  # asking does not take the lock away
+
+    die(record)
+
+    assert not owner_alive(tmp_path, "tok")
+    assert not owner_alive(tmp_path, "never-existed")

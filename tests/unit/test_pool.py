@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 
+from tests.support.fakes import die
 from workers.held_state import ConsumerRecord, processing_path, recovery_dir, tokens
 from workers.pool import ConsumerPool, ConsumerProcess, _Retiring, _Slot
 from workers.settings import Settings
@@ -29,10 +30,13 @@ class FakeProcess:
         self.closed.append(True)
 
 
-def leave_files(state_dir: Path, *names: str) -> None:
+def leave_files(state_dir: Path, *names: str, alive: bool = False) -> None:
+    """Files of consumers that died processing a message (or, `alive`, that still live)."""
     for token in names:
         record = ConsumerRecord(recovery_dir(state_dir), token, "https://sqs.example/q.fifo", 1)
         record.processing.begin("m-1")
+        if not alive:
+            die(record)
 
 
 @pytest.fixture
@@ -49,7 +53,8 @@ def test_files_without_a_live_consumer_are_orphans(pool: ConsumerPool, tmp_path:
 
 def test_live_consumers_and_what_they_recover_are_not_orphans(pool: ConsumerPool,
                                                                tmp_path: Path) -> None:
-    leave_files(tmp_path, "alive", "being-recovered", "retiring", "dead")
+    leave_files(tmp_path, "being-recovered", "dead")
+    leave_files(tmp_path, "alive", "retiring", alive=True)
     alive = FakeProcess("alive", predecessors=("being-recovered",))
     pool._slots = [_Slot(0, process=cast(ConsumerProcess, alive)), _Slot(1)]
     pool._retiring = [_Retiring(cast(ConsumerProcess, FakeProcess("retiring")), kill_at=0.0)]

@@ -3,6 +3,8 @@ what may have been received by someone else does not; each dead consumer is reco
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,12 +15,14 @@ import boto3
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.support.fakes import die
 from workers.crashes import CrashRegistry
 from workers.held_state import (
     ConsumerRecord,
     HeldEntry,
     ProcessingSlots,
     held_path,
+    owner_alive,
     processing_path,
     tokens,
 )
@@ -55,11 +59,16 @@ class Fixture:
         return received
 
     def dead_consumer(self, token: str, messages: Sequence[Message],
-                      wall: Callable[[], float] = time.time) -> ConsumerRecord:
-        """A consumer's files as it leaves them when it dies holding `messages`."""
+                      wall: Callable[[], float] = time.time,
+                      in_processing: str | None = None) -> ConsumerRecord:
+        """A consumer's files as it leaves them when it dies holding `messages`, processing
+        `in_processing`."""
         record = ConsumerRecord(self.directory, token, self.transport.queue.url, threads=2)
         held = HeldMessages(self.transport, VISIBILITY, 3600, record=record, wall=wall)
         held.hold(messages, time.monotonic())
+        if in_processing is not None:
+            record.processing.begin(in_processing)
+        die(record)
         return record
 
     def recover(self, *tokens: str) -> int:
@@ -113,6 +122,7 @@ def test_messages_whose_visibility_may_have_run_out_are_left_alone(fx: Fixture) 
     now = time.time()
     record.held.write([(messages["old"], now + RECOVERY_MARGIN_SECONDS - 1),
                        (messages["fresh"], now + VISIBILITY)])
+    die(record)
 
     assert fx.recover("dead") == 1
 
@@ -133,8 +143,7 @@ def test_messages_deleted_before_the_death_are_no_error(fx: Fixture) -> None:
 def test_messages_in_processing_are_counted_as_crashed(fx: Fixture) -> None:
     fx.send([("g1", "a1"), ("g2", "b1")])
     held = fx.receive()
-    record = fx.dead_consumer("dead", held)
-    record.processing.begin(held[0].message_id)
+    fx.dead_consumer("dead", held, in_processing=held[0].message_id)
 
     fx.recover("dead")
 
@@ -144,7 +153,7 @@ def test_messages_in_processing_are_counted_as_crashed(fx: Fixture) -> None:
 
 
 def test_a_consumer_that_held_nothing_only_leaves_files_to_remove(fx: Fixture) -> None:
-    ProcessingSlots(fx.directory, "early", threads=2)  # died before its held file existed
+    os.close(os.open(processing_path(fx.directory, "early"), os.O_CREAT | os.O_WRONLY))
 
     assert fx.recover("early") == 0
 
@@ -155,8 +164,7 @@ def test_a_held_file_torn_by_the_death_hands_nothing_back_but_still_counts(
         fx: Fixture) -> None:
     fx.send([("g1", "a1")])
     held = fx.receive()
-    record = fx.dead_consumer("dead", held)
-    record.processing.begin(held[0].message_id)
+    fx.dead_consumer("dead", held, in_processing=held[0].message_id)
     path = held_path(fx.directory, "dead")
     path.write_bytes(path.read_bytes()[:-5])
 
@@ -172,6 +180,7 @@ def test_messages_of_another_queue_are_not_handed_back_here(fx: Fixture) -> None
     held = fx.receive()
     record = ConsumerRecord(fx.directory, "dead", "https://sqs.example/other.fifo", threads=1)
     record.held.write([(held[0], time.time() + VISIBILITY)])
+    die(record)
 
     assert fx.recover("dead") == 0
 
@@ -222,6 +231,7 @@ def test_recovery_works_with_what_the_keeper_wrote(fx: Fixture) -> None:
     held.hold(fx.receive(), clock[0])
     clock[0] += VISIBILITY - 10
     assert held.extend_due() == 1
+    die(record)
     # The wall clock reads 50 s later than it did at the receive.
     late = time.time() + VISIBILITY - 10
 
@@ -237,8 +247,40 @@ def test_a_message_given_back_before_the_death_is_not_released_again(fx: Fixture
     held = HeldMessages(fx.transport, VISIBILITY, 3600, record=record)
     held.hold(list(messages.values()), time.monotonic())
     held.give_back([(messages["backoff"], 30)])  # a retry backoff: invisible for 30 s
+    die(record)
 
     assert fx.recover("dead") == 1
 
     assert [m.body for m in fx.receive()] == ["kept"]
 
+
+
+def _hold_until_killed(directory: str, url: str, ready: Any) -> None:
+    """A consumer's files, as a live consumer process keeps them."""
+    record = ConsumerRecord(Path(directory), "alive", url, threads=1)
+    record.held.write([(Message("m-0", "rh-0", "", "g", 1), time.time() + VISIBILITY)])
+    ready.set()
+    time.sleep(600)
+
+
+def test_a_live_consumer_s_messages_are_never_handed_back(fx: Fixture) -> None:
+    # Even if it is named by mistake (another instance on the same state dir, say): a live
+    # consumer holds the lock on its held file until its process ends, however it ends.
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    owner = context.Process(target=_hold_until_killed,
+                            args=(str(fx.directory), fx.transport.queue.url, ready))
+    owner.start()
+    try:
+        assert ready.wait(60)
+        assert owner_alive(fx.directory, "alive")
+
+        assert fx.recover("alive") == 0
+        assert tokens(fx.directory) == {"alive"}  # nothing claimed, nothing removed
+    finally:
+        owner.kill()
+        owner.join(30)
+
+    assert not owner_alive(fx.directory, "alive")
+    assert fx.recover("alive") == 0  # rh-0 is no real handle: nothing to release, but claimed
+    assert tokens(fx.directory) == set()
