@@ -7,19 +7,23 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 
-def _registry() -> CollectorRegistry:
+def _registry(extra: tuple[Collector, ...]) -> CollectorRegistry:
     # A fresh registry per call: the files change between scrapes, and the default registry
     # would also report this HTTP worker's own (per-process) collectors.
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    for collector in extra:
+        registry.register(collector)
     return registry
 
 
-def render_metrics() -> tuple[bytes, str]:
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+def render_metrics(*extra: Collector) -> tuple[bytes, str]:
+    """Every process's metrics, plus the `extra` collectors' (series made at scrape time)."""
+    return generate_latest(_registry(extra)), CONTENT_TYPE_LATEST
 
 
 def counter_totals(names: tuple[str, ...]) -> dict[str, float]:

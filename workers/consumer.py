@@ -201,6 +201,8 @@ class Consumer:
                 continue
             metrics.RECEIVE_CALLS.labels(result="messages").inc()
             metrics.MESSAGES_RECEIVED.inc(len(messages))
+            for message in messages:
+                metrics.observe_since_sent(metrics.MESSAGE_AGE_SECONDS, message.sent_at, now)
             self._held.hold(messages, received_at)
             if stopping():
                 self._settle([Result(m, Outcome.RELEASED, "shutdown") for m in messages])
