@@ -4,6 +4,7 @@ on loopback, evaluates the project's rule files, and answers PromQL over its HTT
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -14,15 +15,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from scripts.emulator import free_port
 from tests.support.aws import wait_until
+from workers import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = (REPO / "deploy" / "prometheus" / "shelver.rules.yml",)
 JOB = "shelver"
 # Scraped and evaluated every second: rate() over a few seconds has samples to work with.
 SCRAPE_SECONDS = 1
+# Series Shelver makes at scrape time (service/status_metrics.py), and Prometheus's own.
+SCRAPE_TIME_SERIES = frozenset({"shelver_build_info", "shelver_consumer_failing", "up"})
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
 def ensure_installed(binary: str) -> str:
@@ -38,6 +45,38 @@ def ensure_installed(binary: str) -> str:
 
 
 Series = list[tuple[float, float]]  # (Unix time, value)
+
+
+# -- names: what a query or a rule may select ------------------------------------------------------
+def exposed_series() -> set[str]:
+    """Every series name Shelver's /metrics can show (and `up`)."""
+    names = set(SCRAPE_TIME_SERIES)
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
+    return names
+
+
+def rules(kind: str) -> list[dict[str, Any]]:
+    """The rules of RULE_FILES that are `record` or `alert` rules."""
+    return [rule for path in RULE_FILES
+            for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if kind in rule]
+
+
+def recorded_series() -> set[str]:
+    return {rule["record"] for rule in rules("record")}
+
+
+def series_named(expr: str) -> set[str]:
+    """The series names a PromQL expression selects (not its functions, labels or strings)."""
+    bare = re.sub(r'"[^"]*"', "", expr)  # strings
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", bare)  # label matchers, ranges
+    bare = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
+    words = set(re.findall(r"[a-zA-Z_:][\w:]*", bare))
+    functions = set(re.findall(r"([a-zA-Z_]\w*)\s*\(", bare))
+    return words - functions - {"and", "or", "unless", "offset", "bool"}
 
 
 @dataclass

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.prometheus import RULE_FILES, ensure_installed
+from tests.support.prometheus import (
+    RULE_FILES,
+    ensure_installed,
+    exposed_series,
+    recorded_series,
+    rules,
+    series_named,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_TEST = REPO / "tests" / "prometheus" / "shelver.rules.test.yml"
@@ -26,10 +33,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def alerts() -> dict[str, dict[str, Any]]:
-    return {rule["alert"]: rule
-            for path in RULE_FILES
-            for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"] if "alert" in rule}
+    return {rule["alert"]: rule for rule in rules("alert")}
 
 
 def test_the_rule_files_pass_promtool_check():
@@ -41,6 +45,14 @@ def test_the_rules_pass_their_promtool_unit_tests():
     result = promtool("test", "rules", str(RULES_TEST))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_every_rule_reads_series_that_exist():
+    """promtool's unit tests feed the rules the names they use: a misspelt metric passes them."""
+    known = exposed_series() | recorded_series()
+    unknown = {rule.get("alert", rule.get("record")): series_named(rule["expr"]) - known
+               for rule in rules("alert") + rules("record")}
+    assert {name: names for name, names in unknown.items() if names} == {}
 
 
 def test_promtool_unit_tests_can_fail(tmp_path: Path):
