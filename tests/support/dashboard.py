@@ -82,7 +82,7 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
 class Answer:
     query: Query
     expr: str  # as sent
-    series: dict[str, Series]
+    series: list[tuple[dict[str, str], Series]]  # (labels, points)
     error: str | None = None
 
     @property
@@ -104,5 +104,5 @@ def run(prometheus: Prometheus, wanted: list[Query], start: float, end: float,
         try:
             answers.append(Answer(query, expr, prometheus.query_range(expr, start, end, step)))
         except ValueError as error:
-            answers.append(Answer(query, expr, {}, str(error)))
+            answers.append(Answer(query, expr, [], str(error)))
     return answers

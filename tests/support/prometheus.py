@@ -153,17 +153,17 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     def query_range(self, expression: str, start: float, end: float, step: float
-                    ) -> dict[str, Series]:
-        """Every series of a range query, by its labels, with only its finite values (Grafana
-        draws NaN and infinities as gaps: they are no data)."""
+                    ) -> list[tuple[dict[str, str], Series]]:
+        """Every series of a range query, (labels, points), with only its finite values
+        (Grafana draws NaN and infinities as gaps: they are no data)."""
         result = self.api("query_range", query=expression, start=f"{start:.3f}",
                           end=f"{end:.3f}", step=f"{step:g}")["result"]
-        found: dict[str, Series] = {}
+        found = []
         for series in result:
             points = [(float(t), float(v)) for t, v in series["values"]
                       if math.isfinite(float(v))]
             if points:
-                found[orjson.dumps(series["metric"], option=orjson.OPT_SORT_KEYS).decode()] = points
+                found.append((dict(series["metric"]), points))
         return found
 
     def wait_for_scrape(self, timeout: float = 60) -> None:

@@ -44,10 +44,14 @@ def _books(prefix: str, count: int, groups: int) -> list[tuple[str, bytes | dict
 
 
 def live_through(aws: Aws, stack: Stack, shelver: Endpoint, s3_proxy: FaultProxy,
-                 prometheus: Prometheus, outage_books: int = 20, books: int = 60) -> Day:
+                 prometheus: Prometheus, outage_books: int = 20, books: int = 60,
+                 quiet_seconds: float = 0) -> Day:
+    """The day, as short as it can be; `quiet_seconds` of idling before, between the outage and
+    the drain, and after it make the graphs of a longer day easier to read (the picture)."""
     prometheus.wait_for_scrape()
     start = time.time()
     query = prometheus.query
+    time.sleep(quiet_seconds)
 
     # S3 refuses every write: whole batches fail, consumers pause and report why.
     s3_proxy.configure(error_rate=1.0)
@@ -55,6 +59,7 @@ def live_through(aws: Aws, stack: Stack, shelver: Endpoint, s3_proxy: FaultProxy
     # Seen in several scrapes, so that a graph of the day shows it whatever its step.
     wait_until(lambda: (query("sum(count_over_time(shelver_consumer_failing[5m]))") or 0) >= 5,
                90, 0.5, "Prometheus to see a consumer failing")
+    time.sleep(quiet_seconds)
     s3_proxy.heal()
 
     # A drain with poison in it, and a consumer killed in the middle of it.
@@ -68,8 +73,11 @@ def live_through(aws: Aws, stack: Stack, shelver: Endpoint, s3_proxy: FaultProxy
 
     total = outage_books + books
     wait_until(lambda: aws.drained(stack.input_url), 180, 0.5, "the input queue to drain")
-    wait_until(lambda: query("sum(shelver_books_stored_total)") == total, 60, 0.5,
+    # Superseded: redeliveries of what the killed consumer wrote but had not deleted yet.
+    finished = "sum(shelver_books_stored_total) + sum(shelver_messages_superseded_total)"
+    wait_until(lambda: (query(finished) or 0) >= total, 60, 0.5,
                f"Prometheus to see {total} books stored")
     wait_until(lambda: query("job:shelver_dead_letter_queue_messages:max") == len(POISON), 60,
                0.5, "the dead letters in the sampled DLQ depth")
+    time.sleep(quiet_seconds)
     return Day(start=start, end=time.time(), books=total, poison=len(POISON))
