@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
 import sys
 import tempfile
@@ -84,12 +85,27 @@ def draw_stat(ax: Axes, panel: dict[str, Any], answers: list[dashboard.Answer]) 
     ax.set_yticks([])
 
 
+def with_gaps(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Times and values with a NaN where steps are missing, so the line breaks there as
+    Grafana's does (no data is not a straight line between two points)."""
+    times: list[float] = []
+    values: list[float] = []
+    for t, v in points:
+        if times and t - times[-1] > 1.5 * STEP_SECONDS:
+            times.append(times[-1] + STEP_SECONDS)
+            values.append(math.nan)
+        times.append(t)
+        values.append(v)
+    return times, values
+
+
 def draw_timeseries(ax: Axes, panel: dict[str, Any], answers: list[dashboard.Answer],
                     start: float) -> None:
     for answer in answers:
         for labels, points in sorted(answer.series, key=lambda s: sorted(s[0].items())):
-            ax.plot([t - start for t, _ in points], [v for _, v in points], linewidth=1.2,
-                    marker="o", markersize=1.5, label=legend(answer.query.legend, labels))
+            times, values = with_gaps(points)
+            ax.plot([t - start for t in times], values, linewidth=1.2, marker="o",
+                    markersize=1.5, label=legend(answer.query.legend, labels))
     unit = panel["fieldConfig"]["defaults"].get("unit", "short")
     ax.set_ylabel({"s": "seconds", "ops": "per second", "reqps": "calls / s"}.get(unit, ""),
                   fontsize=7)

@@ -17,9 +17,11 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app
+from workers import metrics
 from workers.settings import Settings
 from workers.status import ConsumerStatus, PoolSlot, write_consumer_status, write_pool
 
@@ -477,6 +479,20 @@ def test_build_info_names_the_versions_of_shelver_python_and_boto3(client: Flask
         (("boto3", boto3.__version__), ("python", platform.python_version()),
          ("version", project["version"])): 1.0,
     }
+
+
+def test_metric_labels_are_bounded_sets(env: Env, client: FlaskClient) -> None:
+    """Genres, reasons, results, states, slots, versions: never a book id, title or message id,
+    which would make a series per message."""
+    env.pool(os.getpid(), 0)
+    env.consumer(0, os.getpid(), failing="SlowDown")
+    labels = {name for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)
+              for name in value._labelnames}
+    text = client.get("/metrics").get_data(as_text=True)
+    labels |= {name for family in text_string_to_metric_families(text)
+               for sample in family.samples for name in sample.labels}
+
+    assert labels == {"genre", "reason", "result", "state", "slot", "version", "python", "boto3"}
 
 
 @pytest.mark.parametrize(("failing_age", "expected"), [
