@@ -5,7 +5,7 @@
 #
 # Two stages: the build stage makes a venv with exactly requirements/app.txt; the final stage is
 # debian:bookworm-slim (its Python 3.11 is the version the requirements are pinned for) with the
-# interpreter, the venv and the code, and nothing that compiles or fetches.
+# interpreter and the venv (Shelver installed in it), and nothing that compiles or fetches.
 ARG BASE=debian:bookworm-slim
 
 FROM ${BASE} AS build
@@ -13,13 +13,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/shelver/venv
-COPY requirements/app.txt /tmp/app.txt
+COPY requirements/app.txt requirements/build.txt /tmp/
 # The `ca` build secret is only for builders behind a TLS-intercepting proxy (scripts/container.py
 # passes the machine's CA bundle); it never lands in a layer. Only wheels: nothing is compiled.
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
- && /opt/shelver/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/app.txt \
- && /opt/shelver/venv/bin/pip uninstall --yes pip setuptools
+ && /opt/shelver/venv/bin/pip install --no-cache-dir --only-binary=:all: \
+      -r /tmp/app.txt -r /tmp/build.txt
 # botocore carries the models of ~440 AWS services (28 MB, most of the venv). Shelver's clients
 # use s3 and sqs; the credential chain creates sts (web identity: IAM roles for service
 # accounts, assume-role profiles), sso, sso-oidc and signin clients. The image test creates a
@@ -29,11 +29,15 @@ RUN cd /opt/shelver/venv/lib/python3.11/site-packages/botocore/data \
  && for model in */; do \
       case " ${BOTOCORE_SERVICES} " in *" ${model%/} "*) ;; *) rm -r "${model}" ;; esac; \
     done
+# Shelver itself into the venv (the `shelver` command with it), built with the venv's setuptools
+# and the pinned wheel, no index; then the installers go (packaging is wheel's). pip compiles the
+# bytecode: the root filesystem is read-only at run time.
+COPY pyproject.toml /src/
+COPY service /src/service
+COPY workers /src/workers
+RUN /opt/shelver/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation /src \
+ && /opt/shelver/venv/bin/pip uninstall --yes pip setuptools wheel packaging
 COPY gunicorn.conf.py /app/
-COPY service /app/service
-COPY workers /app/workers
-# Bytecode compiled once here (pip did the venv's): the root filesystem is read-only at run time.
-RUN python3 -m compileall -q -j 0 /app
 
 FROM ${BASE}
 RUN apt-get update \

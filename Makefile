@@ -1,6 +1,7 @@
 # Shelver: local development, tests and CI entry points.
 #
-#   make install      service venv (.venv, Python 3.11), LocalStack venv (.venv-localstack, 3.13), node_modules
+#   make install      service venv (.venv, Python 3.11, with the project: .venv/bin/shelver),
+#                     LocalStack venv (.venv-localstack, 3.13), node_modules
 #   make emulator     LocalStack in host mode on 127.0.0.1:$(LOCALSTACK_PORT), left running
 #   make emulator-down  stop it
 #   make infra        deploy serverless.yml (stage local) into it
@@ -15,7 +16,8 @@
 #   make test / lint / clean
 #
 # Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
-# unless a requirements file, package.json or package-lock.json changed or a venv went missing.
+# unless a requirements file, pyproject.toml, package.json or package-lock.json changed or a
+# venv (or .venv/bin/shelver) went missing.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -53,10 +55,14 @@ help:
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
-$(STAMPS)/venv: requirements/app.txt requirements/dev.txt $(call rebuild_if_missing,$(VENV)/bin/python)
+# The project itself is installed editable (console script `shelver`), without build isolation:
+# its build needs only setuptools and wheel, both already in the venv (wheel is pinned in build.txt).
+$(STAMPS)/venv: requirements/app.txt requirements/build.txt requirements/dev.txt pyproject.toml \
+		$(call rebuild_if_missing,$(VENV)/bin/python) $(call rebuild_if_missing,$(VENV)/bin/shelver)
 	@mkdir -p $(STAMPS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -r requirements/dev.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(STAMPS)/venv-localstack: requirements/localstack.txt $(call rebuild_if_missing,$(VENV_LS)/bin/python)
@@ -93,7 +99,7 @@ run: install
 	LOCALSTACK_PORT=$(LOCALSTACK_PORT) BIND=$(BIND) scripts/run-local.sh
 
 send: $(STAMPS)/venv
-	$(AWS_ENV) $(VENV)/bin/python -m workers.producer --count $(COUNT) --genres $(GENRES)
+	$(AWS_ENV) $(VENV)/bin/shelver send --count $(COUNT) --genres $(GENRES)
 
 # Standard library only: no venv needed. Where no registry answers, the base image is made with
 # debootstrap (scripts/container.py); docs/deploy.md.

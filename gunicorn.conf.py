@@ -42,8 +42,8 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from workers.pool import ConsumerPool  # noqa: E402
-from workers.settings import ConfigError, Settings  # noqa: E402
+from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
+from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
 wsgi_app = "service:create_app()"
 bind = os.environ.get("BIND", "127.0.0.1:8000")
@@ -51,11 +51,17 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
-graceful_timeout = 10
+# Part of the stop deadline the orchestrator must allow: see workers.pool.stop_deadline.
+graceful_timeout = HTTP_GRACEFUL_TIMEOUT_SECONDS
 timeout = 30
 accesslog = os.environ.get("ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = "shelver"
+# LOG_FORMAT=json: the master's, the HTTP workers' and the access log's lines as JSON; text stays
+# gunicorn's own logger. Read before the settings are validated (on_starting): a bad value logs
+# as text until it stops start-up there.
+if read_log_format() == "json":
+    logger_class = "workers.gunicorn_logs.JsonLogger"
 # Workers' heartbeat files: in memory where /dev/shm is there (containers, where /tmp may be a
 # disk-backed emptyDir and a read-only root leaves nothing else); else the default temp dir.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -65,16 +71,21 @@ control_socket_disable = True
 EXIT_CONFIG = 3
 
 
-def _load_settings() -> Settings:
+def _load_settings(server: Any) -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        print(f"shelver: configuration error: {exc}", file=sys.stderr)
+        message = f"shelver: configuration error: {exc}"
+        if read_log_format() == "json":
+            server.log.error(message)  # one JSON line, like every other
+        else:
+            print(message, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 
 
 def on_starting(server: Any) -> None:
-    settings = _load_settings()
+    settings = _load_settings(server)
+    server.shelver_settings = settings
     server.shelver_pool = ConsumerPool(settings, server.log)
     server.shelver_pool.start()
 
@@ -83,6 +94,12 @@ def post_fork(server: Any, worker: Any) -> None:
     # This HTTP worker inherited the master's list of multiprocessing children (the consumers);
     # left there, its exit handler would SIGTERM and try to join them.
     multiprocessing.process._children.clear()  # type: ignore[attr-defined]
+    # Serve with the settings the consumers run with. Read again in the worker, a configuration
+    # file broken since the last good load would stop the worker from booting, and gunicorn
+    # halts when a worker cannot boot. Imported here: the master need not import Flask.
+    from service.app import use_settings
+
+    use_settings(server.shelver_settings)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -95,6 +112,7 @@ def on_reload(server: Any) -> None:
     except ConfigError as exc:
         server.log.error("shelver: configuration error, keeping the running consumers: %s", exc)
         return
+    server.shelver_settings = settings
     server.shelver_pool.reload(settings)
 
 

@@ -133,7 +133,7 @@ class Percentiles:
 
 
 @dataclass
-class _Background:
+class Background:
     """Runs `_run` in a daemon thread from `start` until `stop`."""
 
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -154,7 +154,7 @@ class _Background:
 
 
 @dataclass
-class HealthProbe(_Background):
+class HealthProbe(Background):
     """GETs `url` every HEALTH_PROBE_SECONDS; keeps (start, seconds, status) of each request."""
 
     url: str
@@ -182,7 +182,7 @@ class HealthProbe(_Background):
 
 
 @dataclass
-class VisibilityPoller(_Background):
+class VisibilityPoller(Background):
     """Finds when objects appear: HEADs every outstanding key every VISIBILITY_POLL_SECONDS.
 
     An object is taken as visible at the start of the first HEAD that finds it; the previous HEAD

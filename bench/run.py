@@ -64,20 +64,15 @@ from bench.workload import check, list_etags, make_workload
 from scripts.emulator import FAKE_AWS_ENV, LocalStack, deploy, free_port, health
 from tests.support.aws import Aws, Stack
 from tests.support.shelver import Shelver
-from workers.settings import Settings
+from workers.settings import Settings, is_read
 from workers.status import read_pool
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 120.0
 START_POLL_SECONDS = 0.05
-# Shelver reads these; none may leak from the caller's shell into "the default configuration".
-SHELVER_VARIABLES = (
-    "INPUT_QUEUE", "GENRE_BUCKETS", "CONSUMERS", "CONSUMER_THREADS", "WAIT_TIME_SECONDS",
-    "POLL_INTERVAL_SECONDS", "VISIBILITY_CEILING_SECONDS", "RETRY_BACKOFF_BASE_SECONDS",
-    "RETRY_BACKOFF_MAX_SECONDS", "CONSUMER_HEARTBEAT_TIMEOUT_SECONDS",
-    "CONSUMER_STOP_TIMEOUT_SECONDS", "HEALTH_MAX_POLL_AGE_SECONDS", "QUEUE_SAMPLE_SECONDS",
-    "LOG_LEVEL", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "GUNICORN_CMD_ARGS",
-)
+# gunicorn's own variable, beside the ones Shelver reads (workers.settings.is_read): none may
+# leak from the caller's shell into "the default configuration".
+GUNICORN_VARIABLES = ("GUNICORN_CMD_ARGS",)
 
 
 @dataclass(frozen=True)
@@ -357,7 +352,7 @@ def consumers_polling(shelver: Shelver) -> bool:
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("AWS_") and k not in SHELVER_VARIABLES}
+            if not is_read(k) and k not in GUNICORN_VARIABLES}
 
 
 def machine(endpoint: str) -> dict[str, str]:

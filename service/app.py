@@ -23,17 +23,28 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
+# Set in each HTTP worker by gunicorn.conf.py (post_fork), before the app is built.
+_worker_settings: Settings | None = None
+
+
+def use_settings(settings: Settings) -> None:
+    """Make `create_app` use these settings instead of reading them (see gunicorn.conf.py)."""
+    global _worker_settings
+    _worker_settings = settings
+
+
 def _settings() -> Settings:
     settings: Settings = current_app.config["SHELVER_SETTINGS"]
     return settings
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app; `config` may carry SHELVER_SETTINGS (tests), else they come from the env."""
+    """Build the app; `config` may carry SHELVER_SETTINGS (tests), else they are those given to
+    `use_settings`, else they come from the environment."""
     app = Flask("shelver")
     app.config.update(config or {})
     if "SHELVER_SETTINGS" not in app.config:
-        app.config["SHELVER_SETTINGS"] = Settings.from_env()
+        app.config["SHELVER_SETTINGS"] = _worker_settings or Settings.from_env()
 
     @app.route("/", methods=["GET", "POST"])
     def trigger() -> Response:

@@ -104,7 +104,9 @@ class InFlightBatches:
             results = future.result()
         except Exception as exc:  # a bug, not an AWS failure: back off, never drop
             log.exception("consumer %d failed processing group %s", self.slot,
-                          group[0].group_id)
+                          group[0].group_id, extra={"group_id": group[0].group_id,
+                                                    "outcome": Outcome.RETRY.value,
+                                                    "reason": "internal_error"})
             metrics.MESSAGES_RETRIED.labels(reason=type(exc).__name__).inc(len(group))
             results = [Result(m, Outcome.RETRY, "internal_error") for m in group]
         with self._changed:

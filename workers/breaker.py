@@ -45,9 +45,10 @@ class Breaker:
             else:
                 self._pause = min(max(self._pause * 2, 1.0), self.max_pause)
                 self._paused_until = self.clock() + self._pause
-                log.warning("consumer %d: every message of the batch failed, pausing receives "
-                            "for %.0f s", self.slot, self._pause)
                 self._failing = retried[0].reason
+                log.warning("consumer %d: every message of the batch failed, pausing receives "
+                            "for %.0f s", self.slot, self._pause,
+                            extra={"reason": self._failing})
             self.report(self._failing)
 
     def remaining(self) -> float:

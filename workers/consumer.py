@@ -32,10 +32,12 @@ from workers.batches import InFlightBatches, pipelining_limit
 from workers.breaker import Breaker
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
+from workers.logs import log_json_to_stderr
 from workers.processing import (
     BookProcessor,
     Outcome,
     Result,
+    failure_fields,
     failure_reason,
     visibility_changes,
 )
@@ -133,7 +135,8 @@ class Consumer:
                 queue = discover_queue(sqs, self.settings.input_queue)
             except (ClientError, BotoCoreError, OSError) as exc:
                 log.error("consumer %d cannot resolve queue %r, retrying in %.0f s: %s",
-                          self.spec.slot, self.settings.input_queue, delay, exc)
+                          self.spec.slot, self.settings.input_queue, delay, exc,
+                          extra=failure_fields(exc))
                 self._update(state="backoff", last_error=f"queue lookup: {exc}")
                 self._sleep(delay)
                 delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
@@ -183,7 +186,8 @@ class Consumer:
             except (ClientError, BotoCoreError, OSError) as exc:
                 metrics.RECEIVE_CALLS.labels(result="error").inc()
                 log.error("consumer %d receive failed, retrying in %.0f s: %s",
-                          self.spec.slot, error_delay, exc)
+                          self.spec.slot, error_delay, exc,
+                          extra=failure_fields(exc))
                 self._update(state="backoff", last_error=f"receive: {failure_reason(exc)}")
                 self._sleep(error_delay)
                 error_delay = min(error_delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
@@ -239,7 +243,7 @@ class Consumer:
             # Undeleted messages come back after their visibility timeout and are rewritten
             # idempotently; un-released ones just wait out their timeout. Late, never lost.
             log.error("consumer %d could not settle %d message(s): %s", self.spec.slot,
-                      len(results), exc)
+                      len(results), exc, extra=failure_fields(exc))
             self._held.forget([r.message for r in results])
 
     def _finish(self, code: int) -> int:
@@ -254,11 +258,15 @@ def consumer_main(spec: ConsumerSpec) -> None:
     # Our own process group: a Ctrl-C in the terminal goes to gunicorn, which stops us in order,
     # instead of racing the pool's restart logic.
     os.setpgrp()
-    logging.basicConfig(
-        level=spec.settings.log_level,
-        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] consumer-{spec.slot}: %(message)s",
-        stream=sys.stderr,
-    )
+    if spec.settings.log_format == "json":
+        log_json_to_stderr(spec.settings.log_level, slot=spec.slot)
+    else:
+        logging.basicConfig(
+            level=spec.settings.log_level,
+            format=(f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] consumer-{spec.slot}: "
+                    "%(message)s"),
+            stream=sys.stderr,
+        )
     # botocore announces where it found credentials and endpoints at INFO, per client.
     logging.getLogger("botocore").setLevel(logging.WARNING)
     consumer = Consumer(spec)

@@ -21,6 +21,7 @@ from typing import NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 
 from workers.inflight import HeldMessages
+from workers.processing import failure_fields
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class Keeper:
         try:
             held.extend_due()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not extend visibility: %s", self.slot, exc)
+            log.warning("consumer %d could not extend visibility: %s", self.slot, exc,
+                        extra=failure_fields(exc))
 
     def watch_parent(self) -> None:
         if self.parent() == self.parent_pid:

@@ -25,6 +25,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -42,13 +43,43 @@ QUICK_CRASH_SECONDS = 10.0
 MAX_RESPAWN_DELAY = 60.0
 # Extra time given to consumers past their own stop deadline before they are killed.
 KILL_GRACE_SECONDS = 5.0
+# gunicorn's graceful_timeout (gunicorn.conf.py reads it): how long a stop waits for the HTTP
+# workers before the consumers are even told to stop. An int, as gunicorn requires.
+HTTP_GRACEFUL_TIMEOUT_SECONDS = 10
 _TICK = 0.5
+# In a stop, beyond the two timeouts: the pool thread noticing (one tick), reaping (0.1 s
+# polls, gunicorn's and the pool's) and the interpreters' exit. Measured worst case, an HTTP
+# worker and a consumer both frozen: 0.4 s past the timeouts (bench/footprint.py).
+STOP_OVERHEAD_SECONDS = 2.0
+
+
+def consumer_kill_deadline(settings: Settings) -> float:
+    """Seconds from TERM to KILL for a retiring consumer: a long poll it may still be in, its
+    own time to finish what it holds (CONSUMER_STOP_TIMEOUT_SECONDS), then KILL_GRACE_SECONDS."""
+    return settings.wait_time_seconds + settings.stop_timeout_seconds + KILL_GRACE_SECONDS
+
+
+def stop_deadline(settings: Settings) -> float:
+    """Longest a SIGTERM to the gunicorn master can take until everything has exited.
+
+    gunicorn's arbiter (halt -> stop) first waits up to its graceful_timeout for the HTTP
+    workers (then KILLs them), and only then runs the on_exit hook, which stops the pool: the
+    pool thread notices within one tick and TERMs every consumer, KILLing any still running
+    after consumer_kill_deadline. An orchestrator's grace period (Kubernetes'
+    terminationGracePeriodSeconds) must exceed this, or it SIGKILLs a stop in progress."""
+    return (HTTP_GRACEFUL_TIMEOUT_SECONDS + consumer_kill_deadline(settings)
+            + STOP_OVERHEAD_SECONDS)
 
 
 class Logger(Protocol):
-    def info(self, msg: str, *args: object) -> None: ...
-    def warning(self, msg: str, *args: object) -> None: ...
-    def error(self, msg: str, *args: object) -> None: ...
+    """gunicorn's logger (`server.log`); `extra` takes the structured fields of `workers.logs`."""
+
+    def info(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+             ) -> None: ...
+    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+                ) -> None: ...
+    def error(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+              ) -> None: ...
 
 
 class ConsumerProcess:
@@ -176,7 +207,8 @@ class ConsumerPool:
         slot.process = ConsumerProcess(process)
         slot.started_at = time.monotonic()
         slot.started_wall = time.time()
-        self.log.info("consumer %d started (pid %s)", slot.index, process.pid)
+        self.log.info("consumer %d started (pid %s)", slot.index, process.pid,
+                      extra={"slot": slot.index})
 
     def reap_consumers(self) -> None:
         for slot in self._slots:
@@ -196,7 +228,8 @@ class ConsumerPool:
             slot.murdered = False
             metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
             self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
-                           slot.index, process.pid, reason, lived, delay)
+                           slot.index, process.pid, reason, lived, delay,
+                           extra={"slot": slot.index, "reason": reason})
         for retiring in list(self._retiring):
             if retiring.process.is_dead():
                 self._forget(retiring.process)
@@ -215,7 +248,8 @@ class ConsumerPool:
             last_beat = max(status.heartbeat_at if status else 0.0, slot.started_wall)
             if not slot.murdered and now - last_beat > self.settings.heartbeat_timeout_seconds:
                 self.log.error("consumer %d (pid %s) has not beaten for %.0f s: killing it",
-                               slot.index, process.pid, now - last_beat)
+                               slot.index, process.pid, now - last_beat,
+                               extra={"slot": slot.index, "reason": "heartbeat"})
                 slot.murdered = True
                 self.kill(process)
 
@@ -233,8 +267,8 @@ class ConsumerPool:
 
     def retire(self, process: ConsumerProcess) -> None:
         self.terminate(process)
-        deadline = self.settings.wait_time_seconds + self.settings.stop_timeout_seconds
-        self._retiring.append(_Retiring(process, time.monotonic() + deadline + KILL_GRACE_SECONDS))
+        kill_at = time.monotonic() + consumer_kill_deadline(self.settings)
+        self._retiring.append(_Retiring(process, kill_at))
 
     def stop_consumers(self) -> None:
         """TERM every consumer, wait up to the deadline, then KILL the stragglers."""

@@ -50,6 +50,17 @@ def failure_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# Structured log fields (`extra=`, see `workers.logs`).
+def failure_fields(exc: BaseException) -> dict[str, str]:
+    return {"reason": failure_reason(exc), "error": str(exc)}
+
+
+def message_fields(message: Message, outcome: Outcome) -> dict[str, str]:
+    """What became of a message."""
+    return {"message_id": message.message_id, "group_id": message.group_id,
+            "outcome": outcome.value}
+
+
 class BookProcessor:
     def __init__(
         self,
@@ -99,32 +110,41 @@ class BookProcessor:
                 stored = self._store.store(
                     book, Origin(message.message_id, message.group_id, message.sequence))
         except KeyConflict as conflict:
-            return self._reject(message, InvalidBook("key_conflict", str(conflict)))
+            return self._reject(message, InvalidBook("key_conflict", str(conflict)), book.id)
         except (ClientError, BotoCoreError, OSError, WriteContention) as exc:
             reason = failure_reason(exc)
             log.warning("book %r (message %s) not stored, will retry: %s",
-                        book.id, message.message_id, exc)
+                        book.id, message.message_id, exc,
+                        extra={**message_fields(message, Outcome.RETRY), **failure_fields(exc),
+                               "book_id": book.id, "bucket": book.bucket})
             metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
             return Result(message, Outcome.RETRY, reason)
+        # reason: how the book was written (created, replaced, superseded: not written).
+        fields = {**message_fields(message, Outcome.STORED), "reason": stored.outcome,
+                  "book_id": book.id, "bucket": stored.bucket, "key": stored.key}
         if not stored.written:
             # A redelivery of what a consumer that died before its delete had written already.
             log.info("book %r (message %s) not written: s3://%s/%s holds a later message of "
                      "group %s", book.id, message.message_id, stored.bucket, stored.key,
-                     message.group_id)
+                     message.group_id, extra=fields)
             metrics.MESSAGES_SUPERSEDED.inc()
             return Result(message, Outcome.STORED, "superseded")
         log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
-                  stored.outcome)
+                  stored.outcome, extra=fields)
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()
         metrics.observe_since_sent(metrics.MESSAGE_LAG_SECONDS, message.sent_at, time.time())
         return Result(message, Outcome.STORED)
 
-    def _reject(self, message: Message, invalid: InvalidBook) -> Result:
+    def _reject(self, message: Message, invalid: InvalidBook, book_id: str | None = None
+                ) -> Result:
+        """Dead-letter an invalid message; `book_id` when the book itself could be read."""
+        fields = {"reason": invalid.reason, "detail": invalid.detail, "book_id": book_id}
         if self._transport.queue.dead_letter_url is None:
             # Deleting it would lose it: keep it on the queue, loudly, until an operator acts.
             log.error("message %s is invalid (%s: %s) and the input queue has no dead-letter "
                       "queue; it stays on the queue", message.message_id, invalid.reason,
-                      invalid.detail)
+                      invalid.detail,
+                      extra={**message_fields(message, Outcome.RETRY), **fields})
             metrics.MESSAGES_RETRIED.labels(reason=invalid.reason).inc()
             return Result(message, Outcome.RETRY, invalid.reason)
         try:
@@ -132,11 +152,14 @@ class BookProcessor:
         except (ClientError, BotoCoreError, OSError) as exc:
             reason = failure_reason(exc)
             log.warning("message %s could not be dead-lettered, will retry: %s",
-                        message.message_id, exc)
+                        message.message_id, exc,
+                        extra={**message_fields(message, Outcome.RETRY), **fields,
+                               **failure_fields(exc)})
             metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
             return Result(message, Outcome.RETRY, reason)
         log.error("message %s dead-lettered: %s: %s", message.message_id, invalid.reason,
-                  invalid.detail)
+                  invalid.detail,
+                  extra={**message_fields(message, Outcome.DEAD_LETTERED), **fields})
         metrics.MESSAGES_DEAD_LETTERED.labels(reason=invalid.reason).inc()
         return Result(message, Outcome.DEAD_LETTERED, invalid.reason)
 

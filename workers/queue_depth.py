@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Gauge
 
 from workers import metrics
+from workers.processing import failure_fields
 from workers.transport import SqsTransport
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class QueueDepthSampler:
         try:
             depth = read()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not sample %s queue depth: %s", self.slot, queue, exc)
+            log.warning("consumer %d could not sample %s queue depth: %s", self.slot, queue, exc,
+                        extra=failure_fields(exc))
             return
         if depth is not None:
             visible, in_flight = depth

@@ -1,7 +1,12 @@
-"""Configuration: environment variables only, validated once at start-up.
+"""Configuration: environment variables, and an optional file re-read on every reload.
 
 Every error names the variable and the form it accepts, so a bad deploy stops at start-up with a
 message an operator can act on, never later inside a consumer.
+
+`SHELVER_CONFIG_FILE` names a file of `VARIABLE=VALUE` lines (the settings variables below) whose
+values override the environment's. It exists because a running process's environment cannot be
+changed from outside: gunicorn's SIGHUP reload reads the file again, as a systemd EnvironmentFile
+or a mounted Kubernetes ConfigMap is meant to be used.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from workers.books import parse_genre_buckets
+from workers.logs import LOG_FORMATS, parse_log_format
 
 T = TypeVar("T")
 
 # SQS limits that bound several settings.
 MAX_WAIT_TIME_SECONDS = 20
 MAX_VISIBILITY_SECONDS = 43_200
+
+
+CONFIG_FILE_VARIABLE = "SHELVER_CONFIG_FILE"
 
 
 class ConfigError(ValueError):
@@ -43,15 +52,26 @@ class Settings:
     queue_sample_seconds: float = 15.0
     state_dir: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The environment's settings, overridden by those of SHELVER_CONFIG_FILE if it is set."""
         env = os.environ if env is None else env
+        path = env.get(CONFIG_FILE_VARIABLE, "").strip()
+        from_file = read_config_file(path) if path else {}
         defaults = cls()
-        values = {
-            field_name: _read(env, variable, form, getattr(defaults, field_name))
-            for field_name, (variable, form) in _VARIABLES.items()
-        }
+        values = {}
+        for field_name, (variable, form) in _VARIABLES.items():
+            default = getattr(defaults, field_name)
+            if variable not in from_file:
+                values[field_name] = _parse(variable, env.get(variable), form, default)
+                continue
+            line = from_file[variable]
+            try:
+                values[field_name] = _parse(variable, line.value, form, default)
+            except ConfigError as exc:
+                raise ConfigError(f"{path} line {line.number}: {exc}") from None
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
         _check_region(env)
@@ -91,8 +111,7 @@ class _Form:
     accepted: str
 
 
-def _read(env: Mapping[str, str], name: str, form: _Form, default: T) -> T:
-    raw = env.get(name)
+def _parse(name: str, raw: str | None, form: _Form, default: T) -> T:
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -166,4 +185,84 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
+    "log_format": ("LOG_FORMAT", _Form(parse_log_format, " or ".join(LOG_FORMATS))),
 }
+
+
+@dataclass(frozen=True)
+class _FileLine:
+    value: str
+    number: int
+
+
+def read_config_file(path: str) -> dict[str, _FileLine]:
+    """The variables a SHELVER_CONFIG_FILE sets: `VARIABLE=VALUE` lines, blank lines and `#`
+    comment lines ignored, a value optionally in matching quotes. Only the settings variables
+    are accepted: the others (AWS_*, BIND, SHELVER_STATE_DIR, ...) are read once, at start, from
+    the environment, so a reload could not apply them; a line setting one is an error, as is a
+    variable set twice. Errors name the file and the line."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().split("\n")  # text mode: \r\n and \r are \n already
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}={path!r} cannot be read: {exc}") from None
+    found: dict[str, _FileLine] = {}
+    for number, text in enumerate(lines, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, equals, value = (part.strip() for part in stripped.partition("="))
+        where = f"{path} line {number}"
+        if not equals or not name:
+            raise ConfigError(f"{where}: expected VARIABLE=VALUE, got {stripped!r}")
+        if name not in _FILE_VARIABLES:
+            raise ConfigError(
+                f"{where}: {name} cannot be set in {CONFIG_FILE_VARIABLE} (it accepts "
+                f"{', '.join(_FILE_VARIABLES)}; anything else is read from the environment)")
+        if name in found:
+            raise ConfigError(f"{where}: {name} is already set on line {found[name].number}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        found[name] = _FileLine(value, number)
+    return found
+
+
+_FILE_VARIABLES = tuple(variable for variable, _ in _VARIABLES.values())
+
+
+# Read outside the table above: the configuration file (whose own lines are the table's
+# variables), the two working directories (gunicorn.conf.py creates and empties
+# them; the consumers and the HTTP workers find them there) and gunicorn's own settings.
+PROCESS_VARIABLES = (
+    CONFIG_FILE_VARIABLE,
+    "SHELVER_STATE_DIR",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "BIND",
+    "WEB_CONCURRENCY",
+    "WEB_THREADS",
+    "ACCESS_LOG",
+)
+
+# Every environment variable Shelver reads, the one list to extend when a variable is added (the
+# tests hold the code, README's Configuration table and the Kubernetes manifests to it). The AWS
+# SDK's standard variables (AWS_REGION, AWS_ENDPOINT_URL*, the credentials chain, IRSA's
+# AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE...) are boto3's, see `is_read`.
+ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(
+    [variable for variable, _ in _VARIABLES.values()] + list(PROCESS_VARIABLES))
+AWS_VARIABLE_PREFIX = "AWS_"
+
+
+def is_read(variable: str) -> bool:
+    """True if setting `variable` can change what Shelver does."""
+    return variable in ENVIRONMENT_VARIABLES or variable.startswith(AWS_VARIABLE_PREFIX)
+
+
+def read_log_format(env: Mapping[str, str] | None = None) -> str:
+    """LOG_FORMAT alone, for gunicorn's logger, which is made before the settings are validated;
+    "text" for a bad value, which `Settings.from_env` then reports, stopping start-up."""
+    variable, form = _VARIABLES["log_format"]
+    try:
+        raw = (os.environ if env is None else env).get(variable)
+        return _parse(variable, raw, form, Settings.log_format)
+    except ConfigError:
+        return Settings.log_format

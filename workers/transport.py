@@ -181,6 +181,8 @@ class SqsTransport:
         for entry in response.get("Failed", []):
             message = by_id[entry["Id"]]
             log.warning("SQS could not %s message %s: %s %s", action, message.message_id,
-                        entry.get("Code"), entry.get("Message"))
+                        entry.get("Code"), entry.get("Message"),
+                        extra={"message_id": message.message_id, "group_id": message.group_id,
+                               "reason": entry.get("Code"), "error": entry.get("Message")})
             failed.append(message)
         return failed

@@ -3,8 +3,9 @@ injected, then every invariant of the promise is checked and the figures are col
 
 The set-up is the production one with two fault-injecting proxies added: a stack cloned from the
 deployed serverless.yml (versioned buckets, so every write stays listed), real gunicorn with its
-consumer pool, and a `FaultProxy` for S3 and one for SQS between Shelver and the emulator. The
-test's own AWS calls (sending, counting, checking) go straight to the emulator.
+consumer pool (or several, as replicas on the one queue), and a `FaultProxy` for S3 and one for
+SQS between Shelver and the emulator. The test's own AWS calls (sending, counting, checking) go
+straight to the emulator.
 
 Invariants (each breach becomes a line in `Row.problems`):
 - every valid message was written, and each file ends with the last version of its book;
@@ -12,8 +13,9 @@ Invariants (each breach becomes a line in `Row.problems`):
 - duplicate writes (a message written twice) stay within what kills make unavoidable;
 - the DLQ holds exactly the poison messages, each with its reason; the input queue drains to
   0 visible and 0 in flight;
-- every consumer ends up alive and healthy, restarted only as often as it was killed; every
-  gunicorn exits 0 on SIGTERM, leaves no process behind and logs no traceback.
+- every consumer of every live gunicorn ends up alive and healthy, each gunicorn restarting its
+  consumers only as often as they were killed; every gunicorn exits 0 on SIGTERM, leaves no
+  process behind and logs no traceback; a SIGKILLed master leaves no process and no open port.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -86,6 +89,7 @@ class Scenario:
     groups_factor: int = 1  # more, shorter groups: more groups per received batch
     resize: Callable[[Size], Size] | None = None  # a scenario that needs another shape
     env: Mapping[str, str] = field(default_factory=dict)
+    instances: int = 1  # Shelvers started side by side on the queue
 
 
 @dataclass
@@ -126,31 +130,61 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _name(shelver: Shelver) -> str:
+    return f"gunicorn :{shelver.port}"
+
+
 class Fleet:
-    """The gunicorn Shelvers of one run (two after a deploy), each stopped and checked."""
+    """The gunicorn Shelvers of one run: one, or several replicas on the same queue, each a
+    master of its own with its own state and metrics dirs. A scenario may stop, kill or add
+    any of them; each one is checked when it goes, and every one still live at the end."""
 
     def __init__(self, env: dict[str, str], run_dir: Path, problems: list[str]) -> None:
         self.env = env
         self.run_dir = run_dir
         self.problems = problems
-        self.shelvers: list[Shelver] = []
+        self.shelvers: list[Shelver] = []  # every one started, live or not
+        self._live: list[Shelver] = []
+        # Consumers SIGKILLed, or orphaned by their master's SIGKILL, per Shelver (by marker):
+        # a live Shelver may restart its consumers that often, and each may have written a
+        # batch it never deleted.
+        self.consumer_kills: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     @property
-    def current(self) -> Shelver:
+    def live(self) -> list[Shelver]:
+        """The Shelvers running now, oldest first."""
         with self._lock:
-            return self.shelvers[-1]
+            return list(self._live)
 
-    def start(self) -> Shelver:
-        shelver = Shelver(env=self.env, run_dir=self.run_dir)
+    def consumers(self) -> list[tuple[Shelver, dict[str, Any]]]:
+        """Every consumer of every live Shelver, as its /health reports it."""
+        found: list[tuple[Shelver, dict[str, Any]]] = []
+        for shelver in self.live:
+            health = shelver.get("/health").body
+            if isinstance(health, dict):
+                found.extend((shelver, consumer) for consumer in health["consumers"])
+        return found
+
+    def start(self, count: int = 1) -> list[Shelver]:
+        """Start `count` Shelvers side by side, and wait until every one is healthy."""
+        started = [Shelver(env=self.env, run_dir=self.run_dir) for _ in range(count)]
         with self._lock:
-            self.shelvers.append(shelver)
-        shelver.start().wait_healthy(120)
-        return shelver
+            self.shelvers.extend(started)
+            self._live.extend(started)
+        for shelver in started:
+            shelver.start()
+        for shelver in started:
+            shelver.wait_healthy(120)
+        return started
+
+    def _retire(self, shelver: Shelver) -> None:
+        with self._lock:
+            self._live.remove(shelver)
 
     def check_stop(self, shelver: Shelver, timeout: float = 120) -> None:
         """After a SIGTERM: exit 0, nothing left running, no traceback in the log."""
-        name = f"gunicorn :{shelver.port}"
+        name = _name(shelver)
         try:
             code = shelver.wait_exit(timeout)
         except subprocess.TimeoutExpired:
@@ -158,6 +192,13 @@ class Fleet:
             return
         if code != 0:
             self.problems.append(f"{name} exited with {code} after SIGTERM")
+        self._check_gone(shelver)
+        if "consumer pool stopped" not in shelver.log():
+            self.problems.append(f"{name} never logged 'consumer pool stopped'")
+
+    def _check_gone(self, shelver: Shelver) -> None:
+        """None of its processes left, and no traceback in its log."""
+        name = _name(shelver)
         with contextlib.suppress(AssertionError):
             wait_until(lambda: not shelver.processes(), 15, 0.2, "no process left")
         if shelver.processes():
@@ -166,12 +207,37 @@ class Fleet:
         if "Traceback" in log:
             at = log.index("Traceback")
             self.problems.append(f"{name} logged a traceback: {log[at:at + 1500]}")
-        if "consumer pool stopped" not in log:
-            self.problems.append(f"{name} never logged 'consumer pool stopped'")
 
     def stop(self, shelver: Shelver) -> None:
+        self._retire(shelver)
         shelver.signal(signal.SIGTERM)
         self.check_stop(shelver)
+
+    def stop_all(self) -> None:
+        """SIGTERM every live Shelver at once, then check each stop."""
+        stopping = self.live
+        for shelver in stopping:
+            self._retire(shelver)
+            shelver.signal(signal.SIGTERM)
+        for shelver in stopping:
+            self.check_stop(shelver)
+
+    def kill(self, shelver: Shelver) -> float:
+        """SIGKILL a master: its consumers get a parent-death signal and must hand back what
+        they hold and exit, its HTTP workers must follow, and nothing may keep its port.
+        Returns the seconds until its last process was gone."""
+        self._retire(shelver)
+        killed_at = time.monotonic()
+        shelver.signal(signal.SIGKILL)
+        self.consumer_kills[shelver.marker] += int(shelver.full_env()["CONSUMERS"])
+        shelver.wait_exit(30)
+        self._check_gone(shelver)
+        gone_after = time.monotonic() - killed_at
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", shelver.port)) == 0:
+                self.problems.append(f"{_name(shelver)} was SIGKILLed, yet its port still "
+                                     "accepts connections")
+        return gone_after
 
     def cleanup(self) -> None:
         for shelver in self.shelvers:
@@ -194,7 +260,6 @@ class ChaosRun:
         self.finished = threading.Event()
         self.random = random.Random(1)
         self.actions = 0  # faults done by the scenario itself: signals
-        self.kills = 0
         self.sent = 0
 
     # -- for scenarios -------------------------------------------------------------------------
@@ -218,19 +283,27 @@ class ChaosRun:
         shelver.signal(signum)
         self.actions += 1
 
-    def kill_consumer(self) -> int | None:
-        """SIGKILL one live consumer of the current Shelver, chosen at random."""
-        health = self.fleet.current.get("/health").body
-        pids = [c["pid"] for c in health["consumers"] if c["alive"]] \
-            if isinstance(health, dict) else []
-        if not pids:
-            return None
-        victim: int = self.random.choice(pids)
+    def stop(self, shelver: Shelver) -> None:
+        """SIGTERM one Shelver and check its stop (exit 0, nothing left behind)."""
+        self.actions += 1
+        self.fleet.stop(shelver)
+
+    def kill_master(self, shelver: Shelver) -> float:
+        """SIGKILL one Shelver's master and check that none of its processes outlives it;
+        returns the seconds until the last one was gone."""
+        self.actions += 1
+        return self.fleet.kill(shelver)
+
+    def kill_consumer(self) -> None:
+        """SIGKILL one live consumer of any live Shelver, chosen at random."""
+        targets = [(shelver, c["pid"]) for shelver, c in self.fleet.consumers() if c["alive"]]
+        if not targets:
+            return
+        shelver, victim = self.random.choice(targets)
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-            self.kills += 1
+            self.fleet.consumer_kills[shelver.marker] += 1
             self.actions += 1
-        return victim
 
     def problem(self, text: str) -> None:
         self.row.problems.append(text)
@@ -269,19 +342,22 @@ class ChaosRun:
         return True
 
     def check_consumers(self) -> None:
-        """No crash loop: all consumers alive and healthy again, restarted once per kill."""
-        shelver = self.fleet.current
-        try:
-            shelver.wait_healthy(120)
-        except AssertionError as exc:
-            self.problem(f"consumers not healthy after the run: {exc}: "
-                         f"{shelver.get('/health').body}")
-            return
-        consumers = shelver.get("/health").body["consumers"]
-        self.row.restarts = sum(c["restarts"] for c in consumers)
-        if self.row.restarts > self.kills:
-            self.problem(f"{self.row.restarts} consumer restarts for {self.kills} kills: "
-                         "a consumer died on its own")
+        """No crash loop: on every live Shelver all consumers are alive and healthy again, and
+        each Shelver restarted its consumers no more often than they were killed."""
+        for shelver in self.fleet.live:
+            name = _name(shelver)
+            try:
+                shelver.wait_healthy(120)
+            except AssertionError as exc:
+                self.problem(f"{name}: consumers not healthy after the run: {exc}: "
+                             f"{shelver.get('/health').body}")
+                continue
+            restarts = sum(c["restarts"] for c in shelver.get("/health").body["consumers"])
+            kills = self.fleet.consumer_kills[shelver.marker]
+            self.row.restarts += restarts
+            if restarts > kills:
+                self.problem(f"{name}: {restarts} consumer restarts for {kills} kills: "
+                             "a consumer died on its own")
 
 
 def run_scenario(aws: Aws, aws_env: Mapping[str, str], run_dir: Path, scenario: Scenario,
@@ -308,7 +384,7 @@ def run_scenario(aws: Aws, aws_env: Mapping[str, str], run_dir: Path, scenario: 
         run = ChaosRun(aws, stack, workload, size, s3_proxy, sqs_proxy, fleet, row)
 
         started = time.monotonic()
-        fleet.start()
+        fleet.start(scenario.instances)
         injector = threading.Thread(target=run.inject, args=(scenario,), name="chaos-inject",
                                     daemon=True)
         injector.start()
@@ -321,16 +397,17 @@ def run_scenario(aws: Aws, aws_env: Mapping[str, str], run_dir: Path, scenario: 
         sqs_proxy.heal()
         if drained:
             run.check_consumers()
-        fleet.stop(fleet.current)
+        fleet.stop_all()
         row.faults = run.actions + sum(p.faults() + p.counters()["delayed"]
                                        for p in (s3_proxy, sqs_proxy))
         check_storage(aws, stack, workload, row)
         check_dead_letters(aws, stack, workload, ids, row)
-        allowance = DUPLICATES_PER_KILL * run.kills + math.ceil(
+        kills = sum(fleet.consumer_kills.values())
+        allowance = DUPLICATES_PER_KILL * kills + math.ceil(
             STRAY_DUPLICATE_SHARE * len(workload.valid))
         if row.duplicates > allowance:
             row.problems.append(f"{row.duplicates} duplicate writes, more than the {allowance} "
-                                f"that {run.kills} kill(s) can explain")
+                                f"that {kills} consumer kill(s) can explain")
         if aws.counts(stack.input_url) != (0, 0):
             row.problems.append(f"input queue not empty at the end: {aws.counts(stack.input_url)}")
     return row

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.chaos.engine import ChaosRun, Scenario
+from tests.support.shelver import Shelver
 
 HEALTH_SAMPLE_SECONDS = 0.5
 RSS_SAMPLE_SECONDS = 5.0
@@ -46,12 +47,13 @@ def _s3_outage(run: ChaosRun, start_share: float) -> None:
     live: Counter[int] = Counter()
     errors: set[str] = set()
     while time.monotonic() < ends and run.pause(HEALTH_SAMPLE_SECONDS):
-        answer = run.fleet.current.get("/health")
-        health[answer.status] += 1
-        live[run.fleet.current.get("/health/live").status] += 1
-        if isinstance(answer.body, dict):
-            errors.update(str(c.get("failing")) for c in answer.body["consumers"]
-                          if c.get("failing"))
+        for shelver in run.fleet.live:
+            answer = shelver.get("/health")
+            health[answer.status] += 1
+            live[shelver.get("/health/live").status] += 1
+            if isinstance(answer.body, dict):
+                errors.update(str(c.get("failing")) for c in answer.body["consumers"]
+                              if c.get("failing"))
     run.note(f"during the {seconds:.0f} s S3 outage, /health answered {dict(health)} "
              f"(failing: {', '.join(sorted(errors)) or 'none'}), /health/live {dict(live)}")
     if not health[503]:
@@ -80,9 +82,8 @@ def deploy(run: ChaosRun) -> None:
     if not run.wait_for_progress(0.35):
         run.problem("the run finished before the deploy")
         return
-    old = run.fleet.current
-    run.signal(old, signal.SIGTERM)
-    run.fleet.check_stop(old)
+    (old,) = run.fleet.live  # alone on the queue: the in-flight count below is all its own
+    run.stop(old)
     _, in_flight = run.aws.counts(run.stack.input_url)
     if in_flight:
         run.problem(f"the stopped gunicorn left {in_flight} message(s) in flight: they wait out "
@@ -90,11 +91,56 @@ def deploy(run: ChaosRun) -> None:
     run.fleet.start()
 
 
+# A message a consumer received ends as exactly one of these, or is still held.
+_SETTLED_COUNTERS = ("shelver_books_stored_total", "shelver_messages_dead_lettered_total",
+                     "shelver_messages_retried_total", "shelver_messages_released_total")
+
+
+def scale_out(run: ChaosRun) -> None:
+    """Replicas on one queue: one master is SIGKILLed at 30%, another is rolled at 60%.
+
+    The killed master's consumers must notice (parent-death signal, parent watch), hand back
+    what they hold and exit, leaving no process and no port behind; the survivors take its
+    groups over. The rolled one must stop as in a deploy; but the other replicas hold messages
+    too, so the queue's in-flight count says nothing about it: its own counters must show that
+    it finished, backed off or handed back every message it received."""
+    if not run.wait_for_progress(0.3):
+        run.problem("the run finished before a master could be killed")
+        return
+    killed, rolled, *_ = run.fleet.live
+    gone_after = run.kill_master(killed)
+    received, settled = _received_and_settled(killed)
+    # What they could not settle in their grace comes back after its visibility timeout.
+    run.note(f"the SIGKILLed master's processes were all gone {gone_after:.1f} s later; its "
+             f"consumers had received {received} message(s) and settled {settled}")
+    if not run.wait_for_progress(0.6):
+        run.problem("the run finished before the roll")
+        return
+    run.stop(rolled)
+    received, settled = _received_and_settled(rolled)
+    run.note(f"the rolled gunicorn received {received} message(s) and settled {settled}")
+    if not received:
+        run.problem("the rolled gunicorn had received nothing: the roll tested nothing")
+    elif settled != received:
+        run.problem(f"the rolled gunicorn received {received} message(s) but settled "
+                    f"{settled}: the rest wait out their visibility timeout")
+    run.fleet.start()
+
+
+def _received_and_settled(shelver: Shelver) -> tuple[int, int]:
+    """Messages a Shelver's consumers received, and those they stored, dead-lettered, backed
+    off or handed back (from its metrics files: it may have stopped)."""
+    counters = shelver.counter_totals()
+    return (round(counters.get("shelver_messages_received_total", 0.0)),
+            round(sum(counters.get(name, 0.0) for name in _SETTLED_COUNTERS)))
+
+
 def reload(run: ChaosRun) -> None:
     for share in (0.3, 0.6):
         if not run.wait_for_progress(share):
             return
-        run.signal(run.fleet.current, signal.SIGHUP)
+        for shelver in run.fleet.live:
+            run.signal(shelver, signal.SIGHUP)
 
 
 def nothing(run: ChaosRun) -> None:
@@ -116,8 +162,7 @@ def consumer_rss_mib(pid: int) -> float:
 def sample_rss(run: ChaosRun) -> None:
     """Every few seconds, and once more at the end: (progress, RSS MiB of each consumer)."""
     while True:
-        body = run.fleet.current.get("/health").body
-        pids = [c["pid"] for c in body["consumers"]] if isinstance(body, dict) else []
+        pids = [c["pid"] for _, c in run.fleet.consumers()]
         run.row.samples.append({"progress": round(run.progress(), 3),
                             "rss": [round(consumer_rss_mib(pid), 1) for pid in pids]})
         if not run.pause(RSS_SAMPLE_SECONDS):
@@ -139,6 +184,8 @@ SCENARIOS = (
     Scenario("sqs-faults", "10% of SQS calls: 500, reset, or reset after the work", sqs_faults),
     Scenario("deploy", "SIGTERM gunicorn mid-run, a new one starts on the queue", deploy),
     Scenario("reload", "SIGHUP at 30% and 60%", reload),
+    Scenario("scale-out", "three replicas on the queue: one master SIGKILLed at 30%, another "
+             "rolled (SIGTERM, started again) at 60%", scale_out, instances=3),
     Scenario("poison", "5% poison messages interleaved in the groups", nothing,
              poison_share=0.05),
     # A new version costs three S3 calls (PUT, 412, HEAD, PUT): 7.5 s on average. A received

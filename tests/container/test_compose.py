@@ -19,13 +19,12 @@ from scripts.container import Engine
 from scripts.emulator import free_port
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.shelver import Endpoint
-from workers.pool import KILL_GRACE_SECONDS
+from workers.pool import stop_deadline
 from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_COMPOSE = REPO / ".venv" / "bin" / "podman-compose"
 SERVICES = {"localstack", "deploy", "shelver", "prometheus", "grafana"}
-HTTP_GRACEFUL_TIMEOUT = 10  # gunicorn.conf.py: HTTP workers stop before the consumers
 
 
 def compose(engine: Engine, *args: str, files: tuple[Path, ...] = (REPO / "compose.yaml",),
@@ -64,9 +63,7 @@ def test_compose_runs_shelver_as_the_orchestrator_manifests_do(rendered: dict[st
     assert shelver["tmpfs"] == ["/tmp"]
     assert shelver["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
     assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
-    settings = Settings.from_env({**env, "AWS_REGION": env["AWS_REGION"]})
-    deadline = (HTTP_GRACEFUL_TIMEOUT + settings.wait_time_seconds
-                + settings.stop_timeout_seconds + KILL_GRACE_SECONDS)
+    deadline = stop_deadline(Settings.from_env(env))
     assert duration_seconds(shelver["stop_grace_period"]) > deadline
 
 

@@ -3,6 +3,7 @@ against the test session's LocalStack; stopped by the engine mid-drain, and kill
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,11 @@ from tests.container.conftest import ContainerFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.shelver import TEST_DEFAULTS
+from workers.pool import stop_deadline
+from workers.settings import Settings
 
-# podman stop's grace period: past the stop deadline of TEST_DEFAULTS (gunicorn's 10 s for HTTP
-# workers, then consumers get WAIT_TIME_SECONDS + CONSUMER_STOP_TIMEOUT_SECONDS + 5 s).
-GRACE_SECONDS = 10 + int(TEST_DEFAULTS["WAIT_TIME_SECONDS"]) \
-    + int(TEST_DEFAULTS["CONSUMER_STOP_TIMEOUT_SECONDS"]) + 5 + 10
+# podman stop's grace period: past the stop deadline of the settings the tests run with.
+GRACE_SECONDS = math.ceil(stop_deadline(Settings.from_env(TEST_DEFAULTS))) + 10
 EXIT_KILLED = 137  # 128 + SIGKILL
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,22 @@ def test_the_healthcheck_probes_liveness_with_python_not_curl(engine: Engine, im
         == "None"
 
 
-def test_the_image_holds_exactly_the_pinned_runtime_requirements(engine: Engine, image: str):
+def test_the_image_holds_exactly_the_pinned_runtime_requirements_and_shelver(engine: Engine,
+                                                                              image: str):
     listed = run_python(engine, image, (
         "import importlib.metadata as m\n"
         "for d in m.distributions(): print(f\"{d.metadata['Name']}=={d.version}\")"))
 
     installed = {normalise(line) for line in listed.split()}
-    assert installed == pinned(REPO / "requirements" / "app.txt")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert installed == pinned(REPO / "requirements" / "app.txt") | {
+        normalise(f"{project['name']}=={project['version']}")}
+
+
+def test_the_shelver_command_is_in_the_image(engine: Engine, image: str):
+    result = engine.run("run", "--rm", "--read-only", image, "shelver", "--help", capture=True)
+
+    assert b"dlq" in result.stdout and b"check" in result.stdout
 
 
 def test_the_final_stage_has_no_compiler_and_no_package_installer(engine: Engine, image: str):

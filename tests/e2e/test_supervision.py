@@ -12,6 +12,8 @@ import orjson
 from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.shelver import GUNICORN, REPO, Shelver
+from workers.pool import stop_deadline
+from workers.settings import Settings
 
 
 def _slot(shelver: Shelver, slot: int) -> dict[str, object]:
@@ -93,6 +95,25 @@ def test_sigterm_stops_everything_cleanly(stack: Stack, shelver_factory: Shelver
     log = shelver.log()
     assert "Traceback" not in log
     assert log.count("stopped") >= 2 and "consumer pool stopped" in log
+
+
+def test_a_stop_kills_what_hangs_within_the_stop_deadline(stack: Stack,
+                                                          shelver_factory: ShelverFactory):
+    # The worst stop: an HTTP worker and a consumer frozen, so neither exits by itself. gunicorn
+    # KILLs the worker after its graceful_timeout, the pool KILLs the consumer at its deadline:
+    # the whole stop ends within stop_deadline, which a pod's grace period is held above
+    # (tests/deploy). Short consumer timeouts keep the test quick.
+    shelver = shelver_factory(stack, CONSUMER_STOP_TIMEOUT_SECONDS="2")
+    shelver.wait_healthy()
+    roles = shelver.roles()
+    for role in ("http worker", "consumer"):
+        os.kill(next(pid for pid, r in roles.items() if r == role), signal.SIGSTOP)
+    shelver.signal(signal.SIGTERM)
+
+    # Generous slack over the deadline: this proves the stop ends, not how fast.
+    assert shelver.wait_exit(stop_deadline(Settings.from_env(shelver.full_env())) + 30) == 0
+    wait_until(lambda: shelver.processes() == [], 5, 0.1, "no process left")
+    assert "consumer pool stopped" in shelver.log()
 
 
 def test_sigint_stops_everything_cleanly(stack: Stack, shelver_factory: ShelverFactory):

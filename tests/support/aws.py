@@ -91,29 +91,32 @@ class Aws:
             "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
                                            "maxReceiveCount": redrive["maxReceiveCount"]}).decode(),
         })["QueueUrl"]
-        buckets = {}
-        for genre in ("scifi", "romance"):
-            name = f"{prefix}-{genre}"
-            self.s3.create_bucket(Bucket=name)
-            if versioned:
-                self.s3.put_bucket_versioning(Bucket=name,
-                                              VersioningConfiguration={"Status": "Enabled"})
-            buckets[genre] = name
+        buckets = {genre: self.create_bucket(f"{prefix}-{genre}", versioned)
+                   for genre in ("scifi", "romance")}
         return Stack(input_name, input_url, dlq_url, buckets)
+
+    def create_bucket(self, name: str, versioned: bool = False) -> str:
+        self.s3.create_bucket(Bucket=name)
+        if versioned:
+            self.s3.put_bucket_versioning(Bucket=name,
+                                          VersioningConfiguration={"Status": "Enabled"})
+        return name
 
     def delete_stack(self, stack: Stack) -> None:
         for url in (stack.input_url, stack.dlq_url):
             self.sqs.delete_queue(QueueUrl=url)
         for bucket in stack.buckets.values():
-            # Every version: a versioned bucket is only empty once its history is gone too.
-            targets = [{"Key": key, "VersionId": version}
-                       for key, versions in self.object_versions(bucket).items()
-                       for version, _ in versions]
-            for start in range(0, len(targets), 1000):
-                self.s3.delete_objects(Bucket=bucket,
-                                       Delete={"Objects": targets[start:start + 1000],
-                                               "Quiet": True})
-            self.s3.delete_bucket(Bucket=bucket)
+            self.delete_bucket(bucket)
+
+    def delete_bucket(self, bucket: str) -> None:
+        # Every version: a versioned bucket is only empty once its history is gone too.
+        targets = [{"Key": key, "VersionId": version}
+                   for key, versions in self.object_versions(bucket).items()
+                   for version, _ in versions]
+        for start in range(0, len(targets), 1000):
+            self.s3.delete_objects(Bucket=bucket,
+                                   Delete={"Objects": targets[start:start + 1000], "Quiet": True})
+        self.s3.delete_bucket(Bucket=bucket)
 
     # -- messages -----------------------------------------------------------------------------
     def send(self, url: str, items: Sequence[tuple[str, bytes | str | dict[str, Any]]]

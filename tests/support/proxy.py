@@ -73,7 +73,9 @@ class FaultProxy:
       whose messages are now invisible, a write that landed);
     - ``outage_until``: ``time.monotonic()`` value until which every request is dropped:
       ``outage_mode="refuse"`` resets the connection at once, ``"blackhole"`` holds it without
-      answering until the outage ends (or the client gives up), then resets it.
+      answering until the outage ends (or the client gives up), then resets it;
+    - ``journal``: keep an `Exchange` (method, path, headers, status, times) of every request
+      the upstream answered, read with ``exchanges()``: who asked what, when, and the answer.
     """
 
     upstream: str
@@ -87,6 +89,7 @@ class FaultProxy:
     outage_until: float = 0.0
     outage_mode: OutageMode = "refuse"
     error_statuses: tuple[int, ...] = (500, 503)
+    journal: bool = False
     upstream_timeout: float = 120.0
     host: str = "127.0.0.1"
     port: int = 0
@@ -113,6 +116,7 @@ class FaultProxy:
         self._random = random.Random(self.seed)
         self._stopped = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._exchanges: list[Exchange] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -190,6 +194,11 @@ class FaultProxy:
         counters = self.counters()
         return sum(counters[name] for name in FAULT_COUNTERS)
 
+    def exchanges(self) -> list[Exchange]:
+        """The requests the upstream answered while ``journal`` was on, in answer order."""
+        with self._lock:
+            return list(self._exchanges)
+
     def reset_counters(self) -> None:
         with self._lock:
             for name in _COUNTERS:
@@ -199,6 +208,11 @@ class FaultProxy:
     def _count(self, name: str) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
+
+    def _record(self, exchange: Exchange) -> None:
+        with self._lock:
+            if self.journal:
+                self._exchanges.append(exchange)
 
     def _plan(self, method: str) -> _Plan:
         """Decide every fault for one request under the lock, from one view of the controls."""
@@ -231,6 +245,18 @@ class FaultProxy:
             if self._stopped.wait(remaining):
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request forwarded to the upstream, and its answer (the journal's entry)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # the request's, names in lower case
+    status: int  # as the upstream answered, whether or not the client got it (late reset)
+    arrived: float  # time.monotonic() when the whole request had reached the proxy
+    answered: float  # time.monotonic() when the upstream's answer was read
 
 
 @dataclass(frozen=True)
@@ -313,6 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         body = self._read_body()
+        arrived = time.monotonic()
         plan = proxy._plan(self.command)
         if plan.outage_until is not None:
             if plan.outage_mode == "blackhole":
@@ -334,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._count("throttles_injected")
             self._send_throttle()
             return
-        self._forward(body, late_reset=plan.late_reset)
+        self._forward(body, arrived, late_reset=plan.late_reset)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -353,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline()
 
-    def _forward(self, body: bytes, late_reset: bool = False) -> None:
+    def _forward(self, body: bytes, arrived: float, late_reset: bool = False) -> None:
         proxy = self.proxy
         connection_tokens = {t.strip().lower()
                              for t in self.headers.get("Connection", "").split(",")}
@@ -381,6 +408,9 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
         proxy._count("forwarded")
+        proxy._record(Exchange(self.command, self.path,
+                               {name.lower(): value for name, value in self.headers.items()},
+                               response.status, arrived, time.monotonic()))
         if late_reset:
             proxy._count("late_resets_injected")
             self._reset()

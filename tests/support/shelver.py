@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts.emulator import free_port
 from tests.support.aws import wait_until
+from workers.status import read_pool
 
 REPO = Path(__file__).resolve().parents[2]
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
+# The console script `make install` puts in the venv.
+SHELVER_CLI = REPO / ".venv" / "bin" / "shelver"
 
 # Fast settings for tests: short long-polls so shutdowns and restarts are quick.
 TEST_DEFAULTS = {
@@ -119,6 +123,10 @@ class Shelver(Endpoint):
     def state_dir(self) -> Path:
         return self.run_dir / f"state-{self.port}"
 
+    @property
+    def metrics_dir(self) -> Path:
+        return self.run_dir / f"metrics-{self.port}"
+
     def full_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AWS_", "PROMETHEUS_", "SHELVER_"))}
@@ -127,7 +135,7 @@ class Shelver(Endpoint):
         env.update({
             "BIND": f"127.0.0.1:{self.port}",
             "SHELVER_STATE_DIR": str(self.state_dir),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / f"metrics-{self.port}"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             # Found in /proc/<pid>/environ of every process this Shelver starts.
             "SHELVER_TEST_MARKER": self.marker,
         })
@@ -144,6 +152,24 @@ class Shelver(Endpoint):
 
     def exit_code(self) -> int | None:
         return self.process.poll() if self.process is not None else None
+
+    def counter_totals(self) -> dict[str, float]:
+        """Each counter summed over its labels and processes, read from the Prometheus files
+        of this Shelver's processes: still there after it stopped, when /metrics is gone."""
+        files = [str(path) for path in self.metrics_dir.glob("counter_*.db")]
+        totals: dict[str, float] = {}
+        for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the `shelver` command with this Shelver's environment, as an operator in its pod.
+        PYTHONPATH pins this checkout: the venv's editable install may point at another one."""
+        return subprocess.run([str(SHELVER_CLI), *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout,
+                              env={**self.full_env(), "PYTHONPATH": str(REPO)})
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -168,6 +194,27 @@ class Shelver(Endpoint):
             zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
             if needle in environ.split(b"\0") and not zombie:
                 found.append(int(entry))
+        return found
+
+    def roles(self) -> dict[int, str]:
+        """Every live process of this Shelver by role: "master", "http worker", "consumer", or
+        "resource tracker" (multiprocessing's, started with the first consumer)."""
+        assert self.process is not None
+        consumers = {slot.pid for slot in read_pool(self.state_dir) if slot.pid}
+        found = {}
+        for pid in self.processes():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if pid == self.process.pid:
+                found[pid] = "master"
+            elif pid in consumers:
+                found[pid] = "consumer"
+            elif b"resource_tracker" in cmdline:
+                found[pid] = "resource tracker"
+            else:
+                found[pid] = "http worker"
         return found
 
     def stop(self) -> None:

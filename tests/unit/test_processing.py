@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from workers.books import Book
+from workers.logs import FIELDS
 from workers.processing import (
     BookProcessor,
     Outcome,
@@ -281,6 +283,68 @@ def test_an_unexpected_error_propagates_instead_of_becoming_an_outcome(fx: Fixtu
     fx.store.failures["b-1"] = RuntimeError("bug")
     with pytest.raises(RuntimeError, match="bug"):
         fx.processor.process(message("b-1"))
+
+
+# -- structured log fields (LOG_FORMAT=json) ------------------------------------------------------
+
+def logged(caplog: pytest.LogCaptureFixture, fx: Fixture, m: Message) -> dict[str, object]:
+    """The structured fields of the one line processing `m` logs."""
+    caplog.set_level(logging.DEBUG, logger="workers.processing")
+    fx.processor.process(m)
+    [record] = [r for r in caplog.records if r.name == "workers.processing"]
+    return {name: record.__dict__[name] for name in FIELDS if name in record.__dict__}
+
+
+def test_a_stored_book_logs_where_it_went(fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    assert logged(caplog, fx, message("b-1", group="g-1")) == {
+        "message_id": "m-b-1", "group_id": "g-1", "outcome": "stored", "reason": "created",
+        "book_id": "b-1", "bucket": "scifi-books", "key": "Title b-1.json"}
+
+
+def test_a_superseded_book_logs_the_file_that_holds_a_later_message(
+        fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    fx.store.superseded.add("b-1")
+    fields = logged(caplog, fx, message("b-1"))
+    assert (fields["outcome"], fields["reason"], fields["key"]) == (
+        "stored", "superseded", "Title b-1.json")
+
+
+def test_a_dead_lettered_message_logs_its_reason_and_detail(
+        fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    fields = logged(caplog, fx, message(body='{"id": "b", "title": "T", "genre": "poetry"}'))
+    assert fields == {
+        "message_id": "m-b-1", "group_id": "g", "outcome": "dead_lettered",
+        "reason": "unknown_genre", "detail": fields["detail"], "book_id": None}
+    assert "poetry" in str(fields["detail"])
+
+
+def test_a_key_conflict_logs_the_book_id(fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    fx.store.failures["b-1"] = KeyConflict("both keys taken")
+    fields = logged(caplog, fx, message("b-1"))
+    assert (fields["outcome"], fields["reason"], fields["book_id"]) == (
+        "dead_lettered", "key_conflict", "b-1")
+
+
+def test_a_retry_logs_the_error_code_and_text(fx: Fixture,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    fx.store.failures["b-1"] = client_error("SlowDown", 503)
+    fields = logged(caplog, fx, message("b-1"))
+    assert fields == {
+        "message_id": "m-b-1", "group_id": "g", "outcome": "retry", "reason": "SlowDown",
+        "error": str(fx.store.failures["b-1"]), "book_id": "b-1", "bucket": "scifi-books"}
+
+
+def test_a_failed_dead_letter_send_logs_the_error_code_as_reason(
+        fx: Fixture, caplog: pytest.LogCaptureFixture) -> None:
+    fx.transport.dead_letter_error = client_error("ServiceUnavailable", 503, "SendMessage")
+    fields = logged(caplog, fx, message(body="nope"))
+    assert (fields["outcome"], fields["reason"]) == ("retry", "ServiceUnavailable")
+    assert "not valid JSON" in str(fields["detail"])
+
+
+def test_an_invalid_book_without_dlq_logs_retry(caplog: pytest.LogCaptureFixture) -> None:
+    fields = logged(caplog, make(dead_letter_url=None), message(body="{oops"))
+    assert (fields["outcome"], fields["reason"]) == ("retry", "not_json")
 
 
 def test_failure_reason_labels() -> None:

@@ -458,6 +458,23 @@ def test_stop_closes_the_port_and_wakes_held_requests(upstream: Upstream) -> Non
         _ = proxy.url
 
 
+def test_the_journal_records_each_answered_request_while_it_is_on(proxy: FaultProxy) -> None:
+    call(proxy, "GET", "/before")
+    proxy.configure(journal=True, delay_seconds=0.2, delay_methods={"PUT"})
+    call(proxy, "PUT", "/created/bucket/key", body=b"x", headers={"If-None-Match": "*"})
+    call(proxy, "HEAD", "/bucket/key")
+    proxy.configure(error_rate=1.0)
+    call(proxy, "GET", "/answered-by-the-proxy")
+
+    put, head = proxy.exchanges()
+    assert (put.method, put.path, put.status) == ("PUT", "/created/bucket/key", 201)
+    assert put.headers["if-none-match"] == "*"
+    # Arrival is when the client sent it, before the delay: the span covers the whole wait.
+    assert put.answered - put.arrived >= 0.2
+    assert (head.method, head.path, head.status) == ("HEAD", "/bucket/key", 200)
+    assert put.answered <= head.arrived
+
+
 def test_unknown_controls_are_rejected(proxy: FaultProxy) -> None:
     with pytest.raises(TypeError, match="error_rte"):
         proxy.configure(error_rte=1.0)

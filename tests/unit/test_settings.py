@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import ConfigError, Settings
+from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
 
@@ -32,6 +32,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.queue_sample_seconds == 15.0
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -115,6 +116,8 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("GENRE_BUCKETS", "scifi=scifi,,romance=romance", GENRE_FORM),
         ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_FORMAT", "xml", "text or json"),
+        ("LOG_FORMAT", "logfmt", "text or json"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_accepted_form(
@@ -211,3 +214,101 @@ def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
 @pytest.mark.usefixtures("no_ambient_region")
 def test_aws_default_region_is_enough() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
+
+
+# -- SHELVER_CONFIG_FILE ------------------------------------------------------------------------
+def config_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "shelver.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_config_file_overrides_the_environment(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "\n".join([
+        "# genres of this deploy",
+        "",
+        "  GENRE_BUCKETS = scifi=scifi-books,horror=horror-books  ",
+        "   # indented comment",
+        'INPUT_QUEUE="Books.fifo"',
+        "CONSUMERS='3'",
+        "LOG_LEVEL=",  # blank: the default, as in the environment
+    ]))
+
+    settings = load(SHELVER_CONFIG_FILE=path, GENRE_BUCKETS="scifi=other", CONSUMER_THREADS="8",
+                    LOG_LEVEL="DEBUG")
+
+    assert dict(settings.genre_buckets) == {"scifi": "scifi-books", "horror": "horror-books"}
+    assert settings.input_queue == "Books.fifo"
+    assert settings.consumers == 3
+    assert settings.consumer_threads == 8  # not in the file: from the environment
+    assert settings.log_level == "INFO"
+
+
+def test_the_config_file_is_read_on_every_load(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "GENRE_BUCKETS=scifi=scifi\n")
+    first = load(SHELVER_CONFIG_FILE=path)
+    config_file(tmp_path, "GENRE_BUCKETS=scifi=scifi,horror=horror\n")
+
+    assert dict(first.genre_buckets) == {"scifi": "scifi"}
+    assert dict(load(SHELVER_CONFIG_FILE=path).genre_buckets) == {
+        "scifi": "scifi", "horror": "horror"}
+
+
+def test_a_blank_config_file_variable_means_no_file() -> None:
+    assert load(SHELVER_CONFIG_FILE="  ") == Settings()
+
+
+@pytest.mark.parametrize(("text", "complaint"), [
+    ("CONSUMERS=2\nGENRE_BUCKETS=scifi\n",
+     "line 2: GENRE_BUCKETS='scifi' is not valid: expected genre=bucket pairs"),
+    ("# comment\nCONSUMERS=2\n\nWAIT_TIME_SECONDS=30\n",
+     "line 4: WAIT_TIME_SECONDS='30' is not valid: expected an integer from 0 to 20"),
+    ("CONSUMERS 2\n", "line 1: expected VARIABLE=VALUE, got 'CONSUMERS 2'"),
+    ("=2\n", "line 1: expected VARIABLE=VALUE, got '=2'"),
+    ("CONSUMERS=2\nBIND=0.0.0.0:80\n",
+     "line 2: BIND cannot be set in SHELVER_CONFIG_FILE (it accepts INPUT_QUEUE, GENRE_BUCKETS,"),
+    ("AWS_REGION=eu-west-1\n", "line 1: AWS_REGION cannot be set in SHELVER_CONFIG_FILE"),
+    ("consumers=2\n", "line 1: consumers cannot be set in SHELVER_CONFIG_FILE"),
+    ("CONSUMERS=2\nCONSUMERS=3\n", "line 2: CONSUMERS is already set on line 1"),
+])
+def test_bad_config_file_content_names_the_file_the_line_and_the_variable(
+        tmp_path: Path, text: str, complaint: str) -> None:
+    path = config_file(tmp_path, text)
+
+    with pytest.raises(ConfigError) as raised:
+        load(SHELVER_CONFIG_FILE=path)
+
+    assert str(raised.value).startswith(f"{path} {complaint}")
+
+
+def test_an_unreadable_config_file_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.conf")
+    not_utf8 = tmp_path / "latin1.conf"
+    not_utf8.write_bytes(b"INPUT_QUEUE=Livres\xe9.fifo\n")
+
+    with pytest.raises(ConfigError, match=r"^SHELVER_CONFIG_FILE='.*missing\.conf' cannot be read"):
+        load(SHELVER_CONFIG_FILE=missing)
+    with pytest.raises(ConfigError, match=r"^SHELVER_CONFIG_FILE='.*latin1\.conf' cannot be read"):
+        load(SHELVER_CONFIG_FILE=str(not_utf8))
+
+
+def test_cross_variable_rules_apply_to_the_file_and_the_environment_together(
+        tmp_path: Path) -> None:
+    path = config_file(tmp_path, "RETRY_BACKOFF_MAX_SECONDS=1\n")
+
+    with pytest.raises(ConfigError, match="RETRY_BACKOFF_MAX_SECONDS must be at least"):
+        load(SHELVER_CONFIG_FILE=path, RETRY_BACKOFF_BASE_SECONDS="5")
+
+
+def test_log_format_is_trimmed_and_case_insensitive() -> None:
+    assert load(LOG_FORMAT=" JSON ").log_format == "json"
+    assert load(LOG_FORMAT="Text").log_format == "text"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, "text"), ("", "text"), (" Json ", "json"), ("text", "text"),
+    ("xml", "text"),  # reported by Settings.from_env, which stops start-up
+])
+def test_read_log_format_alone_for_gunicorns_logger(raw: str | None, expected: str) -> None:
+    env = {} if raw is None else {"LOG_FORMAT": raw}
+    assert read_log_format(env) == expected

@@ -1,0 +1,163 @@
+"""serverless.yml for real AWS: the template `osls package --stage prod` makes passes AWS's
+CloudFormation linter, its consumer policy grants exactly what Shelver uses, and its operator
+policy exactly what the `shelver` command uses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+TEMPLATES = ("cloudformation-template-create-stack.json",
+             "cloudformation-template-update-stack.json")
+
+Template = dict[str, Any]
+Grant = tuple[str, str]  # (resource as written in the template, action)
+
+# Every call Shelver's consumers make (workers/transport.py, workers/storage.py), on the resource
+# it is made on. Batch calls are authorized by the singular action; HeadObject by s3:GetObject.
+LEAST_PRIVILEGE: frozenset[Grant] = frozenset(
+    [("InputQueue.Arn", f"sqs:{action}") for action in (
+        "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "GetQueueUrl",
+        "GetQueueAttributes")]
+    + [("InputQueueDLQ.Arn", f"sqs:{action}") for action in (
+        "SendMessage", "GetQueueUrl", "GetQueueAttributes")]
+    + [(f"${{{bucket}.Arn}}/*", f"s3:{action}") for bucket in ("ScifiBucket", "RomanceBucket")
+       for action in ("PutObject", "GetObject")]
+)
+# What workers/cli needs beyond that: dlq stats/peek (receive, then visibility 0), redrive (a move
+# task receives from and deletes on its source, sends to the input queue), check (the queue, its
+# RedrivePolicy, a probe object under .shelver-check/ put and deleted), send.
+OPERATOR_PRIVILEGE: frozenset[Grant] = frozenset(
+    [("InputQueueDLQ.Arn", f"sqs:{action}") for action in (
+        "GetQueueUrl", "GetQueueAttributes", "ReceiveMessage", "ChangeMessageVisibility",
+        "DeleteMessage", "StartMessageMoveTask", "ListMessageMoveTasks", "CancelMessageMoveTask")]
+    + [("InputQueue.Arn", f"sqs:{action}") for action in (
+        "GetQueueUrl", "GetQueueAttributes", "SendMessage")]
+    + [(f"${{{bucket}.Arn}}/.shelver-check/*", f"s3:{action}")
+       for bucket in ("ScifiBucket", "RomanceBucket") for action in ("PutObject", "DeleteObject")]
+)
+POLICIES = {"ConsumerPolicy": LEAST_PRIVILEGE, "OperatorPolicy": OPERATOR_PRIVILEGE}
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`osls package --stage prod`: the CloudFormation a real deploy would send (offline)."""
+    out = tmp_path_factory.mktemp("package")
+    # No AWS variables: packaging needs no account, and must not find one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    subprocess.run(["npx", "--no", "osls", "package", "--stage", "prod", "--package", str(out)],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(package: Path) -> Template:
+    loaded: Template = json.loads((package / TEMPLATES[1]).read_text())
+    return loaded
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CFN_LINT), str(path)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_the_packaged_template_passes_cfn_lint(package: Path, name: str) -> None:
+    result = cfn_lint(package / name)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_fails_a_broken_template(template: Template, tmp_path: Path) -> None:
+    broken = copy.deepcopy(template)
+    statements = broken["Resources"]["ConsumerPolicy"]["Properties"]["PolicyDocument"]
+    statements["Statement"][0]["Action"][0] = "sqs:ReceiveMessages"
+    broken["Resources"]["ScifiBucket"]["Properties"]["BucketNam"] = "typo"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    result = cfn_lint(path)
+    assert result.returncode != 0
+    assert "receivemessages" in result.stdout and "BucketNam" in result.stdout
+
+
+def _resource_name(resource: Any) -> str:
+    """A policy resource as written: {"Fn::GetAtt": ["Q", "Arn"]} -> "Q.Arn", Fn::Sub's text."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        return ".".join(resource["Fn::GetAtt"])
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        return str(resource["Fn::Sub"])
+    return json.dumps(resource)
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def grants(template: Template, policy: str = "ConsumerPolicy") -> set[Grant]:
+    """(resource, action) pairs a managed policy allows; anything but a plain Allow of listed
+    actions on listed resources (Deny, NotAction, Condition...) is refused."""
+    policies = {name for name, r in template["Resources"].items()
+                if r["Type"] == "AWS::IAM::ManagedPolicy"}
+    assert policies == set(POLICIES), "the consumers' and the operators' managed policies"
+    found = set()
+    for statement in template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]:
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+        assert statement["Effect"] == "Allow"
+        found |= {(_resource_name(resource), action)
+                  for resource in _listed(statement["Resource"])
+                  for action in _listed(statement["Action"])}
+    return found
+
+
+@pytest.mark.parametrize(("policy", "expected"), POLICIES.items())
+def test_each_policy_is_exactly_its_least_privilege_set(template: Template, policy: str,
+                                                        expected: frozenset[Grant]) -> None:
+    assert grants(template, policy) == expected
+    assert template["Outputs"][f"{policy}Arn"]["Value"] == {"Ref": policy}
+
+
+def _with_statement(template: Template, statement: dict[str, Any]) -> Template:
+    changed = copy.deepcopy(template)
+    document = changed["Resources"]["ConsumerPolicy"]["Properties"]["PolicyDocument"]
+    document["Statement"].append(statement)
+    return changed
+
+
+def test_the_policy_check_catches_a_wider_grant(template: Template) -> None:
+    extra = _with_statement(template, {"Effect": "Allow", "Action": "sqs:PurgeQueue",
+                                       "Resource": {"Fn::GetAtt": ["InputQueue", "Arn"]}})
+    assert grants(extra) - LEAST_PRIVILEGE == {("InputQueue.Arn", "sqs:PurgeQueue")}
+    wildcard = _with_statement(template, {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+    assert grants(wildcard) != LEAST_PRIVILEGE
+    conditional = _with_statement(template, {"Effect": "Allow", "Action": "s3:GetObject",
+                                             "Resource": "*", "Condition": {}})
+    with pytest.raises(AssertionError):
+        grants(conditional)
+
+
+def genre_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::S3::Bucket" and name != "ServerlessDeploymentBucket":
+            yield name, resource["Properties"]
+
+
+def test_every_genre_bucket_is_in_the_policy_private_and_encrypted(template: Template) -> None:
+    buckets = dict(genre_buckets(template))
+    assert sorted(buckets) == ["RomanceBucket", "ScifiBucket"]
+    granted = {resource for resource, _ in grants(template)}
+    for name, properties in buckets.items():
+        assert f"${{{name}.Arn}}/*" in granted
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True}
+        rules = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]

@@ -1,0 +1,257 @@
+"""`shelver dlq stats | peek | redrive`: the dead-letter queue of the input queue.
+
+The DLQ is the one named by the input queue's RedrivePolicy, as the consumers find it. Reading it
+never consumes a message: what is read is held invisible while the read goes on (released at once,
+the same messages would come back on every receive), then made visible again, in order. A FIFO
+queue shows only part of a deep group that way: one receive takes at most ten messages of a
+group, and SQS hands out none of the group's later ones while those are in flight. What a read
+could not reach is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from workers.cli.arguments import int_between
+from workers.cli.progress import Progress
+from workers.cli.session import CommandError, Session
+from workers.transport import (
+    DETAIL_ATTRIBUTE,
+    ORIGINAL_ID_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    SQS_BATCH,
+    Message,
+    QueueInfo,
+    SqsTransport,
+    discover_queue,
+)
+
+# How long read messages stay hidden if the command dies before releasing them.
+HOLD_SECONDS = 120
+# A long poll this long that brings nothing new means the queue has nothing more to give.
+EMPTY_WAIT_SECONDS = 1
+EXCERPT_CHARS = 200
+# Messages SQS moved itself after maxReceiveCount receives carry no reason of Shelver's.
+NO_REASON = "(none)"
+MOVE_POLL_SECONDS = 1.0
+MAX_RATE = 500  # StartMessageMoveTask's limit for MaxNumberOfMessagesPerSecond
+MOVE_DONE = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: Message
+    reason: str
+    detail: str
+    original_id: str
+
+    @classmethod
+    def from_sqs(cls, raw: dict[str, Any]) -> DeadLetter:
+        attributes = raw.get("MessageAttributes", {})
+
+        def attribute(name: str, default: str = "") -> str:
+            return str(attributes.get(name, {}).get("StringValue", default))
+
+        message = Message(message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"],
+                          body=raw["Body"], group_id=raw["Attributes"].get("MessageGroupId", ""),
+                          receive_count=0)
+        return cls(message, attribute(REASON_ATTRIBUTE, NO_REASON), attribute(DETAIL_ATTRIBUTE),
+                   attribute(ORIGINAL_ID_ATTRIBUTE))
+
+
+@dataclass(frozen=True)
+class Depth:
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser(
+        "dlq", help="inspect and redrive the dead-letter queue",
+        description="Inspect and redrive the dead-letter queue named by the input queue's "
+                    "RedrivePolicy. Reading it consumes nothing.")
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "stats", help="depth, and the count of messages by shelver-reason",
+    ).set_defaults(run=stats)
+    peek = actions.add_parser(
+        "peek", help="show messages with reason, detail and original message id; "
+                     "nothing is consumed")
+    peek.add_argument("-n", "--count", type=int_between(1), default=10,
+                      help="how many messages (default 10)")
+    peek.set_defaults(run=peek_messages)
+    redrive_parser = actions.add_parser(
+        "redrive", help="move every message back to the input queue (SQS move task)")
+    redrive_parser.add_argument(
+        "--rate", type=int_between(1, MAX_RATE), default=None,
+        help=f"messages per second, 1-{MAX_RATE} (default: as fast as SQS goes)")
+    redrive_parser.add_argument("--dry-run", action="store_true",
+                                help="print what would move, move nothing")
+    redrive_parser.set_defaults(run=redrive)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def stats(args: argparse.Namespace, session: Session) -> int:
+    queue = find_queue(session)
+    _report_contents(session, _dlq_url(queue))
+    return 0
+
+
+def peek_messages(args: argparse.Namespace, session: Session) -> int:
+    url = _dlq_url(find_queue(session))
+    before = depth(session.sqs, url)
+    letters = read(session.sqs, url, limit=args.count)
+    for letter in letters:
+        print(f"{letter.message.message_id}  group {letter.message.group_id}  "
+              f"original {letter.original_id or '-'}")
+        print(f"  reason  {letter.reason}")
+        print(f"  detail  {letter.detail or '-'}")
+        print(f"  body    {excerpt(letter.message.body)}")
+    print(f"{len(letters)} message(s) of {url}, left in the queue")
+    if len(letters) < args.count:
+        _note_unread(len(letters), before)
+    return 0
+
+
+def redrive(args: argparse.Namespace, session: Session) -> int:
+    queue = find_queue(session)
+    dlq_url = _dlq_url(queue)
+    if args.dry_run:
+        before = _report_contents(session, dlq_url)
+        print(f"dry run: would move {before.visible} message(s) to {queue.url}; nothing moved")
+        return 0
+    source, destination = queue_arn(session.sqs, dlq_url), queue_arn(session.sqs, queue.url)
+    request = {"SourceArn": source, "DestinationArn": destination}
+    if args.rate is not None:
+        request["MaxNumberOfMessagesPerSecond"] = args.rate
+    handle = session.sqs.start_message_move_task(**request)["TaskHandle"]
+    started = time.monotonic()
+    try:
+        task = wait_for_move(session.sqs, source)
+    except KeyboardInterrupt:
+        print(f"\nshelver: stopped waiting; the move task goes on in SQS (cancel it with "
+              f"`aws sqs cancel-message-move-task --task-handle {handle}`)", file=sys.stderr)
+        raise
+    moved = task.get("ApproximateNumberOfMessagesMoved", 0)
+    if task["Status"] != "COMPLETED":
+        raise CommandError(f"move task {task['Status']} after {moved} message(s): "
+                           f"{task.get('FailureReason', 'no reason given')}")
+    print(f"moved {moved} message(s) from {dlq_url} to {queue.url} "
+          f"in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+# -- building blocks -----------------------------------------------------------------------------
+def find_queue(session: Session) -> QueueInfo:
+    return discover_queue(session.sqs, session.settings.input_queue)
+
+
+def _dlq_url(queue: QueueInfo) -> str:
+    if queue.dead_letter_url is None:
+        raise CommandError(f"the input queue {queue.url} has no dead-letter queue "
+                           "(no RedrivePolicy)")
+    return queue.dead_letter_url
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def depth(sqs: Any, url: str) -> Depth:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return Depth(int(attributes["ApproximateNumberOfMessages"]),
+                 int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+                 int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)))
+
+
+def read(sqs: Any, url: str, limit: int | None = None) -> list[DeadLetter]:
+    """Up to `limit` messages (all when None) in queue order, each group's in order; every one
+    is visible again when this returns, whatever happened meanwhile."""
+    held: dict[str, DeadLetter] = {}
+    progress = Progress()
+    try:
+        while limit is None or len(held) < limit:
+            want = SQS_BATCH if limit is None else min(SQS_BATCH, limit - len(held))
+            batch = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=want, WaitTimeSeconds=EMPTY_WAIT_SECONDS,
+                VisibilityTimeout=HOLD_SECONDS, MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["MessageGroupId"],
+            ).get("Messages", [])
+            # A message read again (its hold ran out on a long read) is counted once; its new
+            # receipt handle is the one that can release it.
+            fresh = [raw for raw in batch if raw["MessageId"] not in held]
+            for raw in batch:
+                held[raw["MessageId"]] = DeadLetter.from_sqs(raw)
+            if not fresh:
+                break
+            progress.update(f"read {len(held)} message(s)")
+    finally:
+        progress.clear()
+        _release(sqs, url, [letter.message for letter in held.values()])
+    return list(held.values())
+
+
+def _release(sqs: Any, url: str, messages: list[Message]) -> None:
+    transport = SqsTransport(receive_client=sqs, client=sqs,
+                             queue=QueueInfo(url=url, visibility_timeout=0, dead_letter_url=None))
+    failed = transport.change_visibility([(message, 0) for message in messages])
+    if failed:
+        print(f"shelver: {len(failed)} message(s) stay hidden until their visibility timeout "
+              f"runs out (at most {HOLD_SECONDS} s)", file=sys.stderr)
+
+
+def _report_contents(session: Session, url: str) -> Depth:
+    """Print the DLQ's depth and the messages read by reason; return the depth."""
+    before = depth(session.sqs, url)
+    letters = read(session.sqs, url)
+    print(f"dead-letter queue  {url}")
+    print(f"messages           {before.total} (visible {before.visible}, "
+          f"in flight {before.in_flight}, delayed {before.delayed})")
+    print(f"by {REASON_ATTRIBUTE} ({len(letters)} read)")
+    for reason, count in Counter(letter.reason for letter in letters).most_common():
+        print(f"  {count:>8}  {reason}")
+    _note_unread(len(letters), before)
+    return before
+
+
+def _note_unread(read_count: int, before: Depth) -> None:
+    if read_count < before.total:
+        print(f"{before.total - read_count} message(s) not read: in flight, delayed, or later "
+              "in a FIFO group whose first messages were read (SQS hands those out only once "
+              "the earlier ones are deleted)")
+
+
+def wait_for_move(sqs: Any, source_arn: str) -> dict[str, Any]:
+    """Poll the source queue's most recent move task (ours: SQS allows one active task per
+    source) with a live counter until it ends; return its last description."""
+    progress = Progress()
+    try:
+        while True:
+            results = sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1)["Results"]
+            task: dict[str, Any] = results[0] if results else {"Status": "RUNNING"}
+            if task["Status"] in MOVE_DONE:
+                return task
+            progress.update(f"moved {task.get('ApproximateNumberOfMessagesMoved', 0)} of "
+                            f"{task.get('ApproximateNumberOfMessagesToMove', '?')}")
+            time.sleep(MOVE_POLL_SECONDS)
+    finally:
+        progress.clear()
+
+
+def excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
+    """One line of the body: control characters escaped, cut at `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in body[:limit])
+    return text + ("..." if len(body) > limit else "")

@@ -1,0 +1,55 @@
+"""What every `shelver` command works with: the settings, AWS clients, the error line format.
+
+The clients remember the last operation they started, so an error that botocore raises before
+any answer (no connection, no credentials) is still reported with the operation it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers.aws import make_session
+from workers.settings import Settings
+
+# botocore raises these; nothing else from AWS reaches the command's top level.
+AWS_ERRORS = (BotoCoreError, ClientError)
+
+# An operator waits at a terminal: fail within seconds when the endpoint does not answer.
+_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
+                 connect_timeout=5, read_timeout=30)
+
+
+class CommandError(Exception):
+    """A failure the command reports in one line, without a traceback (exit code 1)."""
+
+
+@dataclass
+class Session:
+    settings: Settings
+    sqs: Any = field(init=False)
+    s3: Any = field(init=False)
+    operation: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        session = make_session()
+        self.sqs = session.client("sqs", config=_CONFIG)
+        self.s3 = session.client("s3", config=_CONFIG)
+        for client in (self.sqs, self.s3):
+            client.meta.events.register("before-call", self._remember_operation)
+
+    def _remember_operation(self, model: Any, **_: Any) -> None:
+        self.operation = str(model.name)
+
+    def describe(self, error: BotoCoreError | ClientError) -> str:
+        """`<operation>: <code>: <message>` for an error of an AWS call."""
+        if isinstance(error, ClientError):
+            details = error.response.get("Error", {})
+            code = details.get("Code") or "Error"
+            message = details.get("Message") or error.response.get(
+                "ResponseMetadata", {}).get("HTTPStatusCode", "")
+            return f"{error.operation_name}: {code}: {message}"
+        return f"{self.operation or 'AWS'}: {type(error).__name__}: {error}"
