@@ -12,6 +12,7 @@
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
 #   make chaos        full-size fault-injection scenarios + 20,000-book soak, one table of figures
 #                     (CHAOS_ARGS="--scenarios deploy,poison --soak 0" for part of it)
+#   make dashboard-picture  docs/dashboard.png: the Grafana dashboard drawn from its queries
 #   make test / lint / clean
 #
 # Installs are recorded by stamp files under .stamps/: a second `make install` does nothing
@@ -47,7 +48,7 @@ LINT_PATHS := service workers scripts tests bench
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos dashboard-picture test lint clean FORCE
 
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
@@ -113,6 +114,11 @@ bench: install $(STAMPS)/venv-bench
 # runs the same scenarios at CI size (tests/chaos/test_chaos.py).
 chaos: install
 	$(VENV)/bin/python -m tests.chaos $(CHAOS_ARGS)
+
+# Grafana cannot be installed here: the dashboard's panels are drawn from the same queries, sent
+# to a real Prometheus after the dashboard test's run (docs/operations.md).
+dashboard-picture: install install-prometheus $(STAMPS)/venv-bench
+	$(VENV)/bin/python -m bench.dashboard_picture
 
 test: install install-prometheus
 	$(VENV)/bin/python -m pytest -q tests

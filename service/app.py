@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.health import health_report, liveness_report, wake_idle_consumers
 from service.metrics_view import render_metrics
+from service.status_metrics import StatusCollector
 from workers.settings import Settings
 
 
@@ -61,7 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        payload, content_type = render_metrics()
+        payload, content_type = render_metrics(StatusCollector(_settings()))
         return Response(payload, content_type=content_type)
 
     @app.errorhandler(HTTPException)

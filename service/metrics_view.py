@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 
@@ -37,16 +38,19 @@ class _Collector:
         return MultiProcessCollector.merge(_metric_files("*.db"), accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
 
 
-def _registry() -> CollectorRegistry:
+def _registry(extra: tuple[Collector, ...]) -> CollectorRegistry:
     # A fresh registry per call: the files change between scrapes, and the default registry
     # would also report this HTTP worker's own (per-process) collectors.
     registry = CollectorRegistry()
     registry.register(_Collector())
+    for collector in extra:
+        registry.register(collector)
     return registry
 
 
-def render_metrics() -> tuple[bytes, str]:
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+def render_metrics(*extra: Collector) -> tuple[bytes, str]:
+    """Every process's metrics, plus the `extra` collectors' (series made at scrape time)."""
+    return generate_latest(_registry(extra)), CONTENT_TYPE_LATEST
 
 
 def counter_totals(names: tuple[str, ...]) -> dict[str, float]:

@@ -1,0 +1,4 @@
+"""Shelver's consumer side. `__version__` is the project's version (pyproject.toml's, kept equal
+by tests/unit/test_service.py): the image ships the code, not the project metadata."""
+
+__version__ = "0.1.0"

@@ -256,6 +256,8 @@ class Consumer:
                 continue
             metrics.RECEIVE_CALLS.labels(result="messages").inc()
             metrics.MESSAGES_RECEIVED.inc(len(messages))
+            for message in messages:
+                metrics.observe_since_sent(metrics.MESSAGE_AGE_SECONDS, message.sent_at, now)
             self._held.hold(messages, polled_at)
             self._crashes.refresh()  # one stat: reloads only when a recovery recorded a crash
             if stopping():

@@ -4,6 +4,8 @@ Writers (consumers, the pool in the gunicorn master) update these objects; prome
 multiprocess mode persists them under PROMETHEUS_MULTIPROC_DIR, and the reader side
 (`service.metrics_view`) aggregates every process's files per scrape. The directory must be set in
 the environment before this module is first imported in a process: gunicorn.conf.py does that.
+Two series are made at scrape time instead, from what /health reads (`service.status_metrics`):
+`shelver_build_info` and `shelver_consumer_failing`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# From well under a second (keeping up) to a day (SQS keeps messages up to 14 days): 300 s, the
+# alert rules' default objective, is a bucket boundary, so the quantile is exact there.
+_AGE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                3600.0, 7200.0, 21600.0, 86400.0)
 
 MESSAGES_RECEIVED = Counter(
     "shelver_messages_received_total", "Messages received from the input queue."
@@ -56,6 +62,17 @@ PROCESSING_SECONDS = Histogram(
 S3_PUT_SECONDS = Histogram(
     "shelver_s3_put_seconds", "Time to write one book to S3.", buckets=_LATENCY_BUCKETS
 )
+MESSAGE_AGE_SECONDS = Histogram(
+    "shelver_message_age_seconds",
+    "Time from a message's SentTimestamp to its receive by a consumer (a redelivered message "
+    "counts its earlier attempts and backoffs).",
+    buckets=_AGE_BUCKETS,
+)
+MESSAGE_LAG_SECONDS = Histogram(
+    "shelver_message_lag_seconds",
+    "Time from a message's SentTimestamp to its book stored in S3: how far behind Shelver is.",
+    buckets=_AGE_BUCKETS,
+)
 RECEIVE_CALLS = Counter(
     "shelver_receive_calls_total",
     "ReceiveMessage calls by result: messages, empty or error.",
@@ -70,6 +87,11 @@ CONSUMERS_ALIVE = Gauge(
     "Consumer processes currently alive, as seen by the pool.",
     multiprocess_mode="livemax",
 )
+CONSUMERS_CONFIGURED = Gauge(
+    "shelver_consumers_configured",
+    "Consumer processes the pool is configured to run (CONSUMERS).",
+    multiprocess_mode="livemax",
+)
 CONSUMER_RESTARTS = Counter(
     "shelver_consumer_restarts_total",
     "Consumer processes replaced after they died or stopped heartbeating.",
@@ -78,6 +100,12 @@ CONSUMER_RESTARTS = Counter(
 QUEUE_MESSAGES = Gauge(
     "shelver_queue_messages",
     "Approximate input queue depth, sampled periodically: visible or in_flight.",
+    ["state"],
+    multiprocess_mode="livemostrecent",
+)
+DEAD_LETTER_QUEUE_MESSAGES = Gauge(
+    "shelver_dead_letter_queue_messages",
+    "Approximate dead-letter queue depth, sampled with the input queue's: visible or in_flight.",
     ["state"],
     multiprocess_mode="livemostrecent",
 )
@@ -93,6 +121,13 @@ LAST_POLL_TIMESTAMP = Gauge(
 DEAD_LETTER_REASONS = ("not_json", "not_object", "missing_field", "wrong_type", "unknown_genre",
                        "key_conflict", "crashed_consumer")
 RESTART_REASONS = ("died", "exited", "heartbeat")
+
+
+def observe_since_sent(histogram: Histogram, sent_at: float | None, now: float) -> None:
+    """Seconds from a message's SentTimestamp to `now` (Unix time). SentTimestamp comes from
+    SQS's clock: a negative difference is this host's clock skew, counted as 0."""
+    if sent_at is not None:
+        histogram.observe(max(0.0, now - sent_at))
 
 
 def init_consumer_series(genres: Iterable[str]) -> None:

@@ -320,6 +320,7 @@ class ConsumerPool:
             write_pool(self.settings.state_dir, slots)
             self._published = slots
         metrics.CONSUMERS_ALIVE.set(sum(1 for s in self._slots if s.process is not None))
+        metrics.CONSUMERS_CONFIGURED.set(len(self._slots))
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod

@@ -151,6 +151,7 @@ class BookProcessor:
         log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
                   stored.outcome, extra=fields)
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()
+        metrics.observe_since_sent(metrics.MESSAGE_LAG_SECONDS, message.sent_at, time.time())
         return Result(message, Outcome.STORED)
 
     def _reject(self, message: Message, invalid: InvalidBook, book_id: str | None = None

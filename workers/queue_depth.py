@@ -1,7 +1,8 @@
-"""Queue depth for the metrics, sampled by a consumer between receives.
+"""Queue depths for the metrics, sampled by a consumer between receives.
 
-A sample every `QUEUE_SAMPLE_SECONDS`, not per receive or per scrape: the gauge only needs to be
-roughly current, and each sample is one more SQS call.
+A sample every `QUEUE_SAMPLE_SECONDS`, not per receive or per scrape: the gauges only need to be
+roughly current, and each sample costs SQS calls, one for the input queue and one for its
+dead-letter queue (when it has one).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Gauge
 
 from workers import metrics
 from workers.processing import failure_fields
@@ -33,11 +35,20 @@ class QueueDepthSampler:
         if now < self._next_sample:
             return
         self._next_sample = now + self.every_seconds
+        self._sample("input", self.transport.depth, metrics.QUEUE_MESSAGES)
+        # Apart: a DLQ this consumer may not read (IAM) must not hide the input queue's depth.
+        self._sample("dead-letter", self.transport.dead_letter_depth,
+                     metrics.DEAD_LETTER_QUEUE_MESSAGES)
+
+    def _sample(self, queue: str, read: Callable[[], tuple[int, int] | None], gauge: Gauge
+                ) -> None:
         try:
-            visible, in_flight = self.transport.depth()
+            depth = read()
         except (ClientError, BotoCoreError, OSError) as exc:
-            log.warning("consumer %d could not sample queue depth: %s", self.slot, exc,
+            log.warning("consumer %d could not sample %s queue depth: %s", self.slot, queue, exc,
                         extra=failure_fields(exc))
             return
-        metrics.QUEUE_MESSAGES.labels(state="visible").set(visible)
-        metrics.QUEUE_MESSAGES.labels(state="in_flight").set(in_flight)
+        if depth is not None:
+            visible, in_flight = depth
+            gauge.labels(state="visible").set(visible)
+            gauge.labels(state="in_flight").set(in_flight)

@@ -33,6 +33,8 @@ class Message:
     receive_count: int
     # FIFO only: grows within a message group, so it orders a group's writes of a book.
     sequence: int | None = None
+    # When SQS accepted the message (its SentTimestamp, Unix seconds): the metrics' age and lag.
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ def _sequence(raw: str | None) -> int | None:
     return int(raw) if raw and raw.isdigit() else None
 
 
+def _epoch_seconds(milliseconds: str | None) -> float | None:
+    return int(milliseconds) / 1000 if milliseconds and milliseconds.isdigit() else None
+
+
 @dataclass
 class SqsTransport:
     receive_client: Any
@@ -87,7 +93,7 @@ class SqsTransport:
             MaxNumberOfMessages=SQS_BATCH,
             WaitTimeSeconds=wait_time_seconds,
             MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount",
-                                         "SequenceNumber"],
+                                         "SequenceNumber", "SentTimestamp"],
         )
         return [
             Message(
@@ -97,6 +103,7 @@ class SqsTransport:
                 group_id=raw["Attributes"]["MessageGroupId"],
                 receive_count=int(raw["Attributes"].get("ApproximateReceiveCount", "1")),
                 sequence=_sequence(raw["Attributes"].get("SequenceNumber")),
+                sent_at=_epoch_seconds(raw["Attributes"].get("SentTimestamp")),
             )
             for raw in response.get("Messages", [])
         ]
@@ -152,8 +159,16 @@ class SqsTransport:
 
     def depth(self) -> tuple[int, int]:
         """Approximate (visible, in flight) message counts of the input queue."""
+        return self._depth(self.queue.url)
+
+    def dead_letter_depth(self) -> tuple[int, int] | None:
+        """The same for the dead-letter queue; None when the input queue has none."""
+        url = self.queue.dead_letter_url
+        return None if url is None else self._depth(url)
+
+    def _depth(self, url: str) -> tuple[int, int]:
         attributes = self.client.get_queue_attributes(
-            QueueUrl=self.queue.url,
+            QueueUrl=url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return (

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -23,7 +24,7 @@ from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_COMPOSE = REPO / ".venv" / "bin" / "podman-compose"
-SERVICES = {"localstack", "deploy", "shelver", "prometheus"}
+SERVICES = {"localstack", "deploy", "shelver", "prometheus", "grafana"}
 
 
 def compose(engine: Engine, *args: str, files: tuple[Path, ...] = (REPO / "compose.yaml",),
@@ -84,6 +85,58 @@ def test_prometheus_scrapes_shelver_and_its_config_is_valid():
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]]
     assert targets == ["shelver:8000"]
+
+
+def host_path(service: dict[str, Any], inside: str) -> Path:
+    """The host file or directory a path inside the service's container comes from, through
+    its bind mounts (`./host:/container[:ro]`, as compose renders them)."""
+    path = PurePosixPath(inside)
+    volumes: list[str] = service.get("volumes", [])
+    for volume in volumes:
+        host, container = volume.split(":")[:2]
+        mount = PurePosixPath(container)
+        if path == mount or mount in path.parents:
+            return (REPO / host / path.relative_to(mount)).resolve()
+    raise AssertionError(f"{inside} is not mounted into the container")
+
+
+def test_prometheus_in_compose_loads_the_rule_files_from_its_mount(rendered: dict[str, Any]):
+    prometheus = rendered["services"]["prometheus"]
+    [config_flag] = [a for a in prometheus["command"] if a.startswith("--config.file=")]
+    config_path = config_flag.split("=", 1)[1]
+    config = yaml.safe_load(host_path(prometheus, config_path).read_text())
+
+    rule_files = [host_path(prometheus, str(PurePosixPath(config_path).parent / name))
+                  for name in config["rule_files"]]
+    assert rule_files == [REPO / "deploy" / "prometheus" / "shelver.rules.yml"]
+
+
+def test_grafana_in_compose_gets_the_prometheus_datasource_and_the_dashboard(
+        rendered: dict[str, Any]):
+    services = rendered["services"]
+    grafana = services["grafana"]
+    image, _, tag = grafana["image"].rpartition(":")
+    assert image == "grafana/grafana" and tag[:1].isdigit(), "pin Grafana's version"
+    assert "prometheus" in grafana["depends_on"]
+    provisioning = host_path(grafana, "/etc/grafana/provisioning")
+
+    [datasource] = yaml.safe_load(
+        (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = urlsplit(datasource["url"])
+    assert (url.hostname, url.port) == ("prometheus", 9090)  # the service, its listening port
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]
+    prometheus_config = yaml.safe_load(
+        (REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    # $__rate_interval is computed from it: it must be the real scrape interval.
+    assert datasource["jsonData"]["timeInterval"] == prometheus_config["global"]["scrape_interval"]
+
+    [provider] = yaml.safe_load(
+        (provisioning / "dashboards" / "shelver.yml").read_text())["providers"]
+    dashboard_file = host_path(grafana, provider["options"]["path"] + "/shelver.json")
+    assert dashboard_file == REPO / "deploy" / "grafana" / "shelver.json"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path(grafana, home) == dashboard_file
+    assert orjson.loads(dashboard_file.read_bytes())["uid"] == "shelver"
 
 
 def dockerignore_allows(path: str) -> bool:

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.aws import Stack
+from tests.support.prometheus import Prometheus
 from tests.support.shelver import Shelver
 
 ShelverFactory = Callable[..., Shelver]
+PrometheusFactory = Callable[[Shelver], Prometheus]
 
 
 @pytest.fixture
@@ -29,3 +31,20 @@ def shelver_factory(aws_env: dict[str, str], run_dir: Path) -> Iterator[ShelverF
         shelver.stop()
     for shelver in started:
         assert shelver.processes() == [], f"processes left behind:\n{shelver.log()[-3000:]}"
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[PrometheusFactory]:
+    """Start a real Prometheus scraping a Shelver, with the project's rule files loaded."""
+    started: list[Prometheus] = []
+
+    def start(shelver: Shelver) -> Prometheus:
+        work_dir = tmp_path / f"prometheus-{len(started)}"
+        work_dir.mkdir()
+        prometheus = Prometheus(work_dir, [shelver.port]).start()
+        started.append(prometheus)
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()

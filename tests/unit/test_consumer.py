@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
 from workers.consumer import Consumer, ConsumerSpec
@@ -55,18 +56,23 @@ class _PollingTransport:
     """Answers the first receive `answer_after` seconds after sending our own process the stop
     signal, as SQS would with messages already on their way; records what is handed back."""
 
-    def __init__(self, answer_after: float) -> None:
+    def __init__(self, answer_after: float, sent_at: float | None = None) -> None:
         self.answer_after = answer_after
+        self.sent_at = sent_at
         self.queue = QueueInfo("https://sqs.example/q.fifo", 30, None)
         self.handed_back: list[tuple[str, int]] = []
 
     def receive(self, wait_time_seconds: int) -> list[Message]:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(self.answer_after)  # the signal handler runs in here
-        return [Message(f"m-{n}", f"rh-{n}", "{}", "g", 1) for n in range(3)]
+        return [Message(f"m-{n}", f"rh-{n}", "{}", "g", 1, sent_at=self.sent_at)
+                for n in range(3)]
 
     def depth(self) -> tuple[int, int]:
         return (0, 0)
+
+    def dead_letter_depth(self) -> None:
+        return None
 
     def delete(self, messages: object) -> list[Message]:
         return []
@@ -104,6 +110,22 @@ def test_a_stop_does_not_drop_messages_already_on_their_way(signals: Consumer) -
     _consume(signals, transport)
 
     assert transport.handed_back == [("m-0", 0), ("m-1", 0), ("m-2", 0)]
+
+
+def test_received_messages_report_their_age_since_they_were_sent(signals: Consumer) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (sample("shelver_message_age_seconds_count"),
+              sample("shelver_message_age_seconds_bucket", le="60.0"),
+              sample("shelver_message_age_seconds_bucket", le="30.0"))
+
+    _consume(signals, _PollingTransport(answer_after=0.2, sent_at=time.time() - 45))
+
+    after = (sample("shelver_message_age_seconds_count"),
+             sample("shelver_message_age_seconds_bucket", le="60.0"),
+             sample("shelver_message_age_seconds_bucket", le="30.0"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3, 0]
 
 
 def test_a_stop_abandons_a_long_poll_that_keeps_waiting(signals: Consumer) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,30 @@ def test_a_valid_book_is_stored_and_counted(fx: Fixture) -> None:
     assert stored.value == 1
     assert timed.value == 1
     assert put_timed.value == 1
+
+
+def test_a_stored_book_reports_its_lag_since_it_was_sent(fx: Fixture) -> None:
+    within_minutes = Delta("shelver_message_lag_seconds_bucket", le="120.0")
+    within_a_minute = Delta("shelver_message_lag_seconds_bucket", le="60.0")
+    lagged = Delta("shelver_message_lag_seconds_count")
+    sent_90_seconds_ago = dataclasses.replace(message("b-1"), sent_at=time.time() - 90)
+
+    fx.processor.process(sent_90_seconds_ago)
+    fx.processor.process(message("b-2"))  # no SentTimestamp: nothing to tell
+
+    assert (lagged.value, within_minutes.value, within_a_minute.value) == (1, 1, 0)
+
+
+def test_only_a_written_book_reports_lag(fx: Fixture) -> None:
+    lagged = Delta("shelver_message_lag_seconds_count")
+    fx.store.superseded.add("b-1")
+    fx.store.failures["b-2"] = EndpointConnectionError(endpoint_url="https://s3")
+    sent = time.time() - 5
+
+    for m in (message("b-1"), message("b-2"), message("b-3", body="not json")):
+        fx.processor.process(dataclasses.replace(m, sent_at=sent))
+
+    assert lagged.value == 0
 
 
 def test_the_write_carries_the_message_group_and_sequence_number(fx: Fixture) -> None:

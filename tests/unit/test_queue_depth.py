@@ -1,4 +1,5 @@
-"""Queue depth is sampled at most every QUEUE_SAMPLE_SECONDS, and a failed sample is no error."""
+"""Queue depths are sampled at most every QUEUE_SAMPLE_SECONDS, the dead-letter queue's with the
+input queue's, and a failed sample is no error."""
 
 from __future__ import annotations
 
@@ -6,29 +7,45 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock
 from workers.queue_depth import QueueDepthSampler
 from workers.transport import SqsTransport
 
+Answer = tuple[int, int] | Exception | None
+
 
 @dataclass
 class DepthTransport:
-    answers: list[tuple[int, int] | Exception] = field(default_factory=list)
+    """Answers depth() and dead_letter_depth() from lists, one answer per call."""
+
+    answers: list[Answer] = field(default_factory=list)
+    dead_letter_answers: list[Answer] = field(default_factory=list)
     calls: int = 0
 
-    def depth(self) -> tuple[int, int]:
-        answer = self.answers[self.calls]
+    def depth(self) -> tuple[int, int] | None:
         self.calls += 1
+        return self._answer(self.answers)
+
+    def dead_letter_depth(self) -> tuple[int, int] | None:
+        return self._answer(self.dead_letter_answers)
+
+    @staticmethod
+    def _answer(answers: list[Answer]) -> tuple[int, int] | None:
+        answer = answers.pop(0) if answers else None
         if isinstance(answer, Exception):
             raise answer
         return answer
 
 
-def gauge(state: str) -> float | None:
-    return REGISTRY.get_sample_value("shelver_queue_messages", {"state": state})
+def gauge(state: str, name: str = "shelver_queue_messages") -> float | None:
+    return REGISTRY.get_sample_value(name, {"state": state})
+
+
+def dead_letter_gauge(state: str) -> float | None:
+    return gauge(state, "shelver_dead_letter_queue_messages")
 
 
 def make(transport: DepthTransport, clock: FakeClock) -> QueueDepthSampler:
@@ -61,7 +78,36 @@ def test_a_failed_sample_keeps_the_last_figures_and_waits_a_period(
     sampler.sample_if_due()
 
     assert (gauge("visible"), gauge("in_flight")) == (4, 2)
-    assert "could not sample queue depth" in caplog.text
+    assert "could not sample input queue depth" in caplog.text
     clock.now += 1
     sampler.sample_if_due()
     assert transport.calls == 2  # no retry before the period is over
+
+
+def test_the_dead_letter_queue_is_sampled_with_the_input_queue():
+    transport = DepthTransport([(9, 1), (9, 1)], dead_letter_answers=[(3, 0), (4, 1)])
+    clock = FakeClock()
+    sampler = make(transport, clock)
+
+    sampler.sample_if_due()
+    assert (dead_letter_gauge("visible"), dead_letter_gauge("in_flight")) == (3, 0)
+    clock.now += 15
+    sampler.sample_if_due()
+    assert (dead_letter_gauge("visible"), dead_letter_gauge("in_flight")) == (4, 1)
+
+
+def test_a_dead_letter_queue_that_cannot_be_read_leaves_the_input_depth_alone(
+        caplog: pytest.LogCaptureFixture):
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}},
+                         "GetQueueAttributes")
+    transport = DepthTransport([(6, 2), (8, 0)], dead_letter_answers=[(2, 0), denied])
+    clock = FakeClock()
+    sampler = make(transport, clock)
+    sampler.sample_if_due()
+
+    clock.now += 15
+    sampler.sample_if_due()
+
+    assert (gauge("visible"), gauge("in_flight")) == (8, 0)
+    assert (dead_letter_gauge("visible"), dead_letter_gauge("in_flight")) == (2, 0)
+    assert "could not sample dead-letter queue depth" in caplog.text

@@ -1,21 +1,27 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app
+from workers import metrics as shelver_metrics
 from workers.settings import Settings
 from workers.status import ConsumerStatus, PoolSlot, write_consumer_status, write_pool
 
@@ -448,6 +454,14 @@ def test_metrics_are_prometheus_text(env: Env, client: FlaskClient) -> None:
     assert 'shelver_books_stored_total{genre="scifi"} 5.0' in text
 
 
+def scraped(client: FlaskClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one metric family in /metrics: {sorted label pairs: value}."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) if family.name == name
+            for sample in family.samples}
+
+
 def test_a_process_metrics_file_not_sized_yet_is_skipped(env: Env, client: FlaskClient) -> None:
     # prometheus_client creates a process's file, then sizes it: a read in between found it
     # empty and failed the whole collection, so /health and /metrics answered 500 while a
@@ -474,12 +488,69 @@ def test_a_process_metrics_file_not_sized_yet_is_skipped(env: Env, client: Flask
     assert "shelver_messages_received_total 3.0" in metrics.get_data(as_text=True)
 
 
-def test_metrics_of_an_empty_directory_are_empty_but_valid(client: FlaskClient) -> None:
+def test_metrics_of_an_empty_directory_tell_only_the_build(client: FlaskClient) -> None:
     response = client.get("/metrics")
 
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
-    assert response.get_data() == b""
+    families = {f.name for f in text_string_to_metric_families(response.get_data(as_text=True))
+                if f.samples}
+    assert families == {"shelver_build_info"}
+
+
+def test_build_info_names_the_versions_of_shelver_python_and_boto3(client: FlaskClient) -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    assert scraped(client, "shelver_build_info") == {
+        (("boto3", boto3.__version__), ("python", platform.python_version()),
+         ("version", project["version"])): 1.0,
+    }
+
+
+def test_metric_labels_are_bounded_sets(env: Env, client: FlaskClient) -> None:
+    """Genres, reasons, results, states, slots, versions: never a book id, title or message id,
+    which would make a series per message."""
+    env.pool(os.getpid(), 0)
+    env.consumer(0, os.getpid(), failing="SlowDown")
+    labels = {name for value in vars(shelver_metrics).values()
+              if isinstance(value, MetricWrapperBase) for name in value._labelnames}
+    text = client.get("/metrics").get_data(as_text=True)
+    labels |= {name for family in text_string_to_metric_families(text)
+               for sample in family.samples for name in sample.labels}
+
+    assert labels == {"genre", "reason", "result", "state", "slot", "version", "python", "boto3"}
+
+
+@pytest.mark.parametrize(("failing_age", "expected"), [
+    (2, {(("reason", "SlowDown"), ("slot", "0")): 1.0}),
+    (61, {}),  # aged out, exactly as /health's `failing`
+])
+def test_consumer_failing_is_what_health_reports(
+    env: Env, client: FlaskClient, failing_age: float, expected: dict[object, float]
+) -> None:
+    me = os.getpid()
+    env.pool(me, 0)
+    env.consumer(0, me, "backoff", failing="SlowDown", failing_age=failing_age)
+
+    assert scraped(client, "shelver_consumer_failing") == expected
+    [health] = [c for c in client.get("/health").get_json()["consumers"] if c["slot"] == 0]
+    assert health["failing"] == ("SlowDown" if expected else None)
+
+
+def test_consumer_failing_is_gone_once_the_failure_clears_or_the_consumer_is_replaced(
+    env: Env, client: FlaskClient
+) -> None:
+    me, gone = os.getpid(), dead_pid()
+    env.pool(me, gone)
+    env.consumer(0, me, failing="InternalError")
+    env.consumer(1, gone, failing="SlowDown")
+    assert set(scraped(client, "shelver_consumer_failing")) == {
+        (("reason", "InternalError"), ("slot", "0")), (("reason", "SlowDown"), ("slot", "1"))}
+
+    env.consumer(0, me, failing=None)  # a batch made progress
+    env.pool(me, 0)  # slot 1's consumer died; the pool is respawning it
+
+    assert scraped(client, "shelver_consumer_failing") == {}
 
 
 # -- the factory ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,7 @@ def test_receive_returns_messages_with_group_and_receive_count(queues: Queues) -
     assert message.receive_count == 1
     assert message.receipt_handle
     assert isinstance(message.sequence, int)  # FIFO's SequenceNumber, asked for by name
+    assert message.sent_at is not None and abs(message.sent_at - time.time()) < 60  # Unix s
 
     assert transport.change_visibility([(message, 0)]) == []
     [again] = transport.receive(0)
@@ -283,3 +285,18 @@ def test_depth_counts_visible_and_in_flight_messages(queues: Queues) -> None:
 
     queues.sqs.receive_message(QueueUrl=queues.input_url, MaxNumberOfMessages=1)
     assert transport.depth() == (2, 1)
+
+
+def test_dead_letter_depth_counts_the_dead_letter_queue(queues: Queues) -> None:
+    transport = transport_for(queues)
+    send(queues, "x", "g", "d", url=queues.dlq_url)
+    send(queues, "y", "g", "e", url=queues.dlq_url)
+
+    assert transport.dead_letter_depth() == (2, 0)
+    assert transport.depth() == (0, 0)
+
+
+def test_dead_letter_depth_is_none_without_a_dead_letter_queue(queues: Queues) -> None:
+    transport = SqsTransport(queues.sqs, queues.sqs, discover_queue(queues.sqs, "plain.fifo"))
+
+    assert transport.dead_letter_depth() is None
