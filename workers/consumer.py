@@ -191,13 +191,14 @@ class Consumer:
             self._transport = SqsTransport(sqs_receive, sqs, queue)
             self._record = ConsumerRecord(recovery_dir(self.settings.state_dir), self.spec.token,
                                           queue.url, self.settings.consumer_threads)
-            self._held = HeldMessages(self._transport, queue.visibility_timeout,
+            # A queue whose own visibility timeout is shorter than the lease keeps its own.
+            lease = min(queue.visibility_timeout, self.settings.visibility_lease_seconds)
+            self._held = HeldMessages(self._transport, lease,
                                       self.settings.visibility_ceiling_seconds,
                                       record=self._record)
             self._keeper.keep(self._held)
-            log.info("consumer %d (pid %d) consuming %s (visibility %d s, dlq %s)",
-                     self.spec.slot, self.pid, queue.url, queue.visibility_timeout,
-                     queue.dead_letter_url)
+            log.info("consumer %d (pid %d) consuming %s (lease %d s, dlq %s)",
+                     self.spec.slot, self.pid, queue.url, lease, queue.dead_letter_url)
             return True
         return False
 
@@ -232,7 +233,7 @@ class Consumer:
             wait = self.settings.wait_time_seconds
             try:
                 with self._signals.long_poll(), self._record.processing.receiving(wait):
-                    messages = self._transport.receive(wait)
+                    messages = self._transport.receive(wait, self._held.lease)
             except LongPollAbandoned:
                 break
             except (ClientError, BotoCoreError, OSError) as exc:

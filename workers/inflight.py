@@ -43,7 +43,7 @@ class HeldMessages:
     def __init__(
         self,
         transport: SqsTransport,
-        visibility_timeout: int,
+        lease_seconds: int,
         ceiling_seconds: int,
         clock: Callable[[], float] = time.monotonic,
         *,
@@ -51,13 +51,19 @@ class HeldMessages:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._transport = transport
-        self._timeout = visibility_timeout
+        # How long a receive or an extension keeps a message invisible: messages of a consumer
+        # that died (or of a receive answer that reached no one) are free again this soon.
+        self._timeout = lease_seconds
         self._ceiling = ceiling_seconds
         self._clock = clock
         self._record = record
         self._wall = wall
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
+
+    @property
+    def lease(self) -> int:
+        return self._timeout
 
     @property
     def check_interval(self) -> float:

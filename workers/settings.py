@@ -24,6 +24,9 @@ T = TypeVar("T")
 # SQS limits that bound several settings.
 MAX_WAIT_TIME_SECONDS = 20
 MAX_VISIBILITY_SECONDS = 43_200
+# The keeper extends a held message when half its lease is left, checking every second: a lease
+# much shorter than this would be extended almost continuously.
+MIN_LEASE_SECONDS = 5
 
 
 CONFIG_FILE_VARIABLE = "SHELVER_CONFIG_FILE"
@@ -44,6 +47,7 @@ class Settings:
     wait_time_seconds: int = 20
     poll_interval_seconds: float = 0.0
     visibility_ceiling_seconds: int = 3_600
+    visibility_lease_seconds: int = 15
     retry_backoff_base_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
     heartbeat_timeout_seconds: float = 60.0
@@ -175,6 +179,8 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "consumer_threads": ("CONSUMER_THREADS", _int_between(1, 64)),
     "wait_time_seconds": ("WAIT_TIME_SECONDS", _int_between(0, MAX_WAIT_TIME_SECONDS)),
     "poll_interval_seconds": ("POLL_INTERVAL_SECONDS", _seconds(0, 3600)),
+    "visibility_lease_seconds": ("VISIBILITY_LEASE_SECONDS",
+                                 _int_between(MIN_LEASE_SECONDS, MAX_VISIBILITY_SECONDS)),
     "visibility_ceiling_seconds": ("VISIBILITY_CEILING_SECONDS",
                                    _int_between(1, MAX_VISIBILITY_SECONDS)),
     "retry_backoff_base_seconds": ("RETRY_BACKOFF_BASE_SECONDS",

@@ -87,11 +87,14 @@ class SqsTransport:
     client: Any
     queue: QueueInfo
 
-    def receive(self, wait_time_seconds: int) -> list[Message]:
+    def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
+        """Up to a batch of messages, invisible to others for `lease_seconds` (the holder
+        extends that while it works on them)."""
         response = self.receive_client.receive_message(
             QueueUrl=self.queue.url,
             MaxNumberOfMessages=SQS_BATCH,
             WaitTimeSeconds=wait_time_seconds,
+            VisibilityTimeout=lease_seconds,
             MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount",
                                          "SequenceNumber", "SentTimestamp"],
         )

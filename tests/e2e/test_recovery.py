@@ -194,3 +194,42 @@ def test_after_the_whole_instance_is_killed_its_messages_come_back_at_start_up(
     # Both runs log to the same file: only the second one handed anything back.
     assert second.log().count("handing back what 1 dead consumer(s) held") == 1
     check_stored_in_order(aws, stack, sent)
+
+
+def test_a_receive_answer_lost_in_transit_comes_back_after_the_lease(
+        aws: Aws, aws_env: dict[str, str], stack: Stack, shelver_factory: ShelverFactory):
+    # SQS hands out a batch and the answer never reaches the consumer (the proxy lets SQS do
+    # the work, then resets the connection): nobody learns those receipt handles, nobody can hand
+    # them back. They are hidden for what the receive asked, the lease, not the queue's 300 s.
+    lease = 5
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"], journal=True) as sqs_proxy:
+        shelver = shelver_factory(stack, AWS_ENDPOINT_URL_SQS=sqs_proxy.url, CONSUMERS="1",
+                                  VISIBILITY_LEASE_SECONDS=str(lease))
+        shelver.wait_healthy()
+        sqs_proxy.configure(late_reset_rate=1.0)
+        switched = time.monotonic()
+
+        def receives_since(moment: float) -> list[float]:
+            """When each receive that reached the proxy after `moment` was answered by SQS."""
+            return [e.answered for e in sqs_proxy.exchanges()
+                    if e.headers.get("x-amz-target") == "AmazonSQS.ReceiveMessage"
+                    and e.arrived > moment]
+
+        # A long poll under way when the fault was switched on is answered normally: wait for
+        # one that is not, so that the books go to a receive whose answer is lost.
+        wait_until(lambda: receives_since(switched), 30, 0.05, "a receive answered and lost")
+        sent = versions(6)
+        sent_at = time.monotonic()
+        aws.send(stack.input_url, sent)
+        wait_until(lambda: aws.counts(stack.input_url) == (0, len(sent)), 30, 0.05,
+                   "the batch taken by a receive whose answer was lost")
+        lost_at = max(receives_since(sent_at))
+        sqs_proxy.heal()
+        wait_until(lambda: aws.drained(stack.input_url), RECOVERED_WITHIN, 0.2,
+                   "the input queue to drain")
+        back_after = time.monotonic() - lost_at
+
+    print(f"\nlost batch stored and deleted {back_after:.1f} s after its receive was answered "
+          f"(lease {lease} s, queue visibility timeout {VISIBILITY} s)")
+    assert back_after >= lease - 1, "the batch was not lost: the test proves nothing"
+    check_stored_in_order(aws, stack, sent)

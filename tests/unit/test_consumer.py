@@ -62,7 +62,7 @@ class _PollingTransport:
         self.queue = QueueInfo("https://sqs.example/q.fifo", 30, None)
         self.handed_back: list[tuple[str, int]] = []
 
-    def receive(self, wait_time_seconds: int) -> list[Message]:
+    def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(self.answer_after)  # the signal handler runs in here
         return [Message(f"m-{n}", f"rh-{n}", "{}", "g", 1, sent_at=self.sent_at)

@@ -54,7 +54,7 @@ class Fixture:
     def receive(self) -> list[Message]:
         """Everything visible now, as a consumer receives it."""
         received: list[Message] = []
-        while batch := self.transport.receive(0):
+        while batch := self.transport.receive(0, VISIBILITY):
             received.extend(batch)
         return received
 

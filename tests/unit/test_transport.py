@@ -85,7 +85,7 @@ def receive_all(transport: SqsTransport, expected: int) -> list[Message]:
     for _ in range(expected + 5):
         if len(received) >= expected:
             break
-        received.extend(transport.receive(0))
+        received.extend(transport.receive(0, 30))
     return received
 
 
@@ -129,7 +129,7 @@ def test_receive_returns_messages_with_group_and_receive_count(queues: Queues) -
     transport = transport_for(queues)
     message_id = send(queues, '{"id": "b-1"}', "group-1", "d-1")
 
-    [message] = transport.receive(0)
+    [message] = transport.receive(0, 30)
 
     assert message.message_id == message_id
     assert message.body == '{"id": "b-1"}'
@@ -140,27 +140,28 @@ def test_receive_returns_messages_with_group_and_receive_count(queues: Queues) -
     assert message.sent_at is not None and abs(message.sent_at - time.time()) < 60  # Unix s
 
     assert transport.change_visibility([(message, 0)]) == []
-    [again] = transport.receive(0)
+    [again] = transport.receive(0, 30)
     assert again.message_id == message_id
     assert again.receive_count == 2
     assert again.sequence == message.sequence
 
 
 def test_receive_of_an_empty_queue_is_empty(queues: Queues) -> None:
-    assert transport_for(queues).receive(0) == []
+    assert transport_for(queues).receive(0, 30) == []
 
 
 def test_receive_asks_for_a_full_batch_with_the_given_wait(queues: Queues) -> None:
     recorder = Recorder(queues.sqs)
     transport = SqsTransport(recorder, queues.sqs, discover_queue(queues.sqs, INPUT))
 
-    transport.receive(0)
+    transport.receive(0, 30)
 
     [(name, kwargs)] = recorder.calls
     assert name == "receive_message"
     assert kwargs["QueueUrl"] == queues.input_url
     assert kwargs["MaxNumberOfMessages"] == 10
     assert kwargs["WaitTimeSeconds"] == 0
+    assert kwargs["VisibilityTimeout"] == 30  # the lease, not the queue's own timeout
 
 
 # -- delete and visibility -------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_delete_of_more_than_ten_messages_is_batched(queues: Queues) -> None:
 def test_delete_returns_the_messages_sqs_did_not_delete(queues: Queues) -> None:
     send(queues, "body", "g", "d")
     transport = transport_for(queues)
-    [good] = transport.receive(0)
+    [good] = transport.receive(0, 30)
     bad = Message("not-a-message", "not-a-receipt-handle", "x", "g", 1)
 
     failed = transport.delete([good, bad])
@@ -232,7 +233,7 @@ def test_dead_letter_copies_the_body_untouched_with_the_reasons(queues: Queues) 
     body = '  {"title": "Caf\u00e9 \U0001f680",  "genre": 42}\n'
     message_id = send(queues, body, "group-7", "d-7")
     transport = transport_for(queues)
-    [message] = transport.receive(0)
+    [message] = transport.receive(0, 30)
 
     transport.dead_letter(message, "wrong_type", "field 'genre' must be a string, got number")
 
@@ -257,7 +258,7 @@ def test_dead_letter_copies_the_body_untouched_with_the_reasons(queues: Queues) 
 def test_dead_letter_shortens_a_long_detail(queues: Queues) -> None:
     send(queues, "x", "g", "d")
     transport = transport_for(queues)
-    [message] = transport.receive(0)
+    [message] = transport.receive(0, 30)
 
     transport.dead_letter(message, "not_json", "y" * 5000)
 
