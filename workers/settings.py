@@ -43,6 +43,7 @@ class Settings:
     queue_sample_seconds: float = 15.0
     state_dir: str = ""
     log_level: str = "INFO"
+    s3_client: str = "crt"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +56,7 @@ class Settings:
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
         _check_region(env)
+        _check_s3_client(settings)
         return settings
 
     def check_consistency(self) -> None:
@@ -145,6 +147,32 @@ def _check_region(env: Mapping[str, str]) -> None:
                       "profile): expected a region name such as us-east-1")
 
 
+def _s3_client(raw: str) -> str:
+    from workers.s3objects import S3_CLIENTS
+
+    client = raw.lower()
+    if client not in S3_CLIENTS:
+        raise ValueError(f"unknown client {raw}")
+    return client
+
+
+def _check_s3_client(settings: Settings) -> None:
+    """The CRT client must be installed, and able to reach every bucket the way boto3 would."""
+    if settings.s3_client != "crt":
+        return
+    try:
+        from workers.s3crt import UnsupportedByCrt, check_supported
+    except ImportError as exc:
+        raise ConfigError(f"S3_CLIENT=crt needs the awscrt package ({exc}): install "
+                          "requirements/app.txt, or set S3_CLIENT=boto3") from None
+    from workers.aws import make_session
+
+    try:
+        check_supported(make_session().client("s3"), settings.genre_buckets)
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
+
+
 # Settings field -> (environment variable, accepted form).
 _VARIABLES: dict[str, tuple[str, _Form]] = {
     "input_queue": ("INPUT_QUEUE", _Form(_non_empty, "a queue name or URL")),
@@ -166,4 +194,5 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
+    "s3_client": ("S3_CLIENT", _Form(_s3_client, "crt or boto3")),
 }

@@ -14,12 +14,12 @@ import string
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
 from workers.books import Book, object_key
+from workers.s3objects import S3Objects
 
 MAX_ATTEMPTS = 5
 CONTENT_TYPE = "application/json"
@@ -104,9 +104,9 @@ class _Owners:
 
 
 class BookStore:
-    """Files books into S3; safe to share between threads (boto3 clients are thread-safe)."""
+    """Files books into S3; safe to share between threads (both `S3Objects` are thread-safe)."""
 
-    def __init__(self, s3: Any, remembered_keys: int = 10_000) -> None:
+    def __init__(self, s3: S3Objects, remembered_keys: int = 10_000) -> None:
         self._s3 = s3
         self._owners = _Owners(remembered_keys)
 
@@ -166,20 +166,12 @@ class BookStore:
         if_match: str | None = None,
     ) -> bool:
         """PutObject; False if the precondition failed (the key changed), True on success."""
-        condition: dict[str, str] = {}
-        if if_none_match:
-            condition["IfNoneMatch"] = "*"
-        if if_match is not None:
-            condition["IfMatch"] = if_match
         owner = metadata_id(book.id)
         try:
-            response = self._s3.put_object(
-                Bucket=book.bucket,
-                Key=key,
-                Body=book.body,
-                ContentType=CONTENT_TYPE,
-                Metadata={"book-id": owner, "message-id": metadata_id(message_id)},
-                **condition,
+            etag = self._s3.put(
+                book.bucket, key, book.body, content_type=CONTENT_TYPE,
+                metadata={"book-id": owner, "message-id": metadata_id(message_id)},
+                if_none_match=if_none_match, if_match=if_match,
             )
         except ClientError as exc:
             if _is_precondition_failure(exc):
@@ -188,20 +180,19 @@ class BookStore:
             if if_match is not None and _error_code(exc) == "NoSuchKey":
                 return False
             raise
-        if response.get("ETag"):
-            self._owners.remember(book.bucket, key, _Existing(book_id=owner, etag=response["ETag"]))
+        if etag:
+            self._owners.remember(book.bucket, key, _Existing(book_id=owner, etag=etag))
         return True
 
     def _head(self, bucket: str, key: str) -> _Existing | None:
         """Owner and ETag of an existing file; None if it was deleted since our put failed."""
         try:
-            response = self._s3.head_object(Bucket=bucket, Key=key)
+            head = self._s3.head(bucket, key)
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
             raise
-        metadata: dict[str, str] = response.get("Metadata") or {}
-        return _Existing(book_id=metadata.get("book-id"), etag=response["ETag"])
+        return _Existing(book_id=head.metadata.get("book-id"), etag=head.etag)
 
 
 def _error_code(exc: ClientError) -> str:

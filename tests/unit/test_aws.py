@@ -1,4 +1,4 @@
-"""The consumer's boto3 clients: how many attempts each call makes, counted on the wire."""
+"""The consumer's AWS clients: how many attempts each call makes, counted on the wire."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_a_receive_is_one_attempt_so_a_hung_one_ends_within_the_receive_limit(
         failing_aws: FaultProxy) -> None:
     # botocore's `max_attempts` counts retries, not attempts: a receive configured that way made
     # two calls, and two hung long polls outlast the heartbeat budget of receive_call_limit().
-    clients = make_clients(threads=1, wait_time_seconds=0)
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client="boto3")
 
     with pytest.raises(ClientError):
         clients.sqs_receive.receive_message(QueueUrl=failing_aws.url + "/000000000000/q.fifo")
@@ -34,9 +34,20 @@ def test_a_receive_is_one_attempt_so_a_hung_one_ends_within_the_receive_limit(
 
 
 def test_other_calls_make_three_attempts(failing_aws: FaultProxy) -> None:
-    clients = make_clients(threads=1, wait_time_seconds=0)
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client="boto3")
 
     with pytest.raises(ClientError):
-        clients.s3.head_object(Bucket="scifi", Key="k.json")
+        clients.sqs.get_queue_attributes(QueueUrl=failing_aws.url + "/000000000000/q.fifo")
 
     assert failing_aws.counters()["requests"] == 3
+
+
+def test_s3_calls_make_three_attempts_whichever_client(failing_aws: FaultProxy,
+                                                        s3_client: str) -> None:
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client=s3_client)
+
+    with pytest.raises(ClientError) as info:
+        clients.s3.head("scifi", "k.json")
+
+    assert failing_aws.counters()["requests"] == 3
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500

@@ -1,0 +1,346 @@
+"""`S3Objects` on AWS's Common Runtime (awscrt): PutObject and HeadObject signed and sent in C.
+
+boto3 spends about 1.2 ms of CPU on a small PutObject, nearly all of it in botocore's Python
+(serialising, signing, urllib3); the CRT does the same request for about a quarter of that. Only
+these two calls move: everything else stays on boto3, and so does all configuration. The CRT is
+told what boto3 would do, never left to work it out itself:
+
+- where: botocore resolves each bucket's URL once (`_Endpoints`), so the endpoint settings
+  (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile, region) and the addressing style are
+  boto3's: path-style on a custom endpoint, plain HTTP or TLS as its URL says; virtual-hosted
+  style and TLS on AWS's own endpoints, trusting boto3's CA bundle (`AWS_CA_BUNDLE`);
+- who: the boto3 session's credentials (`SessionCredentials`), its whole chain (environment,
+  profiles, web identity for Kubernetes service accounts, container and instance roles), refreshed
+  as boto3 refreshes them; the CRT has no credential chain of its own here;
+- how hard: three attempts with boto3's standard-mode backoff (jittered, 1 s doubling, 20 s cap),
+  the same connect timeout, a connection per processing thread, and a deadline per call, so a put
+  that hangs ends as a `ReadTimeoutError` instead of stalling its message group;
+- failures: as botocore reports them (`_Errors`), see `workers.s3objects`.
+
+The CRT runs its own C threads: a client must be created in the process that uses it, never
+before a fork (the consumers create theirs after they start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from awscrt.auth import AwsCredentials, AwsCredentialsProvider
+from awscrt.exceptions import AwsCrtError
+from awscrt.http import HttpHeaders, HttpRequest
+from awscrt.io import (
+    ClientBootstrap,
+    ClientTlsContext,
+    DefaultHostResolver,
+    EventLoopGroup,
+    TlsContextOptions,
+)
+from awscrt.s3 import (
+    S3Client,
+    S3RequestTlsMode,
+    S3RequestType,
+    S3ResponseError,
+    S3RetryConfig,
+    create_default_s3_signing_config,
+)
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+from botocore.httpsession import get_cert_path
+from botocore.parsers import create_parser
+from botocore.utils import get_environ_proxies
+
+from workers.s3objects import ObjectHead
+
+# boto3's standard retry mode, which the boto3 clients use: the first retry waits a random
+# 0-1 s, each next one up to twice as long, never more than 20 s.
+BACKOFF_SCALE_MS = 1000
+MAX_BACKOFF_SECONDS = 20
+# After this long the cancel of a timed-out request is not waited for any more.
+_CANCEL_WAIT_SECONDS = 5.0
+# A key botocore is asked to place; its URL minus this key is where any key of the bucket goes.
+_PROBE_KEY = "k"
+_META_PREFIX = "x-amz-meta-"
+
+# CRT failures that carry no S3 answer -> what botocore raises for the same failure of urllib3.
+_NETWORK_FAILURES: dict[str, Callable[..., Exception]] = {
+    **dict.fromkeys(("AWS_IO_SOCKET_CONNECTION_REFUSED", "AWS_IO_SOCKET_NO_ROUTE_TO_HOST",
+                     "AWS_IO_SOCKET_NETWORK_DOWN", "AWS_IO_SOCKET_CONNECT_ABORTED",
+                     "AWS_IO_DNS_QUERY_FAILED", "AWS_IO_DNS_INVALID_NAME",
+                     "AWS_IO_DNS_NO_ADDRESS_FOR_HOST"), EndpointConnectionError),
+    "AWS_IO_SOCKET_TIMEOUT": ConnectTimeoutError,  # connecting took too long
+    **dict.fromkeys(("AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE",
+                     "AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT"), ReadTimeoutError),
+    **dict.fromkeys(("AWS_IO_SOCKET_CLOSED", "AWS_ERROR_HTTP_CONNECTION_CLOSED",
+                     "AWS_ERROR_HTTP_SERVER_CLOSED", "AWS_IO_BROKEN_PIPE",
+                     "AWS_IO_SOCKET_NOT_CONNECTED"), ConnectionClosedError),
+}
+# Answers the CRT retries itself: after the last attempt it reports the class of the answer, not
+# the answer. These are S3's codes for them (and what the boto3 path reports for the same faults).
+_RETRIED_ANSWERS = {
+    "AWS_ERROR_S3_INTERNAL_ERROR": ("InternalError", 500),
+    "AWS_ERROR_S3_SLOW_DOWN": ("SlowDown", 503),
+    "AWS_ERROR_S3_REQUEST_TIMEOUT": ("RequestTimeout", 400),
+    "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": ("RequestTimeTooSkewed", 403),
+}
+
+
+class UnsupportedByCrt(ValueError):
+    """boto3 would reach a bucket in a way the CRT client does not (a proxy, a special
+    endpoint): the operator must choose S3_CLIENT=boto3."""
+
+
+class SessionCredentials:
+    """The boto3 session's credentials, lent to the CRT signer.
+
+    `refresh` runs in the requesting thread before every request: when boto3's refreshable
+    credentials are due (STS web identity, container or instance role, SSO...), the refresh
+    happens there, with boto3's own errors, and never blocks the CRT's event loop. The CRT's
+    delegate then only reads the latest set.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self._source = source  # botocore Credentials, RefreshableCredentials, or None
+        self._frozen: Any = None
+        self._current: AwsCredentials | None = None
+        self.provider = AwsCredentialsProvider.new_delegate(self._for_crt)
+
+    def refresh(self) -> None:
+        if self._source is None:
+            raise NoCredentialsError()
+        frozen = self._source.get_frozen_credentials()
+        if frozen != self._frozen:
+            self._current = AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+            self._frozen = frozen
+
+    def _for_crt(self) -> AwsCredentials:
+        if self._current is None:  # only if a request skipped refresh(): a bug
+            raise NoCredentialsError()
+        return self._current
+
+
+@dataclass(frozen=True)
+class _Location:
+    """Where the keys of one bucket go, as botocore resolved it."""
+
+    scheme: str
+    host: str  # the Host header: host[:port]
+    prefix: str  # the path before the key: "/<bucket>/" (path style) or "/" (virtual-hosted)
+
+    def path(self, key: str) -> str:
+        # botocore's encoding of the {Key+} label: UTF-8, percent-encoded, '/' and '~' kept.
+        return self.prefix + quote(key, safe="/~")
+
+    def url(self, key: str) -> str:
+        return f"{self.scheme}://{self.host}{self.path(key)}"
+
+
+class _Endpoints:
+    """Asks the boto3 S3 client where it would send a request for a bucket, once per bucket.
+
+    The HeadObject is answered by a `before-call` handler (as botocore's Stubber does): it never
+    leaves the process and needs no credentials, yet its URL went through every endpoint rule
+    and setting of botocore.
+    """
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self._known: dict[str, _Location] = {}
+        self._lock = threading.Lock()
+
+    def locate(self, bucket: str) -> _Location:
+        location = self._known.get(bucket)
+        if location is None:
+            with self._lock:
+                location = self._known.get(bucket) or self._resolve(bucket)
+                self._known[bucket] = location
+        return location
+
+    def _resolve(self, bucket: str) -> _Location:
+        seen: dict[str, Any] = {}
+
+        def capture(params: dict[str, Any], context: dict[str, Any], **_: Any
+                    ) -> tuple[AWSResponse, dict[str, Any]]:
+            seen.update(url=params["url"], signing=context.get("signing") or {},
+                        auth=context.get("auth_type"))
+            return AWSResponse(params["url"], 200, {}, None), {}
+
+        event, unique_id = "before-call.s3.HeadObject", "shelver-locate-bucket"
+        self._s3.meta.events.register_first(event, capture, unique_id=unique_id)
+        try:
+            self._s3.head_object(Bucket=bucket, Key=_PROBE_KEY)
+        finally:
+            self._s3.meta.events.unregister(event, unique_id=unique_id)
+        signing = seen["signing"]
+        if seen["auth"] not in (None, "v4") or signing.get("signing_name", "s3") != "s3" or \
+                signing.get("region", self._s3.meta.region_name) != self._s3.meta.region_name:
+            raise UnsupportedByCrt(
+                f"bucket {bucket!r} is reached with {seen['auth']} signing for "
+                f"{signing.get('signing_name')} in {signing.get('region')}, which the CRT "
+                f"client does not do")
+        url = urlsplit(seen["url"])
+        if not url.path.endswith("/" + _PROBE_KEY) or url.query:
+            raise UnsupportedByCrt(f"bucket {bucket!r} is reached at {seen['url']}, where "
+                                   "the CRT client cannot place keys")
+        return _Location(url.scheme, url.netloc, url.path[:-len(_PROBE_KEY)])
+
+
+def check_supported(s3: Any, buckets: Mapping[str, str]) -> None:
+    """Raise `UnsupportedByCrt` if boto3 would reach any of `buckets` in a way the CRT client
+    cannot: through an HTTP(S) proxy (the CRT's S3 client takes no proxy), or with anything but
+    SigV4 for S3 in the client's region (access points in other regions, S3 Express...)."""
+    endpoints = _Endpoints(s3)
+    for bucket in buckets.values():
+        location = endpoints.locate(bucket)
+        url = location.url(_PROBE_KEY)
+        if get_environ_proxies(url):
+            raise UnsupportedByCrt(f"boto3 would reach {url} through a proxy "
+                                   "(HTTP_PROXY/HTTPS_PROXY), which the CRT client does not use")
+
+
+@dataclass
+class _Answer:
+    """What the CRT reported of an S3 answer (from its event-loop thread)."""
+
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+        self.status, self.headers = status_code, headers
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+class _Errors:
+    """CRT failures turned into the exceptions the boto3 client raises for the same failure."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self._parser = create_parser("rest-xml")
+
+    def translate(self, error: AwsCrtError, operation: str, url: str) -> Exception:
+        if isinstance(error, S3ResponseError) and error.status_code:
+            # botocore's own parser: the same code and message boto3 would read from the
+            # answer, including a HEAD's body-less 404 (code "404").
+            response = {"status_code": error.status_code, "body": error.body or b"",
+                        "headers": {k.lower(): v for k, v in error.headers or []},
+                        "context": {"operation_name": operation}}
+            model = self._s3.meta.service_model.operation_model(operation)
+            return self._client_error(self._parser.parse(response, model.output_shape),
+                                      operation)
+        if error.name in _RETRIED_ANSWERS:
+            code, status = _RETRIED_ANSWERS[error.name]
+            return self._client_error(
+                {"Error": {"Code": code, "Message": f"{error.name}: {error.message}"},
+                 "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}}},
+                operation)
+        failure = _NETWORK_FAILURES.get(error.name)
+        if failure is None:
+            # botocore's names for a TLS failure, and for any other failure of its HTTP client.
+            failure = SSLError if error.name.startswith("AWS_IO_TLS") else HTTPClientError
+        return failure(endpoint_url=url, error=error)
+
+    def _client_error(self, parsed: dict[str, Any], operation: str) -> Exception:
+        """boto3's exception for the code: a modeled one (NoSuchBucket...) or ClientError."""
+        code = parsed.get("Error", {}).get("Code")
+        error_class: type[Exception] = self._s3.exceptions.from_code(code)
+        return error_class(parsed, operation)
+
+
+class CrtObjects:
+    """`S3Objects` on one CRT S3 client; thread-safe, one request per calling thread."""
+
+    def __init__(self, client: S3Client, s3: Any, credentials: SessionCredentials,
+                 timeout: float) -> None:
+        self._client = client
+        self._endpoints = _Endpoints(s3)
+        self._errors = _Errors(s3)
+        self._credentials = credentials
+        self._timeout = timeout
+
+    @classmethod
+    def create(cls, session: Any, s3: Any, connections: int, connect_timeout: float,
+               timeout: float, attempts: int) -> CrtObjects:
+        """A CRT client configured as `s3`, the boto3 client of `session`, is."""
+        tls_options = None
+        tls_mode = S3RequestTlsMode.DISABLED
+        if urlsplit(s3.meta.endpoint_url).scheme == "https":
+            tls_mode = S3RequestTlsMode.ENABLED
+            options = TlsContextOptions()
+            # boto3's trust: AWS_CA_BUNDLE / the profile's ca_bundle, else botocore's bundle.
+            ca_file = get_cert_path(session.get_config_variable("ca_bundle") or True)
+            options.override_default_trust_store_from_path(None, ca_file)
+            tls_options = ClientTlsContext(options).new_connection_options()
+        # One event-loop thread: it only moves bytes and signs; the consumer's Python threads,
+        # not the CRT's, are what a consumer's CPU goes to.
+        loops = EventLoopGroup(1)
+        bootstrap = ClientBootstrap(loops, DefaultHostResolver(loops))
+        credentials = SessionCredentials(session.get_credentials())
+        region = s3.meta.region_name
+        client = S3Client(
+            bootstrap=bootstrap, region=region, tls_mode=tls_mode,
+            tls_connection_options=tls_options,
+            signing_config=create_default_s3_signing_config(
+                region=region, credential_provider=credentials.provider),
+            max_active_connections_override=connections,
+            retry_config=S3RetryConfig(max_retries=attempts - 1,
+                                       backoff_scale_factor_ms=BACKOFF_SCALE_MS,
+                                       max_backoff_secs=MAX_BACKOFF_SECONDS),
+            connect_timeout_ms=int(connect_timeout * 1000),
+        )
+        return cls(client, s3, credentials, timeout)
+
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None) -> str | None:
+        location = self._endpoints.locate(bucket)
+        headers = HttpHeaders([("Host", location.host), ("Content-Length", str(len(body))),
+                               ("Content-Type", content_type)])
+        for name, value in metadata.items():
+            headers.add(_META_PREFIX + name, value)
+        if if_none_match:
+            headers.add("If-None-Match", "*")
+        if if_match is not None:
+            headers.add("If-Match", if_match)
+        request = HttpRequest("PUT", location.path(key), headers, io.BytesIO(body))
+        return self._send("PutObject", location.url(key), request).header("etag")
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        location = self._endpoints.locate(bucket)
+        request = HttpRequest("HEAD", location.path(key), HttpHeaders([("Host", location.host)]))
+        answer = self._send("HeadObject", location.url(key), request)
+        metadata = {name.lower()[len(_META_PREFIX):]: value for name, value in answer.headers
+                    if name.lower().startswith(_META_PREFIX)}
+        return ObjectHead(etag=answer.header("etag") or "", metadata=metadata)
+
+    def _send(self, operation: str, url: str, request: HttpRequest) -> _Answer:
+        self._credentials.refresh()
+        answer = _Answer()
+        # DEFAULT, not PUT_OBJECT, for puts too: one request whatever the size (PUT_OBJECT would
+        # switch to a multipart upload, which If-None-Match does not cover) and no part buffer.
+        sent = self._client.make_request(type=S3RequestType.DEFAULT, operation_name=operation,
+                                         request=request, on_headers=answer.on_headers)
+        try:
+            sent.finished_future.result(self._timeout)
+        except TimeoutError:
+            sent.cancel()
+            with contextlib.suppress(Exception):
+                sent.finished_future.result(_CANCEL_WAIT_SECONDS)
+            raise ReadTimeoutError(endpoint_url=url, error="no answer in time") from None
+        except AwsCrtError as error:
+            raise self._errors.translate(error, operation, url) from error
+        return answer
