@@ -276,13 +276,17 @@ class CrtObjects:
     def create(cls, session: Any, s3: Any, connections: int, connect_timeout: float,
                timeout: float, attempts: int) -> CrtObjects:
         """A CRT client configured as `s3`, the boto3 client of `session`, is."""
+        if attempts < 2:
+            raise ValueError("the CRT takes max_retries=0 for its default of 5: at least two "
+                             "attempts")
         tls_options = None
         tls_mode = S3RequestTlsMode.DISABLED
         if urlsplit(s3.meta.endpoint_url).scheme == "https":
             tls_mode = S3RequestTlsMode.ENABLED
             options = TlsContextOptions()
-            # boto3's trust: AWS_CA_BUNDLE / the profile's ca_bundle, else botocore's bundle.
-            ca_file = get_cert_path(session.get_config_variable("ca_bundle") or True)
+            # boto3's trust: AWS_CA_BUNDLE / the profile's ca_bundle, else botocore's bundle
+            # (read from the botocore session under the boto3 one, as boto3's clients do).
+            ca_file = get_cert_path(session._session.get_config_variable("ca_bundle") or True)
             options.override_default_trust_store_from_path(None, ca_file)
             tls_options = ClientTlsContext(options).new_connection_options()
         # One event-loop thread: it only moves bytes and signs; the consumer's Python threads,

@@ -71,7 +71,9 @@ class HttpStub:
     def __enter__(self) -> HttpStub:
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         if self.tls is not None:
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
+            # The handshake in the handler thread: in accept() a stalled one would block them all.
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True,
+                                                       do_handshake_on_connect=False)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          name="http-stub", daemon=True).start()
         return self

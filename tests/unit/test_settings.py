@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.queue_sample_seconds == 15.0
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
+    assert settings.s3_client == "crt"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -55,6 +57,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
         QUEUE_SAMPLE_SECONDS="1",
         SHELVER_STATE_DIR=str(tmp_path),
         LOG_LEVEL="debug",
+        S3_CLIENT=" BOTO3 ",
     )
 
     assert settings.input_queue.endswith("/Books.fifo")
@@ -71,6 +74,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
     assert settings.queue_sample_seconds == 1
     assert settings.state_dir == str(tmp_path)
     assert settings.log_level == "DEBUG"
+    assert settings.s3_client == "boto3"
 
 
 INT_1_64 = "an integer from 1 to 64"
@@ -115,6 +119,7 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("GENRE_BUCKETS", "scifi=scifi,,romance=romance", GENRE_FORM),
         ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
+        ("S3_CLIENT", "fast", "crt or boto3"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_accepted_form(
@@ -211,3 +216,25 @@ def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
 @pytest.mark.usefixtures("no_ambient_region")
 def test_aws_default_region_is_enough() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
+
+
+def test_s3_client_crt_refuses_what_it_cannot_do_and_names_the_fallback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT's S3 client takes none
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    with pytest.raises(ConfigError) as raised:
+        load()
+
+    assert "S3_CLIENT=crt" in str(raised.value)
+    assert "proxy" in str(raised.value)
+    assert "S3_CLIENT=boto3" in str(raised.value)
+    assert load(S3_CLIENT="boto3").s3_client == "boto3"
+
+
+def test_s3_client_crt_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "workers.s3crt", None)  # as if awscrt were not installed
+
+    with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
+        load()
+    assert load(S3_CLIENT="boto3").s3_client == "boto3"
