@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from workers.s3objects import Boto3Objects, S3Objects
+
+if TYPE_CHECKING:
+    from workers.crt import CrtRuntime
+
+# S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
+AWS_CLIENTS = ("crt", "boto3")
 
 # Headroom above the processing threads: the main loop, the visibility keeper and the DLQ sends
 # also hold connections.
@@ -27,6 +33,8 @@ CONNECT_TIMEOUT_SECONDS = 3
 ATTEMPTS = 3
 # The longest one S3 call may wait for an answer (boto3: per attempt; CRT: for the whole call).
 S3_TIMEOUT_SECONDS = 60
+# The same for SQS calls other than long polls (per attempt, for both clients).
+SQS_TIMEOUT_SECONDS = 10
 # A long poll answers after WaitTimeSeconds at the latest; this much more means it hangs.
 RECEIVE_READ_MARGIN_SECONDS = 5
 
@@ -38,9 +46,9 @@ class Clients:
     s3: S3Objects
 
 
-def make_session() -> boto3.session.Session:
+def make_session(region: str | None = None) -> boto3.session.Session:
     # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is the name most tools document.
-    return boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+    return boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
 
 
 def _config(read_timeout: float, connections: int, attempts: int = ATTEMPTS) -> Config:
@@ -60,7 +68,8 @@ def _config(read_timeout: float, connections: int, attempts: int = ATTEMPTS) -> 
     )
 
 
-def make_s3(session: boto3.session.Session, threads: int, s3_client: str) -> S3Objects:
+def make_s3(session: boto3.session.Session, threads: int, s3_client: str,
+            runtime: CrtRuntime | None = None) -> S3Objects:
     """`S3_CLIENT`'s S3 client for `threads` processing threads, the only ones that call S3."""
     s3 = session.client("s3", config=_config(S3_TIMEOUT_SECONDS, threads + _EXTRA_CONNECTIONS))
     if s3_client == "boto3":
@@ -69,21 +78,43 @@ def make_s3(session: boto3.session.Session, threads: int, s3_client: str) -> S3O
 
     # Configured as the boto3 client `s3` is; one connection per thread: each sends one
     # request at a time.
-    return CrtObjects.create(session, s3, connections=threads,
+    return CrtObjects.create(runtime or _runtime(session), s3, connections=threads,
                              connect_timeout=CONNECT_TIMEOUT_SECONDS,
                              timeout=S3_TIMEOUT_SECONDS, attempts=ATTEMPTS)
 
 
-def make_clients(threads: int, wait_time_seconds: int, s3_client: str) -> Clients:
+def make_sqs(session: boto3.session.Session, sqs_client: str, read_timeout: float,
+             connections: int, attempts: int = ATTEMPTS, runtime: CrtRuntime | None = None
+             ) -> Any:
+    """A boto3 SQS client; with `SQS_CLIENT=crt`, its per-batch calls go through the CRT."""
+    sqs = session.client("sqs", config=_config(read_timeout, connections, attempts))
+    if sqs_client == "boto3":
+        return sqs
+    from workers.sqscrt import CrtSqs  # awscrt is needed only when chosen
+
+    return CrtSqs(sqs, runtime or _runtime(session), connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                  read_timeout=read_timeout, attempts=attempts)
+
+
+def _runtime(session: boto3.session.Session) -> CrtRuntime:
+    from workers.crt import CrtRuntime
+
+    return CrtRuntime.create(session)
+
+
+def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_client: str
+                 ) -> Clients:
     session = make_session()
+    # One CRT event loop and credential source for every CRT client of the process.
+    runtime = _runtime(session) if "crt" in (s3_client, sqs_client) else None
     connections = threads + _EXTRA_CONNECTIONS
     return Clients(
         # One attempt: the consumer loop retries receives itself, and a hung receive must end
         # within receive_call_limit() so the main loop can beat.
-        sqs_receive=session.client("sqs", config=_config(
-            wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS, connections, attempts=1)),
-        sqs=session.client("sqs", config=_config(10, connections)),
-        s3=make_s3(session, threads, s3_client),
+        sqs_receive=make_sqs(session, sqs_client, wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS,
+                             connections, attempts=1, runtime=runtime),
+        sqs=make_sqs(session, sqs_client, SQS_TIMEOUT_SECONDS, connections, runtime=runtime),
+        s3=make_s3(session, threads, s3_client, runtime),
     )
 
 

@@ -185,7 +185,7 @@ class Consumer:
         keeper = threading.Thread(target=self._keep, name="keeper", daemon=True)
         keeper.start()
         clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds,
-                               self.settings.s3_client)
+                               self.settings.s3_client, self.settings.sqs_client)
         if not self._connect(clients.sqs, clients.sqs_receive):
             return self._finish(EXIT_OK)
         assert self._transport is not None and self._held is not None

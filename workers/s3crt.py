@@ -1,24 +1,18 @@
-"""`S3Objects` on AWS's Common Runtime (awscrt): PutObject and HeadObject signed and sent in C.
-
-boto3 spends about 1.2 ms of CPU on a small PutObject, nearly all of it in botocore's Python
-(serialising, signing, urllib3); the CRT does the same request for about a quarter of that. Only
-these two calls move: everything else stays on boto3, and so does all configuration. The CRT is
-told what boto3 would do, never left to work it out itself:
+"""`S3Objects` on AWS's Common Runtime (see `workers.crt`): PutObject and HeadObject through the
+CRT's S3 client, about a quarter of boto3's CPU per call.
 
 - where: botocore resolves each bucket's URL once (`_Endpoints`), so the endpoint settings
   (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile, region) and the addressing style are
   boto3's: path-style on a custom endpoint, plain HTTP or TLS as its URL says; virtual-hosted
-  style and TLS on AWS's own endpoints, trusting boto3's CA bundle (`AWS_CA_BUNDLE`);
-- who: the boto3 session's credentials (`SessionCredentials`), its whole chain (environment,
-  profiles, web identity for Kubernetes service accounts, container and instance roles), refreshed
-  as boto3 refreshes them; the CRT has no credential chain of its own here;
-- how hard: three attempts with boto3's standard-mode backoff (jittered, 1 s doubling, 20 s cap),
-  the same connect timeout, a connection per processing thread, and a deadline per call, so a put
-  that hangs ends as a `ReadTimeoutError` instead of stalling its message group;
-- failures: as botocore reports them (`_Errors`), see `workers.s3objects`.
-
-The CRT runs its own C threads: a client must be created in the process that uses it, never
-before a fork (the consumers create theirs after they start).
+  style and TLS on AWS's own endpoints;
+- how hard: three attempts, the same connect timeout, a connection per processing thread, and a
+  deadline per call, so a put that hangs ends as a `ReadTimeoutError` instead of stalling its
+  message group. The CRT retries by itself, with one backoff scale for every error: boto3's for
+  throttling (a random 0-1 s, doubling, 20 s cap), S3's most common transient answer (boto3 waits
+  only 50 ms before retrying other errors);
+- failures: as botocore reports them (`_Errors`), see `workers.s3objects`. An untrusted
+  certificate shows late: s2n, the CRT's TLS, delays its report of a refused handshake by
+  10-30 s (blinding, against timing attacks), so it may end at the deadline instead.
 """
 
 from __future__ import annotations
@@ -26,21 +20,13 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from awscrt.auth import AwsCredentials, AwsCredentialsProvider
 from awscrt.exceptions import AwsCrtError
 from awscrt.http import HttpHeaders, HttpRequest
-from awscrt.io import (
-    ClientBootstrap,
-    ClientTlsContext,
-    DefaultHostResolver,
-    EventLoopGroup,
-    TlsContextOptions,
-)
 from awscrt.s3 import (
     S3Client,
     S3RequestTlsMode,
@@ -50,23 +36,20 @@ from awscrt.s3 import (
     create_default_s3_signing_config,
 )
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    ReadTimeoutError,
-    SSLError,
-)
-from botocore.httpsession import get_cert_path
+from botocore.exceptions import ReadTimeoutError
 from botocore.parsers import create_parser
-from botocore.utils import get_environ_proxies
 
+from workers.crt import (
+    CrtRuntime,
+    SessionCredentials,
+    UnsupportedByCrt,
+    check_no_proxy,
+    network_error,
+)
 from workers.s3objects import ObjectHead
 
-# boto3's standard retry mode, which the boto3 clients use: the first retry waits a random
-# 0-1 s, each next one up to twice as long, never more than 20 s.
+# boto3's standard-mode backoff for throttling: the first retry waits a random 0-1 s, each next
+# one up to twice as long, never more than 20 s.
 BACKOFF_SCALE_MS = 1000
 MAX_BACKOFF_SECONDS = 20
 # After this long the cancel of a timed-out request is not waited for any more.
@@ -75,19 +58,6 @@ _CANCEL_WAIT_SECONDS = 5.0
 _PROBE_KEY = "k"
 _META_PREFIX = "x-amz-meta-"
 
-# CRT failures that carry no S3 answer -> what botocore raises for the same failure of urllib3.
-_NETWORK_FAILURES: dict[str, Callable[..., Exception]] = {
-    **dict.fromkeys(("AWS_IO_SOCKET_CONNECTION_REFUSED", "AWS_IO_SOCKET_NO_ROUTE_TO_HOST",
-                     "AWS_IO_SOCKET_NETWORK_DOWN", "AWS_IO_SOCKET_CONNECT_ABORTED",
-                     "AWS_IO_DNS_QUERY_FAILED", "AWS_IO_DNS_INVALID_NAME",
-                     "AWS_IO_DNS_NO_ADDRESS_FOR_HOST"), EndpointConnectionError),
-    "AWS_IO_SOCKET_TIMEOUT": ConnectTimeoutError,  # connecting took too long
-    **dict.fromkeys(("AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE",
-                     "AWS_ERROR_HTTP_RESPONSE_FIRST_BYTE_TIMEOUT"), ReadTimeoutError),
-    **dict.fromkeys(("AWS_IO_SOCKET_CLOSED", "AWS_ERROR_HTTP_CONNECTION_CLOSED",
-                     "AWS_ERROR_HTTP_SERVER_CLOSED", "AWS_IO_BROKEN_PIPE",
-                     "AWS_IO_SOCKET_NOT_CONNECTED"), ConnectionClosedError),
-}
 # Answers the CRT retries itself: after the last attempt it reports the class of the answer, not
 # the answer. These are S3's codes for them (and what the boto3 path reports for the same faults).
 _RETRIED_ANSWERS = {
@@ -96,40 +66,6 @@ _RETRIED_ANSWERS = {
     "AWS_ERROR_S3_REQUEST_TIMEOUT": ("RequestTimeout", 400),
     "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": ("RequestTimeTooSkewed", 403),
 }
-
-
-class UnsupportedByCrt(ValueError):
-    """boto3 would reach a bucket in a way the CRT client does not (a proxy, a special
-    endpoint): the operator must choose S3_CLIENT=boto3."""
-
-
-class SessionCredentials:
-    """The boto3 session's credentials, lent to the CRT signer.
-
-    `refresh` runs in the requesting thread before every request: when boto3's refreshable
-    credentials are due (STS web identity, container or instance role, SSO...), the refresh
-    happens there, with boto3's own errors, and never blocks the CRT's event loop. The CRT's
-    delegate then only reads the latest set.
-    """
-
-    def __init__(self, source: Any) -> None:
-        self._source = source  # botocore Credentials, RefreshableCredentials, or None
-        self._frozen: Any = None
-        self._current: AwsCredentials | None = None
-        self.provider = AwsCredentialsProvider.new_delegate(self._for_crt)
-
-    def refresh(self) -> None:
-        if self._source is None:
-            raise NoCredentialsError()
-        frozen = self._source.get_frozen_credentials()
-        if frozen != self._frozen:
-            self._current = AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
-            self._frozen = frozen
-
-    def _for_crt(self) -> AwsCredentials:
-        if self._current is None:  # only if a request skipped refresh(): a bug
-            raise NoCredentialsError()
-        return self._current
 
 
 @dataclass(frozen=True)
@@ -201,14 +137,10 @@ class _Endpoints:
 def check_supported(s3: Any, buckets: Mapping[str, str]) -> None:
     """Raise `UnsupportedByCrt` if boto3 would reach any of `buckets` in a way the CRT client
     cannot: through an HTTP(S) proxy (the CRT's S3 client takes no proxy), or with anything but
-    SigV4 for S3 in the client's region (access points in other regions, S3 Express...)."""
+    SigV4 for S3 in the client's region (S3 Express directory buckets...)."""
     endpoints = _Endpoints(s3)
     for bucket in buckets.values():
-        location = endpoints.locate(bucket)
-        url = location.url(_PROBE_KEY)
-        if get_environ_proxies(url):
-            raise UnsupportedByCrt(f"boto3 would reach {url} through a proxy "
-                                   "(HTTP_PROXY/HTTPS_PROXY), which the CRT client does not use")
+        check_no_proxy(endpoints.locate(bucket).url(_PROBE_KEY))
 
 
 @dataclass
@@ -248,11 +180,7 @@ class _Errors:
                 {"Error": {"Code": code, "Message": f"{error.name}: {error.message}"},
                  "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}}},
                 operation)
-        failure = _NETWORK_FAILURES.get(error.name)
-        if failure is None:
-            # botocore's names for a TLS failure, and for any other failure of its HTTP client.
-            failure = SSLError if error.name.startswith("AWS_IO_TLS") else HTTPClientError
-        return failure(endpoint_url=url, error=error)
+        return network_error(error, url)
 
     def _client_error(self, parsed: dict[str, Any], operation: str) -> Exception:
         """boto3's exception for the code: a modeled one (NoSuchBucket...) or ClientError."""
@@ -273,40 +201,27 @@ class CrtObjects:
         self._timeout = timeout
 
     @classmethod
-    def create(cls, session: Any, s3: Any, connections: int, connect_timeout: float,
+    def create(cls, runtime: CrtRuntime, s3: Any, connections: int, connect_timeout: float,
                timeout: float, attempts: int) -> CrtObjects:
-        """A CRT client configured as `s3`, the boto3 client of `session`, is."""
+        """A CRT client configured as `s3`, a boto3 client of `runtime.session`, is."""
         if attempts < 2:
             raise ValueError("the CRT takes max_retries=0 for its default of 5: at least two "
                              "attempts")
-        tls_options = None
-        tls_mode = S3RequestTlsMode.DISABLED
-        if urlsplit(s3.meta.endpoint_url).scheme == "https":
-            tls_mode = S3RequestTlsMode.ENABLED
-            options = TlsContextOptions()
-            # boto3's trust: AWS_CA_BUNDLE / the profile's ca_bundle, else botocore's bundle
-            # (read from the botocore session under the boto3 one, as boto3's clients do).
-            ca_file = get_cert_path(session._session.get_config_variable("ca_bundle") or True)
-            options.override_default_trust_store_from_path(None, ca_file)
-            tls_options = ClientTlsContext(options).new_connection_options()
-        # One event-loop thread: it only moves bytes and signs; the consumer's Python threads,
-        # not the CRT's, are what a consumer's CPU goes to.
-        loops = EventLoopGroup(1)
-        bootstrap = ClientBootstrap(loops, DefaultHostResolver(loops))
-        credentials = SessionCredentials(session.get_credentials())
+        https = urlsplit(s3.meta.endpoint_url).scheme == "https"
         region = s3.meta.region_name
         client = S3Client(
-            bootstrap=bootstrap, region=region, tls_mode=tls_mode,
-            tls_connection_options=tls_options,
+            bootstrap=runtime.bootstrap, region=region,
+            tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
+            tls_connection_options=runtime.tls_options() if https else None,
             signing_config=create_default_s3_signing_config(
-                region=region, credential_provider=credentials.provider),
+                region=region, credential_provider=runtime.credentials.provider),
             max_active_connections_override=connections,
             retry_config=S3RetryConfig(max_retries=attempts - 1,
                                        backoff_scale_factor_ms=BACKOFF_SCALE_MS,
                                        max_backoff_secs=MAX_BACKOFF_SECONDS),
             connect_timeout_ms=int(connect_timeout * 1000),
         )
-        return cls(client, s3, credentials, timeout)
+        return cls(client, s3, runtime.credentials, timeout)
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-S3_CLIENTS = ("crt", "boto3")
-
 
 @dataclass(frozen=True)
 class ObjectHead:

@@ -44,6 +44,7 @@ class Settings:
     state_dir: str = ""
     log_level: str = "INFO"
     s3_client: str = "crt"
+    sqs_client: str = "crt"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,7 +57,7 @@ class Settings:
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
         _check_region(env)
-        _check_s3_client(settings)
+        _check_crt_clients(settings, env)
         return settings
 
     def check_consistency(self) -> None:
@@ -147,30 +148,40 @@ def _check_region(env: Mapping[str, str]) -> None:
                       "profile): expected a region name such as us-east-1")
 
 
-def _s3_client(raw: str) -> str:
-    from workers.s3objects import S3_CLIENTS
+def _aws_client(raw: str) -> str:
+    from workers.aws import AWS_CLIENTS  # boto3 is heavy; only needed here
 
     client = raw.lower()
-    if client not in S3_CLIENTS:
+    if client not in AWS_CLIENTS:
         raise ValueError(f"unknown client {raw}")
     return client
 
 
-def _check_s3_client(settings: Settings) -> None:
-    """The CRT client must be installed, and able to reach every bucket the way boto3 would."""
-    if settings.s3_client != "crt":
+def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
+    """A CRT client must be installed, and able to reach AWS the way boto3 would."""
+    chosen = [name for name, client in (("S3_CLIENT", settings.s3_client),
+                                        ("SQS_CLIENT", settings.sqs_client)) if client == "crt"]
+    if not chosen:
         return
     try:
-        from workers.s3crt import UnsupportedByCrt, check_supported
+        from workers import s3crt, sqscrt
+        from workers.crt import UnsupportedByCrt
     except ImportError as exc:
-        raise ConfigError(f"S3_CLIENT=crt needs the awscrt package ({exc}): install "
-                          "requirements/app.txt, or set S3_CLIENT=boto3") from None
+        raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
+                          f"requirements/app.txt, or set {chosen[0]}=boto3") from None
     from workers.aws import make_session
 
+    session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
     try:
-        check_supported(make_session().client("s3"), settings.genre_buckets)
+        if settings.s3_client == "crt":
+            s3crt.check_supported(session.client("s3"), settings.genre_buckets)
     except UnsupportedByCrt as exc:
         raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
+    try:
+        if settings.sqs_client == "crt":
+            sqscrt.check_supported(session.client("sqs"))
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"SQS_CLIENT=crt cannot be used: {exc}; set SQS_CLIENT=boto3") from None
 
 
 # Settings field -> (environment variable, accepted form).
@@ -194,5 +205,6 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "health_max_poll_age_seconds": ("HEALTH_MAX_POLL_AGE_SECONDS", _seconds(1, 86_400)),
     "queue_sample_seconds": ("QUEUE_SAMPLE_SECONDS", _seconds(1, 3600)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
-    "s3_client": ("S3_CLIENT", _Form(_s3_client, "crt or boto3")),
+    "s3_client": ("S3_CLIENT", _Form(_aws_client, "crt or boto3")),
+    "sqs_client": ("SQS_CLIENT", _Form(_aws_client, "crt or boto3")),
 }

@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from workers.s3objects import S3_CLIENTS
+from workers.aws import AWS_CLIENTS
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_S3",
                        "AWS_PROFILE")
@@ -47,9 +47,9 @@ def aws_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """moto's S3 served over HTTP on 127.0.0.1: a real endpoint for clients that in-process
-    moto cannot intercept (the CRT sends from C)."""
+def moto_server() -> Iterator[str]:
+    """moto's AWS (S3, SQS) served over HTTP on 127.0.0.1: a real endpoint for clients that
+    in-process moto cannot intercept (the CRT sends from C)."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -59,14 +59,20 @@ def s3_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def empty_s3_server(s3_server: str) -> str:
-    """The session's moto S3 server, emptied."""
-    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST"),
+def empty_moto_server(moto_server: str) -> str:
+    """The session's moto server, emptied."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"),
                            timeout=10).close()
-    return s3_server
+    return moto_server
 
 
-@pytest.fixture(params=S3_CLIENTS)
+@pytest.fixture(params=AWS_CLIENTS)
 def s3_client(request: pytest.FixtureRequest) -> str:
     """Each S3_CLIENT in turn: both must pass the same tests."""
+    return str(request.param)
+
+
+@pytest.fixture(params=AWS_CLIENTS)
+def sqs_client(request: pytest.FixtureRequest) -> str:
+    """Each SQS_CLIENT in turn: both must pass the same tests."""
     return str(request.param)

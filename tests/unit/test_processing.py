@@ -326,8 +326,8 @@ def test_an_empty_group_gives_no_results(fx: Fixture) -> None:
 # -- with the real BookStore, each S3_CLIENT, over HTTP -------------------------------------------
 
 @pytest.fixture
-def s3(empty_s3_server: str, aws_at: Callable[[str], None]) -> Any:
-    aws_at(empty_s3_server)
+def s3(empty_moto_server: str, aws_at: Callable[[str], None]) -> Any:
+    aws_at(empty_moto_server)
     client = boto3.client("s3")
     client.create_bucket(Bucket="scifi-books")
     return client
@@ -367,10 +367,10 @@ def test_a_missing_bucket_is_retried_not_dead_lettered(s3: Any, s3_client: str) 
     ({"outage_until": math.inf}, "ConnectionClosedError"),  # the chaos suite's S3 outage
 ], ids=["500", "throttled", "reset", "outage"])
 def test_s3_faults_are_retried_with_the_same_reason_whichever_client(
-        empty_s3_server: str, aws_at: Callable[[str], None], s3_client: str,
+        empty_moto_server: str, aws_at: Callable[[str], None], s3_client: str,
         fault: dict[str, Any], reason: str) -> None:
     # The reason is the metric label and /health's `failing`: S3_CLIENT must not change it.
-    with FaultProxy(empty_s3_server) as proxy:
+    with FaultProxy(empty_moto_server) as proxy:
         proxy.configure(**fault)
         aws_at(proxy.url)
         processor, transport = real_processor(s3_client)

@@ -35,7 +35,8 @@ from cryptography.x509.oid import NameOID
 from tests.support.http_stub import Answer, HttpStub, Recorded
 from tests.support.proxy import FaultProxy
 from workers.aws import make_s3, make_session
-from workers.s3crt import CrtObjects, UnsupportedByCrt, _Endpoints, _Errors, check_supported
+from workers.crt import CrtRuntime, UnsupportedByCrt
+from workers.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
 from workers.s3objects import S3Objects
 
 
@@ -263,8 +264,8 @@ def test_a_certificate_outside_the_ca_bundle_is_refused(tls_stub: HttpStub) -> N
     session = make_session()
     # s2n, the CRT's TLS, delays its report of a refused handshake by 10-30 s (blinding,
     # against timing attacks): whichever comes first, that report or the deadline, ends it.
-    objects = CrtObjects.create(session, session.client("s3"), connections=1,
-                                connect_timeout=3, timeout=5, attempts=3)
+    objects = CrtObjects.create(CrtRuntime.create(session), session.client("s3"),
+                                connections=1, connect_timeout=3, timeout=5, attempts=3)
 
     with pytest.raises((SSLError, ReadTimeoutError)):
         objects.head("scifi", "k.json")
@@ -321,8 +322,8 @@ def test_a_request_that_gets_no_answer_ends_at_its_deadline(
         proxy.outage_for(3600, mode="blackhole")
         aws_at(proxy.url)
         session = make_session()
-        objects = CrtObjects.create(session, session.client("s3"), connections=1,
-                                    connect_timeout=1, timeout=1.0, attempts=3)
+        objects = CrtObjects.create(CrtRuntime.create(session), session.client("s3"),
+                                    connections=1, connect_timeout=1, timeout=1.0, attempts=3)
         with pytest.raises(ReadTimeoutError):
             objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
         assert proxy.counters()["requests"] == 1

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import workers
 from workers.settings import ConfigError, Settings
 
 REGION = {"AWS_REGION": "us-east-1"}
@@ -33,7 +34,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.queue_sample_seconds == 15.0
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
-    assert settings.s3_client == "crt"
+    assert settings.s3_client == settings.sqs_client == "crt"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -58,6 +59,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
         SHELVER_STATE_DIR=str(tmp_path),
         LOG_LEVEL="debug",
         S3_CLIENT=" BOTO3 ",
+        SQS_CLIENT="Boto3",
     )
 
     assert settings.input_queue.endswith("/Books.fifo")
@@ -74,7 +76,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
     assert settings.queue_sample_seconds == 1
     assert settings.state_dir == str(tmp_path)
     assert settings.log_level == "DEBUG"
-    assert settings.s3_client == "boto3"
+    assert settings.s3_client == settings.sqs_client == "boto3"
 
 
 INT_1_64 = "an integer from 1 to 64"
@@ -120,6 +122,7 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
         ("S3_CLIENT", "fast", "crt or boto3"),
+        ("SQS_CLIENT", "crt2", "crt or boto3"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_accepted_form(
@@ -218,23 +221,27 @@ def test_aws_default_region_is_enough() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
 
 
-def test_s3_client_crt_refuses_what_it_cannot_do_and_names_the_fallback(
+def test_a_crt_client_refuses_a_proxy_and_names_the_fallback(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT's S3 client takes none
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT clients take none
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
-    with pytest.raises(ConfigError) as raised:
-        load()
+    for variables, name in (({}, "S3_CLIENT"), ({"S3_CLIENT": "boto3"}, "SQS_CLIENT")):
+        with pytest.raises(ConfigError) as raised:
+            load(**variables)
+        assert f"{name}=crt cannot be used" in str(raised.value)
+        assert "proxy" in str(raised.value)
+        assert f"set {name}=boto3" in str(raised.value)
+    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").sqs_client == "boto3"
 
-    assert "S3_CLIENT=crt" in str(raised.value)
-    assert "proxy" in str(raised.value)
-    assert "S3_CLIENT=boto3" in str(raised.value)
-    assert load(S3_CLIENT="boto3").s3_client == "boto3"
 
-
-def test_s3_client_crt_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "workers.s3crt", None)  # as if awscrt were not installed
+def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("s3crt", "sqscrt"):  # as if awscrt were not installed
+        monkeypatch.setitem(sys.modules, f"workers.{module}", None)
+        monkeypatch.delattr(workers, module, raising=False)
 
     with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
         load()
-    assert load(S3_CLIENT="boto3").s3_client == "boto3"
+    with pytest.raises(ConfigError, match="SQS_CLIENT=crt needs the awscrt package"):
+        load(S3_CLIENT="boto3")
+    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").s3_client == "boto3"

@@ -30,9 +30,9 @@ BUCKET = "scifi-books"
 
 
 @pytest.fixture
-def s3(empty_s3_server: str, aws_at: Callable[[str], None]) -> Any:
+def s3(empty_moto_server: str, aws_at: Callable[[str], None]) -> Any:
     """A boto3 client on an empty S3 with the bucket: to arrange and inspect."""
-    aws_at(empty_s3_server)
+    aws_at(empty_moto_server)
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
     return client
