@@ -175,8 +175,10 @@ class CrtSqs:
                     "status_code": answer.status, "headers": answer.headers,
                     "body": answer.body, "context": {"operation_name": operation}},
                     model.output_shape)
-                failure = self._boto.exceptions.from_code(parsed["Error"]["Code"])(
-                    parsed, operation)
+                # As botocore picks the class: the query-compatible code first.
+                error = parsed["Error"]
+                failure = self._boto.exceptions.from_code(
+                    error.get("QueryErrorCode") or error["Code"])(parsed, operation)
             context = RetryContext(attempt, model, parsed_response=parsed, http_response=answer,
                                    caught_exception=failure, request_context=request_context)
             if not (self._conditions.is_retryable(context)

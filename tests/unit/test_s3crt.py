@@ -14,9 +14,7 @@ import boto3
 import botocore.session
 import pytest
 from awscrt.exceptions import AwsCrtError
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import CredentialProvider, Credentials, RefreshableCredentials
+from botocore.credentials import CredentialProvider, RefreshableCredentials
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -32,8 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.http_stub import Answer, HttpStub, Recorded
+from tests.support.http_stub import Answer, HttpStub
 from tests.support.proxy import FaultProxy
+from tests.support.sigv4 import botocore_signature, signed_by
 from workers.aws import make_s3, make_session
 from workers.crt import CrtRuntime, UnsupportedByCrt
 from workers.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
@@ -49,28 +48,6 @@ def stub(aws_at: Callable[[str], None]) -> Iterator[HttpStub]:
 
 def crt(session: boto3.session.Session | None = None) -> S3Objects:
     return make_s3(session or make_session(), threads=1, s3_client="crt")
-
-
-def signed_by(recorded: Recorded) -> dict[str, str]:
-    """The parts of an `Authorization: AWS4-HMAC-SHA256 Credential=..., ...` header."""
-    algorithm, _, parts = recorded.headers["authorization"].partition(" ")
-    assert algorithm == "AWS4-HMAC-SHA256"
-    return dict(part.strip().split("=", 1) for part in parts.split(","))
-
-
-def botocore_signature(recorded: Recorded, secret_key: str, region: str) -> str:
-    """What botocore's own S3 SigV4 signer computes for this request as it arrived: the
-    headers the client signed, its timestamp, its payload hash."""
-    signed = signed_by(recorded)
-    names = signed["SignedHeaders"].split(";")
-    request = AWSRequest(method=recorded.method, url=f"http://{recorded.headers['host']}"
-                         f"{recorded.path}", headers={n: recorded.headers[n] for n in names},
-                         data=recorded.body)
-    request.context["timestamp"] = recorded.headers["x-amz-date"]
-    access_key = signed["Credential"].split("/")[0]
-    signer = S3SigV4Auth(Credentials(access_key, secret_key), "s3", region)
-    canonical = signer.canonical_request(request)
-    return str(signer.signature(signer.string_to_sign(request, canonical), request))
 
 
 # -- what goes over the wire ------------------------------------------------------------------
@@ -97,7 +74,7 @@ def test_a_conditional_put_carries_what_boto3_would_send_and_a_valid_signature(
     assert signed["Credential"].endswith("/us-east-1/s3/aws4_request")
     assert {"host", "if-none-match", "x-amz-meta-book-id", "content-type", "x-amz-date",
             "x-amz-content-sha256"} <= set(signed["SignedHeaders"].split(";"))
-    assert signed["Signature"] == botocore_signature(put, "testing", "us-east-1")
+    assert signed["Signature"] == botocore_signature(put, "testing", "us-east-1", "s3")
 
 
 def test_an_if_match_put_and_a_head_read_back_etag_and_metadata(stub: HttpStub) -> None:
@@ -116,8 +93,8 @@ def test_an_if_match_put_and_a_head_read_back_etag_and_metadata(stub: HttpStub) 
     assert put.headers["if-match"] == '"old"'
     assert "if-none-match" not in put.headers
     assert (head_request.method, head_request.path) == ("HEAD", "/scifi/k.json")
-    assert signed_by(head_request)["Signature"] == botocore_signature(head_request, "testing",
-                                                                      "us-east-1")
+    assert signed_by(head_request)["Signature"] == botocore_signature(
+        head_request, "testing", "us-east-1", "s3")
 
 
 class _Rotating(CredentialProvider):  # type: ignore[misc]
@@ -159,7 +136,8 @@ def test_rotated_credentials_of_the_boto3_session_sign_the_next_request(stub: Ht
     assert first.headers["x-amz-security-token"] == "token1"
     assert signed_by(second)["Credential"].startswith("KEY2/")
     assert second.headers["x-amz-security-token"] == "token2"
-    assert signed_by(second)["Signature"] == botocore_signature(second, "secret2", "us-east-1")
+    assert signed_by(second)["Signature"] == botocore_signature(second, "secret2", "us-east-1",
+                                                                "s3")
 
 
 def test_no_credentials_fail_as_boto3_fails(aws_at: Callable[[str], None], s3_client: str,
