@@ -289,8 +289,10 @@ def to_json(results: Results) -> dict[str, Any]:
     return _finite(data)  # type: ignore[no-any-return]
 
 
-def _sweep_bars(axis: Any, sweep: list[DrainResult], reference: float) -> None:
-    """Throughput per CONSUMERS (groups of bars, one per CONSUMER_THREADS), B as a line."""
+def _sweep_bars(axis: Any, sweep: list[DrainResult], reference: float,
+                defaults: float | None = None) -> None:
+    """Throughput per CONSUMERS (groups of bars, one per CONSUMER_THREADS), B (and C) as
+    lines."""
     consumers = sorted({int(r.config["CONSUMERS"]) for r in sweep})
     threads = sorted({int(r.config["CONSUMER_THREADS"]) for r in sweep})
     width = 0.8 / max(1, len(threads))
@@ -303,6 +305,9 @@ def _sweep_bars(axis: Any, sweep: list[DrainResult], reference: float) -> None:
                 ys.append(r.throughput)
         axis.bar(xs, ys, width=width, label=f"CONSUMER_THREADS={t}")
     axis.axhline(reference, color=_CONTENDER_COLORS["B"], linestyle="--", label="B reference")
+    if defaults is not None:
+        axis.axhline(defaults, color=_CONTENDER_COLORS["C"], linestyle=":",
+                     label="C Shelver, defaults")
     axis.set_xticks(range(len(consumers)), [f"CONSUMERS={c}" for c in consumers])
     axis.set_ylabel("messages / s")
     axis.legend(fontsize=8, loc="lower right")
@@ -341,7 +346,7 @@ def chart(results: Results, path: Path) -> None:
     right.set_title("Shelver sweep")
     if results.aws_like is not None:
         aws = results.aws_like
-        _sweep_bars(axes[2], aws.sweep, aws.runs["B"].throughput)
+        _sweep_bars(axes[2], aws.sweep, aws.runs["B"].throughput, aws.runs["C"].throughput)
         axes[2].set_title(f"AWS-like latency ({aws.latencies.describe()})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -96,7 +96,7 @@ class Options:
     latency_rate: float = 20.0
     latency_seconds: float = 15.0
     # Shelver's consumers x threads with AWS-like latencies: from latency-bound to CPU-bound.
-    aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (1, 8), (2, 8), (2, 16), (4, 16))
+    aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (4, 8), (8, 8))
     profile: bool = True
     out_dir: Path = REPO / "docs"
     quick: bool = False
