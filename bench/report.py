@@ -245,8 +245,10 @@ def markdown(results: Results) -> str:
             "### AWS-like latency (bench/awslike.py)",
             f"The same drain through two fault proxies that hold every request as long as "
             f"on AWS: {aws.latencies.describe()}. `latency bound` is what that latency alone "
-            "would allow each configuration; the CPU of this machine, shared by the contender, "
-            "the emulator and the proxies, binds the rest.",
+            "would allow each configuration (see the method above). A configuration far below "
+            "its bound while the machine is busy is bound by this machine's CPU (the "
+            "contender's, the emulator's, the proxies'); far below it while the machine is "
+            "not busy, by its own design.",
             aws_like_table(aws),
         ]
     if results.profiles:
