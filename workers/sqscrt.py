@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,9 +47,6 @@ from botocore.retries.standard import (
 )
 
 from workers.crt import CrtRuntime, check_no_proxy, network_error
-
-# How much longer than the CRT's own connect timeout a connection may take before it is given up.
-_CONNECT_MARGIN_SECONDS = 2.0
 
 
 def check_supported(sqs: Any) -> None:
@@ -103,8 +101,11 @@ class _Connections:
                 host_name=self._host, port=self._port, bootstrap=self._bootstrap,
                 socket_options=self._socket, tls_connection_options=self._tls)
             try:
-                connection = connecting.result(self._connect_timeout + _CONNECT_MARGIN_SECONDS)
+                # The CRT's own connect timeout is the same: whichever ends first, the call
+                # stays within the connect timeout boto3 would keep (receive_call_limit).
+                connection = connecting.result(self._connect_timeout)
             except TimeoutError:
+                connecting.add_done_callback(_close_late_connection)
                 raise ConnectTimeoutError(endpoint_url=self.url) from None
             self._local.connection = connection
         return connection
@@ -115,6 +116,11 @@ class _Connections:
         self._local.connection = None
         if connection is not None:
             connection.close()
+
+
+def _close_late_connection(connecting: Future[HttpClientConnection]) -> None:
+    if connecting.exception() is None:
+        connecting.result().close()
 
 
 class CrtSqs:
