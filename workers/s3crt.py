@@ -17,10 +17,10 @@ CRT's S3 client, about a quarter of boto3's CPU per call.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
 from collections.abc import Mapping
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -253,13 +253,17 @@ class CrtObjects:
         # switch to a multipart upload, which If-None-Match does not cover) and no part buffer.
         sent = self._client.make_request(type=S3RequestType.DEFAULT, operation_name=operation,
                                          request=request, on_headers=answer.on_headers)
+        # The future's exception is taken, never raised here: raised, its traceback would hold
+        # this frame, whose `sent` holds the future: a cycle through the CRT, out of the garbage
+        # collector's reach (measured: about 10 KB leaked per failed request).
         try:
-            sent.finished_future.result(self._timeout)
+            error = sent.finished_future.exception(self._timeout)
         except TimeoutError:
             sent.cancel()
-            with contextlib.suppress(Exception):
-                sent.finished_future.result(_CANCEL_WAIT_SECONDS)
+            wait([sent.finished_future], _CANCEL_WAIT_SECONDS)
             raise ReadTimeoutError(endpoint_url=url, error="no answer in time") from None
-        except AwsCrtError as error:
+        if error is None:
+            return answer
+        if isinstance(error, AwsCrtError):
             raise self._errors.translate(error, operation, url) from error
-        return answer
+        raise error  # not the CRT's own (a MemoryError, say)

@@ -103,10 +103,15 @@ class _Connections:
             try:
                 # The CRT's own connect timeout is the same: whichever ends first, the call
                 # stays within the connect timeout boto3 would keep (receive_call_limit).
-                connection = connecting.result(self._connect_timeout)
+                failure = connecting.exception(self._connect_timeout)  # see _send
             except TimeoutError:
                 connecting.add_done_callback(_close_late_connection)
                 raise ConnectTimeoutError(endpoint_url=self.url) from None
+            if isinstance(failure, AwsCrtError):
+                raise network_error(failure, self.url) from failure
+            if failure is not None:
+                raise failure  # not the CRT's own (a MemoryError, say)
+            connection = connecting.result()
             self._local.connection = connection
         return connection
 
@@ -201,19 +206,26 @@ class CrtSqs:
             ("X-Amz-Target", f"AmazonSQS.{operation}"), ("x-amzn-query-mode", "true"),
             ("Content-Length", str(len(body)))]), io.BytesIO(body))
         answer = _Answer()
+        url = self._connections.url
         try:
             aws_sign_request(request, self._signing).result()  # signed in C, in this thread
             stream = self._connections.get().request(request, answer.on_response,
                                                      answer.on_body)
             stream.activate()
-            stream.completion_future.result(self._read_timeout)
+            # Taken, not raised, as in workers.s3crt (where raising it leaked the request).
+            failure = stream.completion_future.exception(self._read_timeout)
         except TimeoutError:
             self._connections.drop()
-            raise ReadTimeoutError(endpoint_url=self._connections.url) from None
-        except AwsCrtError as error:
+            raise ReadTimeoutError(endpoint_url=url) from None
+        except AwsCrtError as error:  # refused at once: the connection was closed
             self._connections.drop()
-            raise network_error(error, self._connections.url) from error
-        except BaseException:  # a stop abandoning a long poll (consumer._LongPollAbandoned)
+            raise network_error(error, url) from error
+        except BaseException:  # a failed connect, or a stop abandoning a long poll
             self._connections.drop()
             raise
+        if failure is not None:
+            self._connections.drop()
+            if isinstance(failure, AwsCrtError):
+                raise network_error(failure, url) from failure
+            raise failure  # not the CRT's own (a MemoryError, say)
         return answer

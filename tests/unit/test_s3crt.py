@@ -5,6 +5,7 @@ exceptions for every failure, and a deadline no request outlives."""
 from __future__ import annotations
 
 import datetime
+import gc
 import ipaddress
 import ssl
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import boto3
 import botocore.session
 import pytest
 from awscrt.exceptions import AwsCrtError
+from awscrt.s3 import S3Request
 from botocore.credentials import CredentialProvider, RefreshableCredentials
 from botocore.exceptions import (
     ClientError,
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.http_stub import Answer, HttpStub
+from tests.support.http_stub import Answer, HttpStub, s3_error
 from tests.support.proxy import FaultProxy
 from tests.support.sigv4 import botocore_signature, signed_by
 from workers.aws import make_s3, make_session
@@ -306,3 +308,23 @@ def test_a_request_that_gets_no_answer_ends_at_its_deadline(
             objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
         assert proxy.counters()["requests"] == 1
 
+
+
+def test_failed_requests_are_freed(stub: HttpStub) -> None:
+    # Raising a CRT future's exception tied its traceback to the frame holding the request: a
+    # cycle through the CRT that the garbage collector never freed (the chaos soak saw consumer
+    # RSS grow by 20 MiB; about 10 KB a failed request).
+    stub.default = Answer(412, (("Content-Type", "application/xml"),),
+                          s3_error("PreconditionFailed"))
+    objects = crt()
+
+    def live_requests() -> int:
+        gc.collect()
+        return sum(isinstance(o, S3Request) for o in gc.get_objects())
+
+    before = live_requests()
+    for n in range(50):
+        with pytest.raises(ClientError):
+            objects.put("scifi", f"k{n}.json", b"{}", content_type="application/json",
+                        metadata={}, if_none_match=True)
+    assert live_requests() - before < 5

@@ -123,3 +123,4 @@ def test_an_abandoned_call_leaves_no_connection_behind(
         # The next call does not wait behind the abandoned one: it gets a new connection.
         assert client.receive_message(QueueUrl=proxy.url + QUEUE, WaitTimeSeconds=0) == {
             "Messages": []}
+
