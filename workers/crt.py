@@ -11,13 +11,14 @@ would do, never left to work it out itself.
   of the process. The CRT runs C threads of its own: create it in the process that uses it,
   never before a fork (the consumers create theirs after they start);
 - `SessionCredentials`: the boto3 session's credential chain, refreshed as boto3 refreshes it;
+- `ErrorAnswers`: an error answer, as boto3 parses and raises it;
 - `network_error`: a CRT failure without an answer, as the exception botocore raises for it;
 - `check_no_proxy`: the CRT clients do not go through HTTP(S)_PROXY.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.httpsession import get_cert_path
+from botocore.parsers import create_parser
 from botocore.utils import get_environ_proxies
 
 # CRT failures that carry no answer -> what botocore raises for the same failure of urllib3.
@@ -61,6 +63,31 @@ _NETWORK_FAILURES: dict[str, Callable[..., Exception]] = {
 class UnsupportedByCrt(ValueError):
     """boto3 would reach AWS in a way the CRT clients do not (through a proxy, a special
     endpoint): the operator must choose boto3 for that service."""
+
+
+class ErrorAnswers:
+    """Error answers read as boto3 reads them: botocore's parser for the service's protocol,
+    then the exception class boto3 raises for the code: a modeled one (NoSuchBucket,
+    QueueDoesNotExist...) or ClientError."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._parser = create_parser(client.meta.service_model.protocol)
+
+    def parse(self, operation: str, status: int, headers: Mapping[str, str], body: bytes
+              ) -> dict[str, Any]:
+        model = self._client.meta.service_model.operation_model(operation)
+        parsed: dict[str, Any] = self._parser.parse(
+            {"status_code": status, "headers": {k.lower(): v for k, v in headers.items()},
+             "body": body, "context": {"operation_name": operation}}, model.output_shape)
+        return parsed
+
+    def exception(self, parsed: dict[str, Any], operation: str) -> Exception:
+        error = parsed.get("Error", {})
+        # As botocore picks the class: the query-compatible code (SQS) first.
+        error_class: type[Exception] = self._client.exceptions.from_code(
+            error.get("QueryErrorCode") or error.get("Code"))
+        return error_class(parsed, operation)
 
 
 def network_error(error: AwsCrtError, url: str) -> Exception:

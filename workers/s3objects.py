@@ -8,7 +8,7 @@ answer, a `BotoCoreError` (`EndpointConnectionError`, `ConnectionClosedError`, `
 (processing, metrics, retries, /health) can tell which one runs. `S3_CLIENT` picks it:
 
 - `crt` (default): `workers.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
-  in C for about a quarter of boto3's CPU;
+  in C for a third of boto3's CPU or less;
 - `boto3`: `Boto3Objects` below, the fallback.
 """
 

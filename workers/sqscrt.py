@@ -35,7 +35,6 @@ from awscrt.exceptions import AwsCrtError
 from awscrt.http import HttpClientConnection, HttpHeaders, HttpRequest
 from awscrt.io import SocketOptions
 from botocore.exceptions import BotoCoreError, ConnectTimeoutError, ReadTimeoutError
-from botocore.parsers import create_parser
 from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import (
     ExponentialBackoff,
@@ -46,7 +45,7 @@ from botocore.retries.standard import (
     ThrottlingErrorDetector,
 )
 
-from workers.crt import CrtRuntime, check_no_proxy, network_error
+from workers.crt import CrtRuntime, ErrorAnswers, check_no_proxy, network_error
 
 
 def check_supported(sqs: Any) -> None:
@@ -144,7 +143,7 @@ class CrtSqs:
             credentials_provider=runtime.credentials.provider,
             region=boto.meta.region_name, service="sqs")
         self._read_timeout = read_timeout
-        self._parser = create_parser("json")
+        self._errors = ErrorAnswers(boto)
         # botocore's standard retry mode, the objects a boto3 client builds for itself.
         throttling = ThrottlingErrorDetector(RetryEventAdapter())
         self._conditions = StandardRetryConditions(max_attempts=attempts)
@@ -182,14 +181,9 @@ class CrtSqs:
                 result: dict[str, Any] = orjson.loads(answer.body)
                 return result
             if answer is not None:
-                parsed = self._parser.parse({
-                    "status_code": answer.status, "headers": answer.headers,
-                    "body": answer.body, "context": {"operation_name": operation}},
-                    model.output_shape)
-                # As botocore picks the class: the query-compatible code first.
-                error = parsed["Error"]
-                failure = self._boto.exceptions.from_code(
-                    error.get("QueryErrorCode") or error["Code"])(parsed, operation)
+                parsed = self._errors.parse(operation, answer.status, answer.headers,
+                                            answer.body)
+                failure = self._errors.exception(parsed, operation)
             context = RetryContext(attempt, model, parsed_response=parsed, http_response=answer,
                                    caught_exception=failure, request_context=request_context)
             if not (self._conditions.is_retryable(context)
