@@ -3,8 +3,9 @@
 Each consumer builds its own session and clients after it starts (boto3 sessions are not
 fork-safe and not meant to be shared across processes, and the CRT runs C threads of its own);
 its threads share these clients, which are thread-safe, with connections sized to the threads so
-no thread waits for a socket. SQS is boto3; S3 is `S3_CLIENT`'s implementation of `S3Objects`,
-configured from the same session and the same boto3 S3 client settings.
+no thread waits for a socket. S3 is `S3_CLIENT`'s implementation of `S3Objects`; SQS is a boto3
+client whose per-batch calls go through the CRT with `SQS_CLIENT=crt`; both configured from the
+same session and the same boto3 client settings (workers/crt.py).
 """
 
 from __future__ import annotations
