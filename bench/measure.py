@@ -42,17 +42,19 @@ class BenchError(RuntimeError):
     """A contender did not start, did not drain, or the emulator misbehaved."""
 
 
-def _stat(pid: int) -> list[str]:
-    """Fields of /proc/<pid>/stat after "pid (comm)": [0] is field 3 of proc(5), the state."""
+def _stat(pid: int, tid: int | None = None) -> list[str]:
+    """Fields of /proc/<pid>/stat (or of its thread `tid`) after "pid (comm)": [0] is field 3
+    of proc(5), the state."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return Path(path).read_text().rpartition(")")[2].split()
     except OSError:
         return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (every thread), 0 if it is gone."""
-    fields = _stat(pid)
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """utime + stime of a process (every thread), or of one of its threads; 0 if it is gone."""
+    fields = _stat(pid, tid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
 
 

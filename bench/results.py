@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from bench.awslike import Latencies
 from bench.measure import Percentiles
 from bench.profile import ProfileSummary
 from bench.workload import Correctness
@@ -60,6 +61,13 @@ class DrainResult:
     def processes(self) -> int:
         return len(self.peak_rss_mb)
 
+    @property
+    def emulator_cap(self) -> float:
+        """The throughput the emulator's CPU per message alone allows: LocalStack serves from one
+        Python process, so it never gets more than one core (msg/s; nan if not measured)."""
+        per_message = self.emulator_cpu_seconds / self.messages
+        return 1 / per_message if per_message > 0 else math.nan
+
 
 @dataclass(frozen=True)
 class LatencyResult:
@@ -70,6 +78,22 @@ class LatencyResult:
 
 
 @dataclass(frozen=True)
+class AwsLikeResult:
+    """The second part: the drain again, with AWS-like latencies on every request."""
+
+    latencies: Latencies
+    runs: dict[str, DrainResult]  # "B", "C"
+    sweep: list[DrainResult]
+
+    def latency_bound(self, run: DrainResult) -> float:
+        """What latency alone would allow this run's configuration (see bench.awslike)."""
+        if "threads" in run.config:
+            return self.latencies.reference_bound(int(run.config["threads"]))
+        return self.latencies.shelver_bound(int(run.config["CONSUMERS"]),
+                                            int(run.config["CONSUMER_THREADS"]))
+
+
+@dataclass(frozen=True)
 class Results:
     runs: dict[str, DrainResult]  # "A" .. "D"
     sweep: list[DrainResult]
@@ -77,6 +101,7 @@ class Results:
     health: Percentiles  # /health during health_run's drain
     health_run: DrainResult | None = None  # Shelver, defaults, probed: apart, as probes cost CPU
     profiles: dict[str, ProfileSummary] = field(default_factory=dict)  # "B", "C"
+    aws_like: AwsLikeResult | None = None
     machine: dict[str, str] = field(default_factory=dict)
     command: str = ""
     books: int = 0

@@ -13,9 +13,10 @@ DLQ and buckets cloned from the deployed ones, so they start empty) pre-filled w
 
 Then, for Shelver with its defaults: `/health` latency while the consumers are saturated (during
 one more drain in C's configuration: 20 requests a second cost Shelver's HTTP workers CPU that
-C's own row must not pay), and end-to-end latency at a low offered rate. With `--profile` (the
-default on a full run), B and C are run once more with py-spy attached, to show where their CPU
-goes.
+C's own row must not pay), and end-to-end latency at a low offered rate. Then the second part,
+AWS-like latency (bench.awslike): B, C and a consumers x threads sweep of Shelver drain again
+with fault proxies adding in-region latencies to every request. With `--profile` (the default on
+a full run), B and C are run once more with py-spy attached, to show where their CPU goes.
 
 Throughput counts from the first message taken off the queue to the queue drained with every
 object listed: process start-up is reported apart (`start-up s`), not folded in. See
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench import report
+from bench.awslike import Latencies, aws_like_endpoints
 from bench.measure import (
     DRAIN_POLL_SECONDS,
     BenchError,
@@ -59,7 +61,7 @@ from bench.measure import (
     wait_for,
 )
 from bench.profile import Profiler, ProfileSummary, py_spy
-from bench.results import DrainResult, LatencyResult, Results
+from bench.results import AwsLikeResult, DrainResult, LatencyResult, Results
 from bench.workload import check, list_etags, make_workload
 from scripts.emulator import FAKE_AWS_ENV, LocalStack, deploy, free_port, health
 from tests.support.aws import Aws, Stack
@@ -75,6 +77,11 @@ START_POLL_SECONDS = 0.05
 GUNICORN_VARIABLES = ("GUNICORN_CMD_ARGS",)
 
 
+_DEFAULTS = Settings()
+DEFAULT_CONFIG = {"CONSUMERS": str(_DEFAULTS.consumers),
+                  "CONSUMER_THREADS": str(_DEFAULTS.consumer_threads)}
+
+
 @dataclass(frozen=True)
 class Options:
     books: int = 3000
@@ -83,6 +90,8 @@ class Options:
     sweep: tuple[tuple[int, int], ...] = tuple(itertools.product((1, 2, 3), (4, 8)))
     latency_rate: float = 20.0
     latency_seconds: float = 15.0
+    # Shelver's consumers x threads with AWS-like latencies: from latency-bound to CPU-bound.
+    aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (4, 8), (8, 8))
     profile: bool = True
     out_dir: Path = REPO / "docs"
     quick: bool = False
@@ -179,12 +188,14 @@ class Bench:
         self.stopping: list[threading.Thread] = []
 
     # -- contenders -----------------------------------------------------------------------------
-    def process_contender(self, contender: str, *args: str) -> Callable[[Stack], Contender]:
+    def process_contender(self, contender: str, *args: str, env: dict[str, str] | None = None
+                          ) -> Callable[[Stack], Contender]:
+        """A or B; `env` is added to the AWS environment (the AWS-like part's proxies)."""
         def make(stack: Stack) -> Contender:
             buckets = ",".join(f"{g}={b}" for g, b in stack.buckets.items())
             command = [sys.executable, "-m", "bench.contenders", contender,
                        "--queue-url", stack.input_url, "--buckets", buckets, *args]
-            return ProcessContender(command, {**_clean_env(), **self.aws_env},
+            return ProcessContender(command, {**_clean_env(), **self.aws_env, **(env or {})},
                                     self.run_dir / "contenders.log")
         return make
 
@@ -195,7 +206,7 @@ class Bench:
             env = {**self.aws_env, **stack.shelver_env(), **overrides}
             shelver = Shelver(env=env, run_dir=self.run_dir, defaults={},
                               port=port or free_port())
-            consumers = int(overrides.get("CONSUMERS", Settings().consumers))
+            consumers = int(overrides.get("CONSUMERS", _DEFAULTS.consumers))
             return ShelverContender(shelver, consumers, self.stopping)
         return make
 
@@ -286,6 +297,27 @@ class Bench:
         print(report.latency_line(result), flush=True)
         return result
 
+    # -- AWS-like latency ----------------------------------------------------------------------
+    def aws_like(self, latencies: Latencies) -> AwsLikeResult:
+        """B, C and Shelver's sweep again, every request held as long as on AWS."""
+        print(f"  AWS-like latency: {latencies.describe()}", flush=True)
+        threads = str(self.options.reference_threads)
+        with aws_like_endpoints(self.aws_env["AWS_ENDPOINT_URL"], latencies) as proxied:
+            runs = {
+                "B": self.drain("B", "B reference", {"threads": threads}, self.process_contender(
+                    "reference", "--threads", threads, env=proxied)),
+                "C": self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG,
+                                self.shelver(proxied)),
+            }
+            sweep = []
+            for consumers, consumer_threads in self.options.aws_like_sweep:
+                config = {"CONSUMERS": str(consumers), "CONSUMER_THREADS": str(consumer_threads)}
+                sweep.append(self.drain("sweep", f"sweep {consumers}x{consumer_threads}", config,
+                                        self.shelver({**config, **proxied})))
+        result = AwsLikeResult(latencies, runs, sweep)
+        print(report.aws_like_line(result), flush=True)
+        return result
+
     # -- everything -----------------------------------------------------------------------------
     def run_all(self) -> Results:
         threads = str(self.options.reference_threads)
@@ -294,13 +326,10 @@ class Bench:
         runs["A"] = self.drain("A", "A naive loop", {"threads": "1"},
                                self.process_contender("naive"))
         runs["B"] = self.drain("B", "B reference", {"threads": threads}, reference)
-        defaults = Settings()
-        default_config = {"CONSUMERS": str(defaults.consumers),
-                          "CONSUMER_THREADS": str(defaults.consumer_threads)}
-        runs["C"] = self.drain("C", "C Shelver, defaults", default_config, self.shelver({}))
+        runs["C"] = self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG, self.shelver({}))
         port = free_port()
         probe = HealthProbe(f"http://127.0.0.1:{port}/health")
-        probed = self.drain("C", "C + /health probe", default_config, self.shelver({}, port),
+        probed = self.drain("C", "C + /health probe", DEFAULT_CONFIG, self.shelver({}, port),
                             [HealthWatcher(probe)])
         health_latency = probe.between(probed.started_at, probed.finished_at)
         print(report.health_line(health_latency), flush=True)
@@ -311,9 +340,11 @@ class Bench:
                                     self.shelver(config)))
         best = max(sweep, key=lambda r: r.throughput).config
         runs["D"] = self.drain("D", "D Shelver, tuned", best, self.shelver(best))
+        print(report.machine_limit_line(runs), flush=True)
         latency = self.latency()
+        aws_like = self.aws_like(Latencies())
         profiles = self.profiles(reference) if self.options.profile else {}
-        return Results(runs, sweep, latency, health_latency, probed, profiles)
+        return Results(runs, sweep, latency, health_latency, probed, profiles, aws_like)
 
     def profiles(self, reference: Callable[[Stack], Contender]) -> dict[str, ProfileSummary]:
         executable = py_spy()
@@ -346,7 +377,7 @@ def wait_for_pids(contender: Contender) -> list[int]:
 def consumers_polling(shelver: Shelver) -> bool:
     body = shelver.get("/health").body
     consumers = body.get("consumers", []) if isinstance(body, dict) else []
-    return (len(consumers) == Settings().consumers
+    return (len(consumers) == _DEFAULTS.consumers
             and all(c.get("state") == "polling" for c in consumers))
 
 
@@ -372,6 +403,7 @@ def machine(endpoint: str) -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "boto3": metadata.version("boto3"),
+        "awscrt": metadata.version("awscrt"),
         "gunicorn": metadata.version("gunicorn"),
         "localstack": localstack,
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -394,7 +426,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, help="messages per contender (default 3000)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 300 books, a 2-point sweep, 5 s of latency, no profile, "
+                        help="smoke run: 300 books, 2-point sweeps, 5 s of latency, no profile, "
                              "results in .run/bench instead of docs/")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="profile B and C with py-spy (default: on, off with --quick)")
@@ -404,7 +436,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     options = Options()
     if args.quick:
         options = Options(books=300, groups=30, sweep=((1, 4), (2, 8)), latency_seconds=5.0,
-                          profile=False, out_dir=REPO / ".run" / "bench", quick=True)
+                          aws_like_sweep=((1, 4), (2, 8)), profile=False,
+                          out_dir=REPO / ".run" / "bench", quick=True)
     if args.books is not None:
         options = dataclasses.replace(options, books=args.books)
     if args.profile is not None:

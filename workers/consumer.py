@@ -126,7 +126,8 @@ class Consumer:
         self._update(state="starting")
         metrics.init_consumer_series(self.settings.genre_buckets)
         self._keeper.start()
-        clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds)
+        clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds,
+                               self.settings.s3_client, self.settings.sqs_client)
         if not self._connect(clients.sqs, clients.sqs_receive):
             return self._finish(EXIT_OK)
         assert self._transport is not None and self._held is not None

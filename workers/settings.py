@@ -58,6 +58,8 @@ class Settings:
     state_dir: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
+    s3_client: str = "crt"
+    sqs_client: str = "crt"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +82,7 @@ class Settings:
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
         _check_region(env)
+        _check_crt_clients(settings, env)
         return settings
 
     def check_consistency(self) -> None:
@@ -169,6 +172,42 @@ def _check_region(env: Mapping[str, str]) -> None:
                       "profile): expected a region name such as us-east-1")
 
 
+def _aws_client(raw: str) -> str:
+    from workers.aws import AWS_CLIENTS  # boto3 is heavy; only needed here
+
+    client = raw.lower()
+    if client not in AWS_CLIENTS:
+        raise ValueError(f"unknown client {raw}")
+    return client
+
+
+def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
+    """A CRT client must be installed, and able to reach AWS the way boto3 would."""
+    chosen = [name for name, client in (("S3_CLIENT", settings.s3_client),
+                                        ("SQS_CLIENT", settings.sqs_client)) if client == "crt"]
+    if not chosen:
+        return
+    try:
+        from workers import s3crt, sqscrt
+        from workers.crt import UnsupportedByCrt
+    except ImportError as exc:
+        raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
+                          f"requirements/app.txt, or set {chosen[0]}=boto3") from None
+    from workers.aws import make_session
+
+    session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
+    try:
+        if settings.s3_client == "crt":
+            s3crt.check_supported(session.client("s3"), settings.genre_buckets)
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
+    try:
+        if settings.sqs_client == "crt":
+            sqscrt.check_supported(session.client("sqs"))
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"SQS_CLIENT=crt cannot be used: {exc}; set SQS_CLIENT=boto3") from None
+
+
 # Settings field -> (environment variable, accepted form).
 _VARIABLES: dict[str, tuple[str, _Form]] = {
     "input_queue": ("INPUT_QUEUE", _Form(_non_empty, "a queue name or URL")),
@@ -194,6 +233,8 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "crash_dead_letter_after": ("CRASH_DEAD_LETTER_AFTER", _int_between(1, 1000)),
     "log_level": ("LOG_LEVEL", _Form(_log_level, "one of DEBUG, INFO, WARNING, ERROR")),
     "log_format": ("LOG_FORMAT", _Form(parse_log_format, " or ".join(LOG_FORMATS))),
+    "s3_client": ("S3_CLIENT", _Form(_aws_client, "crt or boto3")),
+    "sqs_client": ("SQS_CLIENT", _Form(_aws_client, "crt or boto3")),
 }
 
 

@@ -21,13 +21,14 @@ import hashlib
 import string
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
 from workers.books import Book, object_key
+from workers.s3objects import S3Objects
 
 MAX_ATTEMPTS = 5
 CONTENT_TYPE = "application/json"
@@ -94,7 +95,7 @@ class _Existing:
                 and self.sequence >= origin.sequence)
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str], etag: str) -> _Existing:
+    def from_metadata(cls, metadata: Mapping[str, str], etag: str) -> _Existing:
         sequence = metadata.get("sequence-number", "")
         return cls(book_id=metadata.get("book-id"), etag=etag,
                    group=metadata.get("message-group"),
@@ -150,9 +151,9 @@ class _Owners:
 
 
 class BookStore:
-    """Files books into S3; safe to share between threads (boto3 clients are thread-safe)."""
+    """Files books into S3; safe to share between threads (both `S3Objects` are thread-safe)."""
 
-    def __init__(self, s3: Any, remembered_keys: int = 10_000) -> None:
+    def __init__(self, s3: S3Objects, remembered_keys: int = 10_000) -> None:
         self._s3 = s3
         self._owners = _Owners(remembered_keys)
 
@@ -217,20 +218,12 @@ class BookStore:
         if_match: str | None = None,
     ) -> bool:
         """PutObject; False if the precondition failed (the key changed), True on success."""
-        condition: dict[str, str] = {}
-        if if_none_match:
-            condition["IfNoneMatch"] = "*"
-        if if_match is not None:
-            condition["IfMatch"] = if_match
         owner = metadata_id(book.id)
         try:
-            response = self._s3.put_object(
-                Bucket=book.bucket,
-                Key=key,
-                Body=book.body,
-                ContentType=CONTENT_TYPE,
-                Metadata={"book-id": owner, **origin.metadata()},
-                **condition,
+            etag = self._s3.put(
+                book.bucket, key, book.body, content_type=CONTENT_TYPE,
+                metadata={"book-id": owner, **origin.metadata()},
+                if_none_match=if_none_match, if_match=if_match,
             )
         except ClientError as exc:
             if _is_precondition_failure(exc):
@@ -239,21 +232,21 @@ class BookStore:
             if if_match is not None and _error_code(exc) == "NoSuchKey":
                 return False
             raise
-        if response.get("ETag"):
+        if etag:
             group = metadata_id(origin.group) if origin.group is not None else None
             self._owners.remember(book.bucket, key, _Existing(
-                book_id=owner, etag=response["ETag"], group=group, sequence=origin.sequence))
+                book_id=owner, etag=etag, group=group, sequence=origin.sequence))
         return True
 
     def _head(self, bucket: str, key: str) -> _Existing | None:
         """Owner and ETag of an existing file; None if it was deleted since our put failed."""
         try:
-            response = self._s3.head_object(Bucket=bucket, Key=key)
+            head = self._s3.head(bucket, key)
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
             raise
-        return _Existing.from_metadata(response.get("Metadata") or {}, response["ETag"])
+        return _Existing.from_metadata(head.metadata, head.etag)
 
 
 def _error_code(exc: ClientError) -> str:

@@ -1,8 +1,9 @@
-"""The consumer's boto3 clients: how many attempts each call makes, counted on the wire."""
+"""The consumer's AWS clients: how many attempts each call makes, counted on the wire."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -22,10 +23,11 @@ def failing_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
 
 
 def test_a_receive_is_one_attempt_so_a_hung_one_ends_within_the_receive_limit(
-        failing_aws: FaultProxy) -> None:
+        failing_aws: FaultProxy, sqs_client: str) -> None:
     # botocore's `max_attempts` counts retries, not attempts: a receive configured that way made
     # two calls, and two hung long polls outlast the heartbeat budget of receive_call_limit().
-    clients = make_clients(threads=1, wait_time_seconds=0)
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client="boto3",
+                           sqs_client=sqs_client)
 
     with pytest.raises(ClientError):
         clients.sqs_receive.receive_message(QueueUrl=failing_aws.url + "/000000000000/q.fifo")
@@ -33,10 +35,30 @@ def test_a_receive_is_one_attempt_so_a_hung_one_ends_within_the_receive_limit(
     assert failing_aws.counters()["requests"] == 1
 
 
-def test_other_calls_make_three_attempts(failing_aws: FaultProxy) -> None:
-    clients = make_clients(threads=1, wait_time_seconds=0)
+@pytest.mark.parametrize("call", ["delete_message_batch", "get_queue_attributes"])
+def test_other_sqs_calls_make_three_attempts(failing_aws: FaultProxy, sqs_client: str,
+                                             call: str) -> None:
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client="boto3",
+                           sqs_client=sqs_client)
+    queue_url = failing_aws.url + "/000000000000/q.fifo"
+    params: dict[str, dict[str, Any]] = {
+        "delete_message_batch": {"Entries": [{"Id": "0", "ReceiptHandle": "r"}]},
+        "get_queue_attributes": {"AttributeNames": ["All"]}}
 
-    with pytest.raises(ClientError):
-        clients.s3.head_object(Bucket="scifi", Key="k.json")
+    with pytest.raises(ClientError) as info:
+        getattr(clients.sqs, call)(QueueUrl=queue_url, **params[call])
 
     assert failing_aws.counters()["requests"] == 3
+    assert info.value.response["Error"]["Code"] == "InternalFailure"
+
+
+def test_s3_calls_make_three_attempts_whichever_client(failing_aws: FaultProxy,
+                                                        s3_client: str) -> None:
+    clients = make_clients(threads=1, wait_time_seconds=0, s3_client=s3_client,
+                           sqs_client="boto3")
+
+    with pytest.raises(ClientError) as info:
+        clients.s3.head("scifi", "k.json")
+
+    assert failing_aws.counters()["requests"] == 3
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500

@@ -4,6 +4,7 @@ under concurrent receivers)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -15,9 +16,12 @@ import boto3
 import orjson
 import pytest
 
+from bench.awslike import Latencies
 from bench.contenders import Reference, Target, naive
-from bench.profile import Share, load_raw, summarize
-from bench.workload import check, list_etags, make_workload, md5
+from bench.profile import Share, load_raw, summarize, thread_cpu, thread_cpu_since
+from bench.report import machine_limit_line
+from bench.results import AwsLikeResult, DrainResult
+from bench.workload import Correctness, check, list_etags, make_workload, md5
 from tests.support.aws import wait_until
 
 
@@ -137,3 +141,61 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
         ("SqsTransport.receive (workers/transport.py)", 20)]
     assert summary.outside_aws[0] == Share("write_atomically (workers/status.py)", 10)
     assert summary.by_library[0] == Share("botocore", 80)
+
+
+def test_profile_summary_counts_the_crt_client_as_an_aws_call(tmp_path: Path) -> None:
+    thread = "Thread.run (threading.py:982)"
+    raw = tmp_path / "shelver-2.txt"
+    raw.write_text("\n".join([
+        f"{thread};BookStore._put (workers/storage.py:134);CrtObjects.put (workers/s3crt.py:300);"
+        "HttpRequest.__init__ (awscrt/http.py:780) 3",
+        # The CRT calls back into Python on its own thread: no project code called it.
+        "_S3RequestCore._on_headers (awscrt/s3.py:960);_Answer.on_headers (workers/s3crt.py:90) 1",
+    ]) + "\n")
+    summary = summarize(load_raw([raw]))
+    assert summary.aws_calls_percent == 100
+    assert [(s.name, s.percent) for s in summary.aws_by_caller] == [
+        ("BookStore._put (workers/storage.py)", 75),
+        ("(no caller: the CRT's callbacks)", 25)]
+
+
+def test_thread_cpu_tells_the_crts_c_threads_from_python_threads() -> None:
+    from awscrt.io import EventLoopGroup  # starts C threads named AwsEventLoop...
+
+    loops = EventLoopGroup(1)
+    def with_crt_thread() -> dict[str, float] | None:
+        spent = thread_cpu_since({}, thread_cpu([os.getpid()]))
+        return spent if "CRT C threads" in spent else None
+
+    spent = wait_until(with_crt_thread, timeout=10, what="the C thread to name itself")
+    assert set(spent) == {"Python threads", "CRT C threads"}
+    assert spent["Python threads"] > 0  # this test's own interpreter
+    del loops
+
+
+def drain_result(name: str, throughput: float, emulator_ms: float, **config: str
+                 ) -> DrainResult:
+    messages = 1000
+    return DrainResult(name, name, dict(config), messages, 0.5, messages / throughput, 1.0,
+                       [50.0], Correctness(900, 900, 0, 0, 0, 0),
+                       emulator_cpu_seconds=emulator_ms * messages / 1000)
+
+
+def test_the_machine_limit_is_one_emulator_core_over_its_cpu_per_message() -> None:
+    run = drain_result("C", throughput=400, emulator_ms=2.0)
+    assert run.emulator_cap == pytest.approx(500)  # 1 s of one core / 2 ms per message
+    line = machine_limit_line({"C": run})
+    assert "C 500 msg/s (80% reached)" in line
+
+
+def test_aws_like_bounds_follow_each_designs_concurrency() -> None:
+    latencies = Latencies(sqs_ms=10, s3_ms=20)
+    result = AwsLikeResult(latencies, {
+        "B": drain_result("B", 300, 2.0, threads="8"),
+        "C": drain_result("C", 350, 2.0, CONSUMERS="2", CONSUMER_THREADS="4")}, [])
+    # B: 8 workers x 10 messages per (receive + 10 puts + delete) = 80 / 0.22 s.
+    assert result.latency_bound(result.runs["B"]) == pytest.approx(363.6, abs=0.1)
+    # Shelver: 8 threads each storing one message per 20 ms.
+    assert result.latency_bound(result.runs["C"]) == pytest.approx(400)
+    proxy = latencies.proxy("http://127.0.0.1:9", 20)
+    assert (proxy.delay_seconds, proxy.jitter_seconds) == pytest.approx((0.015, 0.010))

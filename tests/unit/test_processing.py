@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -14,6 +15,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
+from tests.support.proxy import FaultProxy
+from workers.aws import make_s3, make_session
 from workers.books import Book
 from workers.crashes import CrashRegistry
 from workers.held_state import ProcessingSlots, read_processing
@@ -497,18 +500,24 @@ def test_an_empty_group_gives_no_results(fx: Fixture) -> None:
     assert fx.processor.process_group([], never) == []
 
 
-# -- with the real BookStore on moto S3 ------------------------------------------------------------
+# -- with the real BookStore, each S3_CLIENT, over HTTP -------------------------------------------
 
 @pytest.fixture
-def s3(moto: None) -> Iterator[Any]:
-    client = boto3.client("s3", region_name="us-east-1")
+def s3(empty_moto_server: str, aws_at: Callable[[str], None]) -> Any:
+    aws_at(empty_moto_server)
+    client = boto3.client("s3")
     client.create_bucket(Bucket="scifi-books")
-    yield client
+    return client
 
 
-def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any) -> None:
+def real_processor(s3_client: str) -> tuple[BookProcessor, FakeTransport]:
     transport = FakeTransport(QueueInfo(QUEUE, 30, DLQ))
-    processor = BookProcessor(BookStore(s3), cast(SqsTransport, transport), GENRES)
+    store = BookStore(make_s3(make_session(), threads=1, s3_client=s3_client))
+    return BookProcessor(store, cast(SqsTransport, transport), GENRES), transport
+
+
+def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any, s3_client: str) -> None:
+    processor, _ = real_processor(s3_client)
     m = message("b-9", title="Dune", genre=" SCIFI ")
 
     result = processor.process(m)
@@ -518,14 +527,35 @@ def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any) -> None:
     assert stored["Body"].read().decode() == m.body
 
 
-def test_a_missing_bucket_is_retried_not_dead_lettered(s3: Any) -> None:
+def test_a_missing_bucket_is_retried_not_dead_lettered(s3: Any, s3_client: str) -> None:
     # romance-books was never created: an operator error, not the message's fault.
-    transport = FakeTransport(QueueInfo(QUEUE, 30, DLQ))
-    processor = BookProcessor(BookStore(s3), cast(SqsTransport, transport), GENRES)
+    processor, transport = real_processor(s3_client)
 
     result = processor.process(message("b-1", genre="romance"))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "NoSuchBucket")
+    assert transport.dead_lettered == []
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    ({"error_rate": 1.0, "error_statuses": (500,)}, "InternalError"),
+    ({"throttle_rate": 1.0}, "SlowDown"),
+    ({"reset_rate": 1.0}, "ConnectionClosedError"),
+    ({"outage_until": math.inf}, "ConnectionClosedError"),  # the chaos suite's S3 outage
+], ids=["500", "throttled", "reset", "outage"])
+def test_s3_faults_are_retried_with_the_same_reason_whichever_client(
+        empty_moto_server: str, aws_at: Callable[[str], None], s3_client: str,
+        fault: dict[str, Any], reason: str) -> None:
+    # The reason is the metric label and /health's `failing`: S3_CLIENT must not change it.
+    with FaultProxy(empty_moto_server) as proxy:
+        proxy.configure(**fault)
+        aws_at(proxy.url)
+        processor, transport = real_processor(s3_client)
+
+        result = processor.process(message("b-1"))
+
+        assert (result.outcome, result.reason) == (Outcome.RETRY, reason)
+        assert proxy.counters()["requests"] == 3  # the same attempts, too
     assert transport.dead_lettered == []
 
 

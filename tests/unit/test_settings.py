@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+import workers
 from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
@@ -34,6 +36,7 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings.state_dir == ""
     assert settings.log_level == "INFO"
     assert settings.log_format == "text"
+    assert settings.s3_client == settings.sqs_client == "crt"
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -58,6 +61,8 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
         CRASH_DEAD_LETTER_AFTER=" 1 ",
         SHELVER_STATE_DIR=str(tmp_path),
         LOG_LEVEL="debug",
+        S3_CLIENT=" BOTO3 ",
+        SQS_CLIENT="Boto3",
     )
 
     assert settings.input_queue.endswith("/Books.fifo")
@@ -75,6 +80,7 @@ def test_values_are_parsed_trimmed_and_normalized(tmp_path: Path) -> None:
     assert settings.crash_dead_letter_after == 1
     assert settings.state_dir == str(tmp_path)
     assert settings.log_level == "DEBUG"
+    assert settings.s3_client == settings.sqs_client == "boto3"
 
 
 INT_1_64 = "an integer from 1 to 64"
@@ -124,6 +130,8 @@ GENRE_FORM = "genre=bucket pairs separated by commas"
         ("LOG_LEVEL", "critical", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_FORMAT", "xml", "text or json"),
         ("LOG_FORMAT", "logfmt", "text or json"),
+        ("S3_CLIENT", "fast", "crt or boto3"),
+        ("SQS_CLIENT", "crt2", "crt or boto3"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_accepted_form(
@@ -318,3 +326,27 @@ def test_log_format_is_trimmed_and_case_insensitive() -> None:
 def test_read_log_format_alone_for_gunicorns_logger(raw: str | None, expected: str) -> None:
     env = {} if raw is None else {"LOG_FORMAT": raw}
     assert read_log_format(env) == expected
+def test_a_crt_client_refuses_a_proxy_and_names_the_fallback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT clients take none
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    for variables, name in (({}, "S3_CLIENT"), ({"S3_CLIENT": "boto3"}, "SQS_CLIENT")):
+        with pytest.raises(ConfigError) as raised:
+            load(**variables)
+        assert f"{name}=crt cannot be used" in str(raised.value)
+        assert "proxy" in str(raised.value)
+        assert f"set {name}=boto3" in str(raised.value)
+    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").sqs_client == "boto3"
+
+
+def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("s3crt", "sqscrt"):  # as if awscrt were not installed
+        monkeypatch.setitem(sys.modules, f"workers.{module}", None)
+        monkeypatch.delattr(workers, module, raising=False)
+
+    with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
+        load()
+    with pytest.raises(ConfigError, match="SQS_CLIENT=crt needs the awscrt package"):
+        load(S3_CLIENT="boto3")
+    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").s3_client == "boto3"

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 
+from workers.aws import make_session, make_sqs
 from workers.transport import (
     DETAIL_ATTRIBUTE,
     ORIGINAL_ID_ATTRIBUTE,
@@ -52,8 +52,10 @@ class Queues:
 
 
 @pytest.fixture
-def queues(moto: None) -> Iterator[Queues]:
-    sqs = boto3.client("sqs", region_name=REGION)
+def queues(empty_moto_server: str, aws_at: Callable[[str], None], sqs_client: str) -> Queues:
+    """The queues, and the SQS_CLIENT under test as a consumer makes it, on moto over HTTP."""
+    aws_at(empty_moto_server)
+    sqs = make_sqs(make_session(), sqs_client, read_timeout=10, connections=4)
     fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
     dlq_url = sqs.create_queue(QueueName=DLQ, Attributes=fifo)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(
@@ -65,7 +67,7 @@ def queues(moto: None) -> Iterator[Queues]:
         Attributes={**fifo, "VisibilityTimeout": str(VISIBILITY), "RedrivePolicy": redrive},
     )["QueueUrl"]
     plain_url = sqs.create_queue(QueueName="plain.fifo", Attributes=fifo)["QueueUrl"]
-    yield Queues(sqs, input_url, dlq_url, plain_url)
+    return Queues(sqs, input_url, dlq_url, plain_url)
 
 
 def transport_for(queues: Queues) -> SqsTransport:

@@ -1,0 +1,330 @@
+"""The CRT client's own promises: requests AWS would accept (boto3's URL, a valid SigV4
+signature), boto3's credentials and their rotation, boto3's endpoint and TLS settings, boto3's
+exceptions for every failure, and a deadline no request outlives."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import ipaddress
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import botocore.session
+import pytest
+from awscrt.exceptions import AwsCrtError
+from awscrt.s3 import S3Request
+from botocore.credentials import CredentialProvider, RefreshableCredentials
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.http_stub import Answer, HttpStub, s3_error
+from tests.support.proxy import FaultProxy
+from tests.support.sigv4 import botocore_signature, signed_by
+from workers.aws import make_s3, make_session
+from workers.crt import CrtRuntime, UnsupportedByCrt
+from workers.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
+from workers.s3objects import S3Objects
+
+
+@pytest.fixture
+def stub(aws_at: Callable[[str], None]) -> Iterator[HttpStub]:
+    with HttpStub() as stub:
+        aws_at(stub.url)
+        yield stub
+
+
+def crt(session: boto3.session.Session | None = None) -> S3Objects:
+    return make_s3(session or make_session(), threads=1, s3_client="crt")
+
+
+# -- what goes over the wire ------------------------------------------------------------------
+
+
+def test_a_conditional_put_carries_what_boto3_would_send_and_a_valid_signature(
+        stub: HttpStub) -> None:
+    etag = crt().put("scifi", "Дюна 1+1 (a)~b.json", b'{"id":"1"}',
+                     content_type="application/json",
+                     metadata={"book-id": "b%201", "message-id": "m-1"}, if_none_match=True)
+
+    assert etag == '"stub-etag"'
+    (put,) = stub.requests
+    assert (put.method, put.path) == (
+        "PUT", "/scifi/%D0%94%D1%8E%D0%BD%D0%B0%201%2B1%20%28a%29~b.json")  # botocore's encoding
+    assert put.body == b'{"id":"1"}'
+    assert put.headers["content-type"] == "application/json"
+    assert put.headers["if-none-match"] == "*"
+    assert "if-match" not in put.headers
+    assert put.headers["x-amz-meta-book-id"] == "b%201"
+    assert put.headers["x-amz-meta-message-id"] == "m-1"
+    signed = signed_by(put)
+    assert signed["Credential"].split("/")[0] == "testing"
+    assert signed["Credential"].endswith("/us-east-1/s3/aws4_request")
+    assert {"host", "if-none-match", "x-amz-meta-book-id", "content-type", "x-amz-date",
+            "x-amz-content-sha256"} <= set(signed["SignedHeaders"].split(";"))
+    assert signed["Signature"] == botocore_signature(put, "testing", "us-east-1", "s3")
+
+
+def test_an_if_match_put_and_a_head_read_back_etag_and_metadata(stub: HttpStub) -> None:
+    stub.script(Answer(200, etag='"new"'),
+                Answer(200, (("x-amz-meta-Book-Id", "b-1"), ("X-Amz-Meta-Message-Id", "m-2"),
+                             ("Content-Type", "application/json")), etag='"new"'))
+    objects = crt()
+
+    assert objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={},
+                       if_match='"old"') == '"new"'
+    head = objects.head("scifi", "k.json")
+
+    assert head.etag == '"new"'
+    assert head.metadata == {"book-id": "b-1", "message-id": "m-2"}  # as boto3 gives it
+    put, head_request = stub.requests
+    assert put.headers["if-match"] == '"old"'
+    assert "if-none-match" not in put.headers
+    assert (head_request.method, head_request.path) == ("HEAD", "/scifi/k.json")
+    assert signed_by(head_request)["Signature"] == botocore_signature(
+        head_request, "testing", "us-east-1", "s3")
+
+
+class _Rotating(CredentialProvider):  # type: ignore[misc]
+    """Refreshable credentials (as STS, web identity or a container role give), on a clock the
+    test turns: each refresh hands out the next key."""
+
+    METHOD = "test-rotating"
+
+    def __init__(self) -> None:
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.issued = 0
+
+    def _refresh(self) -> dict[str, str]:
+        self.issued += 1
+        return {"access_key": f"KEY{self.issued}", "secret_key": f"secret{self.issued}",
+                "token": f"token{self.issued}",
+                "expiry_time": (self.now + datetime.timedelta(hours=1)).isoformat()}
+
+    def load(self) -> RefreshableCredentials:
+        first = self._refresh()
+        return RefreshableCredentials(
+            first["access_key"], first["secret_key"], first["token"],
+            datetime.datetime.fromisoformat(first["expiry_time"]), self._refresh, self.METHOD,
+            time_fetcher=lambda: self.now)
+
+
+def test_rotated_credentials_of_the_boto3_session_sign_the_next_request(stub: HttpStub) -> None:
+    rotating = _Rotating()
+    core = botocore.session.get_session()
+    core.get_component("credential_provider").insert_before("env", rotating)
+    objects = crt(boto3.session.Session(botocore_session=core, region_name="us-east-1"))
+
+    objects.put("scifi", "a.json", b"{}", content_type="application/json", metadata={})
+    rotating.now += datetime.timedelta(hours=1)  # expired: boto3 refreshes on next use
+    objects.put("scifi", "b.json", b"{}", content_type="application/json", metadata={})
+
+    first, second = stub.requests
+    assert signed_by(first)["Credential"].startswith("KEY1/")
+    assert first.headers["x-amz-security-token"] == "token1"
+    assert signed_by(second)["Credential"].startswith("KEY2/")
+    assert second.headers["x-amz-security-token"] == "token2"
+    assert signed_by(second)["Signature"] == botocore_signature(second, "secret2", "us-east-1",
+                                                                "s3")
+
+
+def test_no_credentials_fail_as_boto3_fails(aws_at: Callable[[str], None], s3_client: str,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    aws_at("http://127.0.0.1:9")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    objects = make_s3(make_session(), threads=1, s3_client=s3_client)
+
+    with pytest.raises(NoCredentialsError):
+        objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+
+
+# -- where requests go ------------------------------------------------------------------------
+
+
+def locate(bucket: str, region: str = "eu-west-1") -> tuple[str, str]:
+    """(URL of key "Dune x.json", the Host header) as the CRT client would send them."""
+    location = _Endpoints(boto3.session.Session(region_name=region).client("s3")).locate(bucket)
+    return location.url("Dune x.json"), location.host
+
+
+def test_on_aws_the_bucket_is_virtual_hosted_over_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    assert locate("scifi-books") == ("https://scifi-books.s3.eu-west-1.amazonaws.com/"
+                                     "Dune%20x.json", "scifi-books.s3.eu-west-1.amazonaws.com")
+    # A dotted name would not match the wildcard certificate: boto3 goes path-style.
+    assert locate("books.scifi") == ("https://s3.eu-west-1.amazonaws.com/books.scifi/"
+                                     "Dune%20x.json", "s3.eu-west-1.amazonaws.com")
+
+
+def test_a_custom_endpoint_is_path_style_as_its_url_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    assert locate("scifi") == ("http://127.0.0.1:4566/scifi/Dune%20x.json", "127.0.0.1:4566")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://minio.example:9000")  # S3's own wins
+    assert locate("scifi") == ("https://minio.example:9000/scifi/Dune%20x.json",
+                               "minio.example:9000")
+
+
+def test_what_the_crt_cannot_do_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3 = boto3.session.Session(region_name="us-west-2").client("s3")
+    check_supported(s3, {"scifi": "scifi-books"})
+    with pytest.raises(UnsupportedByCrt, match="s3express"):  # a directory bucket
+        check_supported(s3, {"scifi": "books--usw2-az1--x-s3"})
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    with pytest.raises(UnsupportedByCrt, match="proxy"):
+        check_supported(s3, {"scifi": "scifi-books"})
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost: (certificate, key) files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+@pytest.fixture
+def tls_stub(certificate: tuple[Path, Path], aws_at: Callable[[str], None]
+             ) -> Iterator[HttpStub]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    with HttpStub(tls=context) as stub:
+        aws_at(stub.url.replace("127.0.0.1", "localhost"))
+        yield stub
+
+
+def test_an_https_endpoint_is_tls_trusting_boto3s_ca_bundle(
+        tls_stub: HttpStub, certificate: tuple[Path, Path], s3_client: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate[0]))
+    objects = make_s3(make_session(), threads=1, s3_client=s3_client)
+
+    assert objects.put("scifi", "k.json", b"{}", content_type="application/json",
+                       metadata={}) == '"stub-etag"'
+
+    assert [(r.method, r.path) for r in tls_stub.requests] == [("PUT", "/scifi/k.json")]
+
+
+def test_a_certificate_outside_the_ca_bundle_is_refused(tls_stub: HttpStub) -> None:
+    session = make_session()
+    # s2n, the CRT's TLS, delays its report of a refused handshake by 10-30 s (blinding,
+    # against timing attacks): whichever comes first, that report or the deadline, ends it.
+    objects = CrtObjects.create(CrtRuntime.create(session), session.client("s3"),
+                                connections=1, connect_timeout=3, timeout=5, attempts=3)
+
+    with pytest.raises((SSLError, ReadTimeoutError)):
+        objects.head("scifi", "k.json")
+
+    assert tls_stub.requests == []
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def crt_error(name: str) -> AwsCrtError:
+    return AwsCrtError(code=0, name=name, message="from the test")
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("AWS_IO_SOCKET_CONNECTION_REFUSED", EndpointConnectionError),
+    ("AWS_IO_DNS_QUERY_FAILED", EndpointConnectionError),
+    ("AWS_IO_DNS_INVALID_NAME", EndpointConnectionError),
+    ("AWS_IO_SOCKET_NO_ROUTE_TO_HOST", EndpointConnectionError),
+    ("AWS_IO_SOCKET_TIMEOUT", ConnectTimeoutError),
+    ("AWS_IO_SOCKET_CLOSED", ConnectionClosedError),
+    ("AWS_ERROR_HTTP_CONNECTION_CLOSED", ConnectionClosedError),
+    ("AWS_IO_BROKEN_PIPE", ConnectionClosedError),
+    ("AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE", ReadTimeoutError),
+    ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", SSLError),
+    ("AWS_ERROR_S3_NOT_A_NAME_WE_KNOW", HTTPClientError),
+])
+def test_network_failures_become_botocores_exceptions(name: str, expected: type) -> None:
+    error = _Errors(boto3.client("s3", region_name="us-east-1")).translate(
+        crt_error(name), "PutObject", "http://127.0.0.1:1/b/k")
+    assert type(error) is expected
+
+
+@pytest.mark.parametrize(("name", "code", "status"), [
+    ("AWS_ERROR_S3_INTERNAL_ERROR", "InternalError", 500),
+    ("AWS_ERROR_S3_SLOW_DOWN", "SlowDown", 503),
+    ("AWS_ERROR_S3_REQUEST_TIMEOUT", "RequestTimeout", 400),
+    ("AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED", "RequestTimeTooSkewed", 403),
+])
+def test_answers_the_crt_retried_become_client_errors(name: str, code: str, status: int) -> None:
+    error = _Errors(boto3.client("s3", region_name="us-east-1")).translate(
+        crt_error(name), "PutObject", "http://127.0.0.1:1/b/k")
+    assert isinstance(error, ClientError)
+    assert error.response["Error"]["Code"] == code
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert error.operation_name == "PutObject"
+
+
+def test_a_request_that_gets_no_answer_ends_at_its_deadline(
+        aws_at: Callable[[str], None]) -> None:
+    # The CRT's own stall detection gives up on a silent connection after about 30 s per
+    # attempt: three attempts would hold a message group for a minute and a half.
+    with FaultProxy("http://127.0.0.1:9") as proxy:
+        proxy.outage_for(3600, mode="blackhole")
+        aws_at(proxy.url)
+        session = make_session()
+        objects = CrtObjects.create(CrtRuntime.create(session), session.client("s3"),
+                                    connections=1, connect_timeout=1, timeout=1.0, attempts=3)
+        with pytest.raises(ReadTimeoutError):
+            objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+        assert proxy.counters()["requests"] == 1
+
+
+
+def test_failed_requests_are_freed(stub: HttpStub) -> None:
+    # Raising a CRT future's exception tied its traceback to the frame holding the request: a
+    # cycle through the CRT that the garbage collector never freed (the chaos soak saw consumer
+    # RSS grow by 20 MiB; about 10 KB a failed request).
+    stub.default = Answer(412, (("Content-Type", "application/xml"),),
+                          s3_error("PreconditionFailed"))
+    objects = crt()
+
+    def live_requests() -> int:
+        gc.collect()
+        return sum(isinstance(o, S3Request) for o in gc.get_objects())
+
+    before = live_requests()
+    for n in range(50):
+        with pytest.raises(ClientError):
+            objects.put("scifi", f"k{n}.json", b"{}", content_type="application/json",
+                        metadata={}, if_none_match=True)
+    assert live_requests() - before < 5

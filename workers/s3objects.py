@@ -1,0 +1,60 @@
+"""The two S3 calls Shelver makes, behind one small interface with two implementations.
+
+`S3Objects` is all `BookStore` needs: a PutObject, conditional or not, that answers the new
+ETag, and a HeadObject that answers the ETag and the user metadata. Both implementations fail as
+boto3 does: `botocore.exceptions.ClientError` with S3's error code and HTTP status for an error
+answer, a `BotoCoreError` (`EndpointConnectionError`, `ConnectionClosedError`, `ReadTimeoutError`,
+...) for the network, after the same three attempts; so nothing above the storage layer
+(processing, metrics, retries, /health) can tell which one runs. `S3_CLIENT` picks it:
+
+- `crt` (default): `workers.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
+  in C for a third of boto3's CPU or less;
+- `boto3`: `Boto3Objects` below, the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    etag: str
+    metadata: Mapping[str, str]  # user metadata, names lower case without `x-amz-meta-`
+
+
+class S3Objects(Protocol):
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None) -> str | None:
+        """PutObject (`If-None-Match: *` and/or `If-Match: <etag>` when asked); the new ETag."""
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        """HeadObject: the ETag and user metadata of an existing object."""
+
+
+class Boto3Objects:
+    """`S3Objects` on a boto3 S3 client (thread-safe, as the client is)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None) -> str | None:
+        condition: dict[str, str] = {}
+        if if_none_match:
+            condition["IfNoneMatch"] = "*"
+        if if_match is not None:
+            condition["IfMatch"] = if_match
+        response = self.client.put_object(Bucket=bucket, Key=key, Body=body,
+                                          ContentType=content_type, Metadata=dict(metadata),
+                                          **condition)
+        etag = response.get("ETag")
+        return str(etag) if etag else None
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        response = self.client.head_object(Bucket=bucket, Key=key)
+        return ObjectHead(etag=response["ETag"], metadata=response.get("Metadata") or {})
