@@ -10,7 +10,7 @@ ARG BASE=debian:bookworm-slim
 
 FROM ${BASE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates binutils \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/shelver/venv
 COPY requirements/app.txt requirements/build.txt /tmp/
@@ -24,6 +24,9 @@ RUN --mount=type=secret,id=ca \
 # use s3 and sqs; the credential chain creates sts (web identity: IAM roles for service
 # accounts, assume-role profiles), sso, sso-oidc and signin clients. The image test creates a
 # client for each, and lists what is left.
+# awscrt's wheel ships its C library with full debug information (12 MB, half of it DWARF):
+# the debug sections go, the symbols stay for stack traces.
+RUN find /opt/shelver/venv -name '*.so' -exec strip --strip-debug {} +
 ARG BOTOCORE_SERVICES="s3 sqs sts sso sso-oidc signin"
 RUN cd /opt/shelver/venv/lib/python3.11/site-packages/botocore/data \
  && for model in */; do \
