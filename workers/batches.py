@@ -1,9 +1,14 @@
 """Received batches in flight: how a consumer overlaps its next receive with the work in progress.
 
-Up to `pipelining_limit` received batches are in flight at once, so the next receive overlaps the
-current batch's slowest group and its delete instead of waiting for them. SQS FIFO never hands
-out a group that has messages in flight, so batches in flight together never share a group and
-need no coordination.
+The consumer receives again as soon as fewer message groups are unfinished than it has
+processing threads (`group_limit`): the next receive overlaps the current groups' work and their
+batch's delete instead of waiting for them, and no thread waits for a receive it could have had.
+It counts groups, not batches, because SQS FIFO returns as many messages of one group as it can
+per receive: a batch is often a single group, and a limit of one or two batches left most
+threads idle whenever requests took real time (AWS-like latency, docs/benchmarks.md). A batch of
+ten groups still holds the next receive back until threads free up, so a consumer holds at most
+`group_limit` + 9 groups. SQS FIFO never hands out a group that has messages in flight, so
+batches in flight together never share a group and need no coordination.
 
 Each batch is split by message group, one processing thread per group; the thread that finishes
 a batch's last group settles the whole batch (one batched delete and visibility change), off the
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -24,14 +28,9 @@ from dataclasses import dataclass, field
 
 from workers import metrics
 from workers.processing import Outcome, Result
-from workers.transport import SQS_BATCH, Message
+from workers.transport import Message
 
 log = logging.getLogger(__name__)
-
-
-def pipelining_limit(consumer_threads: int) -> int:
-    # One batch more than the threads can take at once keeps them busy across receives.
-    return 1 + math.ceil(consumer_threads / SQS_BATCH)
 
 
 @dataclass(eq=False)
@@ -50,7 +49,8 @@ class InFlightBatches:
     process_group: Callable[[Sequence[Message]], list[Result]]
     # Gets every result of a batch once its last group is done, on that group's thread.
     settle: Callable[[list[Result]], None]
-    limit: int
+    # Receive again while fewer groups than this are unfinished: the processing threads.
+    group_limit: int
     # Called every second while waiting, unless the oldest batch has been in flight for
     # `stuck_after` seconds.
     beat: Callable[[], None]
@@ -74,18 +74,20 @@ class InFlightBatches:
             future.add_done_callback(functools.partial(self._group_done, batch, group))
 
     def wait_for_room(self, stopping: Callable[[], bool]) -> bool:
-        """Wait until another batch may be received; False if a stop was requested first."""
-        return self._wait(self.limit, lambda now: stopping())
+        """Wait until a processing thread would be free for another batch's groups; False if a
+        stop was requested first."""
+        return self._wait(lambda: sum(b.pending for b in self._batches) < self.group_limit,
+                          lambda now: stopping())
 
     def drain(self, deadline: float) -> bool:
         """Wait until every batch is settled; False if the (monotonic) deadline passed first."""
-        return self._wait(1, lambda now: now > deadline)
+        return self._wait(lambda: not self._batches, lambda now: now > deadline)
 
-    def _wait(self, limit: int, give_up: Callable[[float], bool]) -> bool:
-        """Wait until fewer than `limit` batches are in flight, beating meanwhile."""
+    def _wait(self, room: Callable[[], bool], give_up: Callable[[float], bool]) -> bool:
+        """Wait until `room()` (called under the lock), beating meanwhile."""
         while True:
             with self._changed:
-                if len(self._batches) < limit:
+                if room():
                     return True
                 self._changed.wait(1.0)
                 oldest = min((b.started for b in self._batches), default=time.monotonic())
@@ -112,6 +114,8 @@ class InFlightBatches:
         with self._changed:
             batch.results.extend(results)
             batch.pending -= 1
+            # A thread is free: room for another receive, even while this batch is settled.
+            self._changed.notify_all()
             if batch.pending:
                 return
         try:

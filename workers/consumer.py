@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
 from workers.aws import make_clients
-from workers.batches import InFlightBatches, pipelining_limit
+from workers.batches import InFlightBatches
 from workers.breaker import Breaker
 from workers.crashes import CrashRegistry
 from workers.held_state import ConsumerRecord, recovery_dir
@@ -212,7 +212,7 @@ class Consumer:
         batches = InFlightBatches(
             slot=self.spec.slot, executor=executor,
             process_group=functools.partial(processor.process_group, stopping=stopping),
-            settle=self._settle_batch, limit=pipelining_limit(self.settings.consumer_threads),
+            settle=self._settle_batch, group_limit=self.settings.consumer_threads,
             beat=self._beat, stuck_after=self.settings.visibility_ceiling_seconds,
         )
         depth = QueueDepthSampler(self.spec.slot, self._transport,

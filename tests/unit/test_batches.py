@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import msg
-from workers.batches import InFlightBatches, pipelining_limit
+from workers.batches import InFlightBatches
 from workers.processing import Outcome, Result
 from workers.transport import Message
 
@@ -72,23 +72,19 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 def make(executor: ThreadPoolExecutor) -> Iterator[Callable[..., Fixture]]:
     made: list[Fixture] = []
 
-    def make(limit: int = 2, stuck_after: float = 3600) -> Fixture:
+    def make(group_limit: int = 2, stuck_after: float = 3600) -> Fixture:
         groups, settled, beats = Groups(), [], []
         batches = InFlightBatches(
             slot=0, executor=executor, process_group=groups,
             settle=lambda results: settled.append((threading.current_thread().name, results)),
-            limit=limit, beat=lambda: beats.append(time.monotonic()), stuck_after=stuck_after)
+            group_limit=group_limit, beat=lambda: beats.append(time.monotonic()),
+            stuck_after=stuck_after)
         made.append(Fixture(groups, batches, settled, beats))
         return made[-1]
 
     yield make
     for fx in made:  # let the executor shut down
         fx.groups.open(*fx.groups.gates, "a", "b", "c", "boom")
-
-
-@pytest.mark.parametrize(("threads", "limit"), [(1, 2), (4, 2), (10, 2), (11, 3), (64, 8)])
-def test_one_batch_more_than_the_threads_can_take_at_once(threads: int, limit: int):
-    assert pipelining_limit(threads) == limit
 
 
 def test_the_thread_finishing_the_last_group_settles_the_whole_batch_once(make):
@@ -108,17 +104,29 @@ def test_the_thread_finishing_the_last_group_settles_the_whole_batch_once(make):
     assert len(fx.batches) == 0
 
 
-def test_receiving_waits_while_the_limit_is_reached(make):
-    fx = make(limit=2)
-    fx.batches.start([msg("a1", "a")])
-    assert fx.batches.wait_for_room(stop_on_call(1))  # room: returns without waiting
+def test_receiving_waits_while_every_thread_has_a_group(make):
+    fx = make(group_limit=2)
+    fx.batches.start([msg("a1", "a")])  # a batch of one group, as FIFO receives often are
+    assert fx.batches.wait_for_room(stop_on_call(1))  # a thread is free: no wait
 
     fx.batches.start([msg("b1", "b")])
-    assert not fx.batches.wait_for_room(stop_on_call(1))  # full: waits until the stop
+    assert not fx.batches.wait_for_room(stop_on_call(1))  # both busy: waits until the stop
 
     fx.groups.open("b")
-    assert fx.batches.wait_for_room(patience())  # a settled batch makes room
+    assert fx.batches.wait_for_room(patience())  # a finished group makes room
     assert len(fx.batches) == 1
+
+
+def test_a_batch_of_many_groups_holds_the_next_receive_back(make):
+    fx = make(group_limit=2)
+    fx.batches.start([msg("a1", "a"), msg("b1", "b"), msg("c1", "c")])
+    assert not fx.batches.wait_for_room(stop_on_call(1))  # 3 groups for 2 threads
+
+    fx.groups.open("c")
+    assert not fx.batches.wait_for_room(stop_on_call(1))  # still 2 unfinished
+    fx.groups.open("b")
+    assert fx.batches.wait_for_room(patience())  # one left: a thread is free
+    assert len(fx.batches) == 1  # the batch itself waits for its last group
 
 
 def test_a_group_that_raises_is_retried_never_dropped(make):
@@ -140,7 +148,7 @@ def test_a_group_that_raises_is_retried_never_dropped(make):
 
 
 def test_waiting_beats_every_second(make):
-    fx = make(limit=1)
+    fx = make(group_limit=1)
     fx.batches.start([msg("a1", "a")])
 
     assert not fx.batches.wait_for_room(stop_on_call(3))
@@ -149,7 +157,7 @@ def test_waiting_beats_every_second(make):
 
 
 def test_a_stuck_batch_stops_the_beats_so_the_pool_replaces_the_consumer(make):
-    fx = make(limit=1, stuck_after=0)
+    fx = make(group_limit=1, stuck_after=0)
     fx.batches.start([msg("a1", "a")])
 
     assert not fx.batches.wait_for_room(stop_on_call(3))
