@@ -33,6 +33,8 @@ from types import TracebackType
 from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
+# LocalStack's runtime, started with its own venv's Python (see that file).
+RUNTIME = REPO / "scripts" / "localstack_runtime.py"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
 # What `osls deploy` of serverless.yml touches: CloudFormation drives SQS and S3, and osls asks
@@ -122,7 +124,8 @@ def _is_localstack(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"localstack.runtime.main" in cmdline
+    # scripts/localstack_runtime.py since the FIFO fix; `-m localstack.runtime.main` before it.
+    return b"localstack_runtime.py" in cmdline or b"localstack.runtime.main" in cmdline
 
 
 def _alive(pid: int) -> bool:
@@ -229,7 +232,8 @@ class LocalStack:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [str(python), "-m", "localstack.runtime.main"],
+                # LocalStack's runtime with a fix to its FIFO model: see that script.
+                [str(python), str(RUNTIME)],
                 cwd=self.data_dir,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,

@@ -4,6 +4,8 @@ FROM python:3.13-slim-bookworm
 RUN useradd --system --uid 10002 --create-home localstack
 COPY requirements/localstack.txt /tmp/localstack.txt
 RUN pip install --no-cache-dir -r /tmp/localstack.txt
+# LocalStack's runtime with the fix to its FIFO model that the tests run with (see the script).
+COPY scripts/localstack_runtime.py /opt/localstack_runtime.py
 USER localstack
 WORKDIR /home/localstack
 ENV GATEWAY_LISTEN=0.0.0.0:4566 \
@@ -20,4 +22,4 @@ ENV GATEWAY_LISTEN=0.0.0.0:4566 \
 EXPOSE 4566
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=20 CMD ["python", "-c", \
     "import json, urllib.request; s = json.load(urllib.request.urlopen('http://127.0.0.1:4566/_localstack/health'))['services']; raise SystemExit(0 if s.get('sqs') in ('available', 'running') and s.get('s3') in ('available', 'running') else 1)"]
-CMD ["python", "-m", "localstack.runtime.main"]
+CMD ["python", "/opt/localstack_runtime.py"]

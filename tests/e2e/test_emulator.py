@@ -1,0 +1,67 @@
+"""The emulator keeps SQS's FIFO contract where Shelver's correctness rests on it: a message group
+is handed to one receiver at a time, also when a dead consumer's messages are handed back in one
+ChangeMessageVisibilityBatch call (scripts/localstack_runtime.py has the defect and the fix)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import boto3
+
+from tests.support.aws import Aws
+
+HELD = 10
+RECEIVERS = 6
+TRIALS = 5
+
+
+def _client(aws: Aws) -> Any:
+    env = aws.env
+    return boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def _hand_back_while_receivers_wait(aws: Aws, url: str) -> list[list[str]]:
+    """Receive ten of a group's fifteen messages, park six receivers on a long poll, hand the
+    ten back in one batch call; return what each receiver got."""
+    aws.send(url, [("G", f"m{i}") for i in range(HELD + 5)])
+    held = aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=HELD,
+                                   VisibilityTimeout=60)["Messages"]
+    assert len(held) == HELD
+    got: list[list[str]] = []
+
+    def receive(client: Any) -> None:
+        answer = client.receive_message(QueueUrl=url, MaxNumberOfMessages=3,
+                                        WaitTimeSeconds=2, VisibilityTimeout=30)
+        got.append([m["Body"] for m in answer.get("Messages", [])])
+
+    clients = [_client(aws) for _ in range(RECEIVERS)]
+    for client in clients:  # connected before the clock starts
+        client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    receivers = [threading.Thread(target=receive, args=(client,)) for client in clients]
+    for thread in receivers:
+        thread.start()
+    time.sleep(1.0)  # every receiver is long-polling the queue, which has nothing visible
+    aws.sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+        for i, m in enumerate(held)])
+    for thread in receivers:
+        thread.join(30)
+    return got
+
+
+def test_a_group_handed_back_in_one_batch_goes_to_one_receiver(aws: Aws) -> None:
+    for _ in range(TRIALS):
+        url = aws.sqs.create_queue(QueueName=f"t{uuid.uuid4().hex[:10]}-race.fifo",
+                                   Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"}
+                                   )["QueueUrl"]
+        try:
+            got = _hand_back_while_receivers_wait(aws, url)
+        finally:
+            aws.sqs.delete_queue(QueueUrl=url)
+        assert len(got) == RECEIVERS
+        assert [g for g in got if g] == [["m0", "m1", "m2"]], got
