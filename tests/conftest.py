@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scripts.emulator import FAKE_AWS_ENV, LocalStack, deploy, free_port
-from tests.support.aws import Aws
+from tests.support.aws import Aws, Stack
+from tests.support.proxy import FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +34,18 @@ def aws(aws_env: dict[str, str]) -> Aws:
 
 
 @pytest.fixture
-def stack(aws: Aws) -> Iterator[object]:
+def stack(aws: Aws) -> Iterator[Stack]:
     """A fresh queue pair and genre buckets cloned from the deployed serverless.yml stack, so
     each test starts empty and FIFO deduplication of an earlier test cannot interfere."""
-    clone = aws.clone_stack()
-    yield clone
-    aws.delete_stack(clone)
+    with aws.cloned_stack() as clone:
+        yield clone
+
+
+@pytest.fixture
+def s3_proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the test emulator, for a Shelver's `AWS_ENDPOINT_URL_S3`."""
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
+        yield proxy
 
 
 @pytest.fixture

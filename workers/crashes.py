@@ -51,24 +51,31 @@ class CrashRegistry:
             while len(counts) > MAX_ENTRIES:
                 del counts[next(iter(counts))]
             write_atomically(self.path, counts)
-        self._counts = counts
+            seen = self._stat()
+        # What we wrote is what we hold: the next `refresh` need not read it back.
+        self._counts, self._seen = counts, seen
         return {m: counts[m] for m in message_ids}
 
     def refresh(self) -> None:
         """Reload if the file changed since we last read it (it is replaced, never edited)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        seen = self._stat()
+        if seen is None:
             self._counts, self._seen = {}, None
-            return
-        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if seen != self._seen:
+        elif seen != self._seen:
             self._counts = self._load()
             self._seen = seen
 
     def crashes(self, message_id: str) -> int:
         """Crashes recorded for the message as of the last refresh (or record)."""
         return self._counts.get(message_id, 0)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        """What tells one version of the file from the next (it is replaced, never edited)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> dict[str, int]:
         try:

@@ -18,9 +18,10 @@ would do, never left to work it out itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from awscrt.auth import AwsCredentials, AwsCredentialsProvider
 from awscrt.exceptions import AwsCrtError
@@ -98,6 +99,15 @@ def network_error(error: AwsCrtError, url: str) -> Exception:
     return failure(endpoint_url=url, error=error)
 
 
+def raise_failure(failure: BaseException,
+                  translate: Callable[[AwsCrtError], Exception]) -> NoReturn:
+    """Raise what a CRT future failed with: the CRT's own errors as `translate` makes them
+    (botocore's exceptions), anything else (a MemoryError, say) as it is."""
+    if isinstance(failure, AwsCrtError):
+        raise translate(failure) from failure
+    raise failure
+
+
 def check_no_proxy(url: str) -> None:
     """The CRT clients connect directly: refuse an endpoint boto3 would reach through a proxy."""
     if get_environ_proxies(url):
@@ -148,14 +158,20 @@ class CrtRuntime:
         return cls(session, ClientBootstrap(loops, DefaultHostResolver(loops)),
                    SessionCredentials(session.get_credentials()))
 
-    def tls_options(self, server_name: str | None = None) -> TlsConnectionOptions:
+    @functools.cached_property
+    def _tls_context(self) -> ClientTlsContext:
         """TLS as boto3 does it: trusting AWS_CA_BUNDLE / the profile's ca_bundle, else
         botocore's own bundle (read from the botocore session under the boto3 one, as boto3's
-        clients do); `server_name` for SNI and the certificate check of a direct connection."""
+        clients do). Made once, on first use: it reads and parses the bundle."""
         options = TlsContextOptions()
         ca_bundle = self.session._session.get_config_variable("ca_bundle")
         options.override_default_trust_store_from_path(None, get_cert_path(ca_bundle or True))
-        connection = ClientTlsContext(options).new_connection_options()
+        return ClientTlsContext(options)
+
+    def tls_options(self, server_name: str | None = None) -> TlsConnectionOptions:
+        """Options for one client's connections; `server_name` for SNI and the certificate
+        check of a direct connection."""
+        connection = self._tls_context.new_connection_options()
         if server_name is not None:
             connection.set_server_name(server_name)
         return connection

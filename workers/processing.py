@@ -20,7 +20,7 @@ from workers import metrics
 from workers.books import InvalidBook, decode_book
 from workers.crashes import CrashRegistry
 from workers.held_state import ProcessingSlots
-from workers.storage import BookStore, KeyConflict, Origin, WriteContention
+from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,13 @@ def message_fields(message: Message, outcome: Outcome) -> dict[str, str]:
     """What became of a message."""
     return {"message_id": message.message_id, "group_id": message.group_id,
             "outcome": outcome.value}
+
+
+def stored_fields(message: Message, book_id: str, stored: StoredBook) -> dict[str, str]:
+    """A stored message; reason: how the book was written (created, replaced, superseded: not
+    written)."""
+    return {**message_fields(message, Outcome.STORED), "reason": stored.outcome,
+            "book_id": book_id, "bucket": stored.bucket, "key": stored.key}
 
 
 class BookProcessor:
@@ -138,18 +145,16 @@ class BookProcessor:
                                "book_id": book.id, "bucket": book.bucket})
             metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
             return Result(message, Outcome.RETRY, reason)
-        # reason: how the book was written (created, replaced, superseded: not written).
-        fields = {**message_fields(message, Outcome.STORED), "reason": stored.outcome,
-                  "book_id": book.id, "bucket": stored.bucket, "key": stored.key}
         if not stored.written:
             # A redelivery of what a consumer that died before its delete had written already.
             log.info("book %r (message %s) not written: s3://%s/%s holds a later message of "
                      "group %s", book.id, message.message_id, stored.bucket, stored.key,
-                     message.group_id, extra=fields)
+                     message.group_id, extra=stored_fields(message, book.id, stored))
             metrics.MESSAGES_SUPERSEDED.inc()
             return Result(message, Outcome.STORED, "superseded")
-        log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
-                  stored.outcome, extra=fields)
+        if log.isEnabledFor(logging.DEBUG):  # the fields cost a dict per book, at every level
+            log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
+                      stored.outcome, extra=stored_fields(message, book.id, stored))
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()
         metrics.observe_since_sent(metrics.MESSAGE_LAG_SECONDS, message.sent_at, time.time())
         return Result(message, Outcome.STORED)

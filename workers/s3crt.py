@@ -17,6 +17,7 @@ CRT's S3 client, for a third of boto3's CPU per call or less.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ from workers.crt import (
     UnsupportedByCrt,
     check_no_proxy,
     network_error,
+    raise_failure,
 )
 from workers.s3objects import ObjectHead
 
@@ -226,17 +228,19 @@ class CrtObjects:
         if if_match is not None:
             headers.add("If-Match", if_match)
         request = HttpRequest("PUT", location.path(key), headers, io.BytesIO(body))
-        return self._send("PutObject", location.url(key), request).header("etag")
+        return self._send("PutObject", location, key, request).header("etag")
 
     def head(self, bucket: str, key: str) -> ObjectHead:
         location = self._endpoints.locate(bucket)
         request = HttpRequest("HEAD", location.path(key), HttpHeaders([("Host", location.host)]))
-        answer = self._send("HeadObject", location.url(key), request)
+        answer = self._send("HeadObject", location, key, request)
         metadata = {name.lower()[len(_META_PREFIX):]: value for name, value in answer.headers
                     if name.lower().startswith(_META_PREFIX)}
         return ObjectHead(etag=answer.header("etag") or "", metadata=metadata)
 
-    def _send(self, operation: str, url: str, request: HttpRequest) -> _Answer:
+    def _send(self, operation: str, location: _Location, key: str, request: HttpRequest
+              ) -> _Answer:
+        """Send and wait; the URL (for error reports only) is made only when one is raised."""
         self._credentials.refresh()
         answer = _Answer()
         # DEFAULT, not PUT_OBJECT, for puts too: one request whatever the size (PUT_OBJECT would
@@ -251,9 +255,9 @@ class CrtObjects:
         except TimeoutError:
             sent.cancel()
             wait([sent.finished_future], _CANCEL_WAIT_SECONDS)
-            raise ReadTimeoutError(endpoint_url=url, error="no answer in time") from None
+            raise ReadTimeoutError(endpoint_url=location.url(key), error="no answer in time"
+                                   ) from None
         if error is None:
             return answer
-        if isinstance(error, AwsCrtError):
-            raise self._errors.translate(error, operation, url) from error
-        raise error  # not the CRT's own (a MemoryError, say)
+        raise_failure(error, functools.partial(self._errors.translate, operation=operation,
+                                               url=location.url(key)))

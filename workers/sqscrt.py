@@ -21,6 +21,7 @@ deletes, the keeper's visibility changes), made again after any failure.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -45,7 +46,7 @@ from botocore.retries.standard import (
     ThrottlingErrorDetector,
 )
 
-from workers.crt import CrtRuntime, ErrorAnswers, check_no_proxy, network_error
+from workers.crt import CrtRuntime, ErrorAnswers, check_no_proxy, network_error, raise_failure
 
 
 def check_supported(sqs: Any) -> None:
@@ -57,19 +58,15 @@ def check_supported(sqs: Any) -> None:
 class _Answer:
     """An HTTP answer, filled in by the CRT's event-loop thread."""
 
-    status: int = 0
+    status_code: int = 0  # the name botocore's retry checks read of a response
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
 
     def on_response(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-        self.status, self.headers = status_code, {k.lower(): v for k, v in headers}
+        self.status_code, self.headers = status_code, {k.lower(): v for k, v in headers}
 
     def on_body(self, chunk: bytes, **_: Any) -> None:
         self.chunks.append(bytes(chunk))
-
-    @property
-    def status_code(self) -> int:  # what botocore's retry checks read of a response
-        return self.status
 
     @property
     def body(self) -> bytes:
@@ -106,10 +103,8 @@ class _Connections:
             except TimeoutError:
                 connecting.add_done_callback(_close_late_connection)
                 raise ConnectTimeoutError(endpoint_url=self.url) from None
-            if isinstance(failure, AwsCrtError):
-                raise network_error(failure, self.url) from failure
             if failure is not None:
-                raise failure  # not the CRT's own (a MemoryError, say)
+                raise_failure(failure, functools.partial(network_error, url=self.url))
             connection = connecting.result()
             self._local.connection = connection
         return connection
@@ -163,7 +158,6 @@ class CrtSqs:
         return getattr(self._boto, name)  # every other call: boto3's
 
     def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        model = self._boto.meta.service_model.operation_model(operation)
         body = orjson.dumps(params)
         request_context: dict[str, Any] = {}
         attempt = 0
@@ -176,14 +170,15 @@ class CrtSqs:
                 answer = self._send(operation, body)
             except BotoCoreError as exc:  # the network: botocore's exceptions, retried as such
                 failure = exc
-            if answer is not None and answer.status < 300:
+            if answer is not None and answer.status_code < 300:
                 self._quota.release_retry_quota(request_context, answer)
                 result: dict[str, Any] = orjson.loads(answer.body)
                 return result
             if answer is not None:
-                parsed = self._errors.parse(operation, answer.status, answer.headers,
+                parsed = self._errors.parse(operation, answer.status_code, answer.headers,
                                             answer.body)
                 failure = self._errors.exception(parsed, operation)
+            model = self._boto.meta.service_model.operation_model(operation)
             context = RetryContext(attempt, model, parsed_response=parsed, http_response=answer,
                                    caught_exception=failure, request_context=request_context)
             if not (self._conditions.is_retryable(context)
@@ -219,7 +214,5 @@ class CrtSqs:
             raise
         if failure is not None:
             self._connections.drop()
-            if isinstance(failure, AwsCrtError):
-                raise network_error(failure, url) from failure
-            raise failure  # not the CRT's own (a MemoryError, say)
+            raise_failure(failure, functools.partial(network_error, url=url))
         return answer

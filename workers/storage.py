@@ -17,6 +17,7 @@ none is imposed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 import threading
@@ -73,10 +74,17 @@ class Origin:
     group: str | None = None
     sequence: int | None = None  # SQS FIFO SequenceNumber
 
+    # Cached: a write takes up to three requests (and two keys), each needing these.
+    @functools.cached_property
+    def encoded_group(self) -> str | None:
+        """The group as file metadata holds it (`metadata_id`)."""
+        return metadata_id(self.group) if self.group is not None else None
+
+    @functools.cached_property
     def metadata(self) -> dict[str, str]:
         meta = {"message-id": metadata_id(self.message_id)}
-        if self.group is not None and self.sequence is not None:
-            meta["message-group"] = metadata_id(self.group)
+        if self.encoded_group is not None and self.sequence is not None:
+            meta["message-group"] = self.encoded_group
             meta["sequence-number"] = str(self.sequence)
         return meta
 
@@ -91,7 +99,7 @@ class _Existing:
     def supersedes(self, origin: Origin) -> bool:
         """Holds its book from the same or a later message of `origin`'s group."""
         return (origin.group is not None and origin.sequence is not None
-                and self.sequence is not None and self.group == metadata_id(origin.group)
+                and self.sequence is not None and self.group == origin.encoded_group
                 and self.sequence >= origin.sequence)
 
     @classmethod
@@ -176,7 +184,7 @@ class BookStore:
         # A remembered file that would supersede this message is checked with the full protocol:
         # the remembered state may be gone, and an unwritten book must not rest on a guess.
         if known is not None and known.book_id == own_id and not known.supersedes(origin):
-            if self._put(book, key, origin, if_match=known.etag):
+            if self._put(book, key, origin, own_id, if_match=known.etag):
                 return StoredBook(book.bucket, key, "replaced")
             self._owners.forget(book.bucket, key)  # changed since: take the full protocol
         outcome = self._write_if_ours(book, key, origin, own_id)
@@ -197,7 +205,7 @@ class BookStore:
         """Write `key` if it is free ("created") or holds this book ("replaced"), unless it holds
         this book from a later message of the group (`SUPERSEDED`, nothing written); `_TAKEN` if
         another book owns it; None if it changed between our requests."""
-        if self._put(book, key, origin, if_none_match=True):
+        if self._put(book, key, origin, own_id, if_none_match=True):
             return "created"
         existing = self._head(book.bucket, key)
         if existing is None:
@@ -206,23 +214,23 @@ class BookStore:
             return _TAKEN
         if existing.supersedes(origin):
             return SUPERSEDED
-        return "replaced" if self._put(book, key, origin, if_match=existing.etag) else None
+        return "replaced" if self._put(book, key, origin, own_id, if_match=existing.etag) else None
 
     def _put(
         self,
         book: Book,
         key: str,
         origin: Origin,
+        own_id: str,
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
     ) -> bool:
         """PutObject; False if the precondition failed (the key changed), True on success."""
-        owner = metadata_id(book.id)
         try:
             etag = self._s3.put(
                 book.bucket, key, book.body, content_type=CONTENT_TYPE,
-                metadata={"book-id": owner, **origin.metadata()},
+                metadata={"book-id": own_id, **origin.metadata},
                 if_none_match=if_none_match, if_match=if_match,
             )
         except ClientError as exc:
@@ -233,9 +241,8 @@ class BookStore:
                 return False
             raise
         if etag:
-            group = metadata_id(origin.group) if origin.group is not None else None
             self._owners.remember(book.bucket, key, _Existing(
-                book_id=owner, etag=etag, group=group, sequence=origin.sequence))
+                book_id=own_id, etag=etag, group=origin.encoded_group, sequence=origin.sequence))
         return True
 
     def _head(self, bucket: str, key: str) -> _Existing | None:

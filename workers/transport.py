@@ -49,12 +49,16 @@ def chunks(items: Sequence[Any], size: int = SQS_BATCH) -> Iterable[Sequence[Any
         yield items[start:start + size]
 
 
+def queue_url(sqs: Any, name_or_url: str) -> str:
+    """A queue's URL, given either its URL or its name (as `INPUT_QUEUE` may be)."""
+    if name_or_url.startswith(("http://", "https://")):
+        return name_or_url
+    return str(sqs.get_queue_url(QueueName=name_or_url)["QueueUrl"])
+
+
 def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
     """Resolve the input queue, its visibility timeout and the DLQ named by its RedrivePolicy."""
-    if name_or_url.startswith(("http://", "https://")):
-        url = name_or_url
-    else:
-        url = sqs.get_queue_url(QueueName=name_or_url)["QueueUrl"]
+    url = queue_url(sqs, name_or_url)
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue"]
     )["Attributes"]

@@ -26,17 +26,10 @@ EXIT_KILLED = 137  # 128 + SIGKILL
 
 
 @pytest.fixture
-def slow_s3(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def versioned_stack(aws: Aws) -> Iterator[Stack]:
     # A killed container's messages come back after the visibility timeout: keep it short.
-    stack = aws.clone_stack(visibility_timeout=5, versioned=True)
-    yield stack
-    aws.delete_stack(stack)
+    with aws.cloned_stack(visibility_timeout=5, versioned=True) as stack:
+        yield stack
 
 
 def stored_titles(aws: Aws, stack: Stack) -> set[str]:
@@ -74,9 +67,9 @@ def test_books_are_stored_by_a_read_only_container_running_as_uid_10001(
 
 
 def test_an_engine_stop_mid_drain_exits_0_and_leaves_nothing_in_flight(
-        container_factory: ContainerFactory, aws: Aws, stack: Stack, slow_s3: FaultProxy):
-    slow_s3.configure(jitter_seconds=2.0)  # every S3 call 0-2 s slower: writes in progress
-    env = {**stack.shelver_env(), "AWS_ENDPOINT_URL_S3": slow_s3.url}
+        container_factory: ContainerFactory, aws: Aws, stack: Stack, s3_proxy: FaultProxy):
+    s3_proxy.configure(jitter_seconds=2.0)  # every S3 call 0-2 s slower: writes in progress
+    env = {**stack.shelver_env(), "AWS_ENDPOINT_URL_S3": s3_proxy.url}
     container = container_factory(**env)
     container.wait_healthy(120)
     titles = {f"Stop-{uuid.uuid4().hex[:6]}-{n}" for n in range(60)}
@@ -96,7 +89,7 @@ def test_an_engine_stop_mid_drain_exits_0_and_leaves_nothing_in_flight(
     assert len(stored) < len(titles), "the stop came too late to find anything in progress"
     # Every book is stored or back on the queue; a second container finishes the work.
     assert len(stored) + visible >= len(titles)
-    slow_s3.heal()
+    s3_proxy.heal()
     container_factory(**env).wait_healthy(120)
     wait_until(lambda: aws.drained(stack.input_url), 180, 0.5, "the input queue to drain")
     assert stored_titles(aws, stack) == titles
@@ -104,10 +97,10 @@ def test_an_engine_stop_mid_drain_exits_0_and_leaves_nothing_in_flight(
 
 def test_a_container_killed_mid_drain_loses_nothing_and_keeps_order(
         container_factory: ContainerFactory, aws: Aws, versioned_stack: Stack,
-        slow_s3: FaultProxy):
+        s3_proxy: FaultProxy):
     stack = versioned_stack
-    slow_s3.configure(jitter_seconds=0.5)
-    env = {**stack.shelver_env(), "AWS_ENDPOINT_URL_S3": slow_s3.url}
+    s3_proxy.configure(jitter_seconds=0.5)
+    env = {**stack.shelver_env(), "AWS_ENDPOINT_URL_S3": s3_proxy.url}
     workload = build_workload(messages=120, groups=12, poison_share=0.0,
                               run=uuid.uuid4().hex[:6])
     first = container_factory(**env)
@@ -119,7 +112,7 @@ def test_a_container_killed_mid_drain_loses_nothing_and_keeps_order(
 
     assert wait_until(first.exit_code, 30, 0.5, "the container to end") == EXIT_KILLED
     assert not aws.drained(stack.input_url), "the kill came too late to find work left"
-    slow_s3.heal()
+    s3_proxy.heal()
     container_factory(**env).wait_healthy(120)
     wait_until(lambda: aws.drained(stack.input_url), 240, 0.5, "the input queue to drain")
     row = Row("container-kill")

@@ -18,15 +18,8 @@ STEP_SECONDS = 2
 
 @pytest.fixture
 def workday_stack(aws: Aws) -> Iterator[Stack]:
-    stack = aws.clone_stack(visibility_timeout=workday.VISIBILITY_TIMEOUT)
-    yield stack
-    aws.delete_stack(stack)
-
-
-@pytest.fixture
-def s3_proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
-        yield proxy
+    with aws.cloned_stack(visibility_timeout=workday.VISIBILITY_TIMEOUT) as stack:
+        yield stack
 
 
 def test_every_dashboard_query_returns_data_after_a_day_of_work(

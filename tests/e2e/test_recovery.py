@@ -35,15 +35,8 @@ GROUP = "shelf"
 
 @pytest.fixture
 def stack(aws: Aws) -> Iterator[Stack]:
-    clone = aws.clone_stack(visibility_timeout=VISIBILITY, versioned=True)
-    yield clone
-    aws.delete_stack(clone)
-
-
-@pytest.fixture
-def s3_proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
-        yield proxy
+    with aws.cloned_stack(visibility_timeout=VISIBILITY, versioned=True) as clone:
+        yield clone
 
 
 def versions(count: int) -> list[tuple[str, dict[str, object]]]:

@@ -14,16 +14,9 @@ from tests.support.proxy import FaultProxy
 
 
 @pytest.fixture
-def s3_proxy(aws_env: dict[str, str]) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
-        yield proxy
-
-
-@pytest.fixture
 def short_visibility_stack(aws: Aws) -> Iterator[Stack]:
-    stack = aws.clone_stack(visibility_timeout=2)
-    yield stack
-    aws.delete_stack(stack)
+    with aws.cloned_stack(visibility_timeout=2) as stack:
+        yield stack
 
 
 def test_processing_longer_than_the_visibility_timeout_is_not_redelivered(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,16 @@ class Aws:
         buckets = {genre: self.create_bucket(f"{prefix}-{genre}", versioned)
                    for genre in ("scifi", "romance")}
         return Stack(input_name, input_url, dlq_url, buckets)
+
+    @contextmanager
+    def cloned_stack(self, visibility_timeout: int | None = None, versioned: bool = False
+                     ) -> Iterator[Stack]:
+        """`clone_stack`, deleted again when the block ends."""
+        stack = self.clone_stack(visibility_timeout, versioned)
+        try:
+            yield stack
+        finally:
+            self.delete_stack(stack)
 
     def create_bucket(self, name: str, versioned: bool = False) -> str:
         self.s3.create_bucket(Bucket=name)

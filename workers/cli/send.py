@@ -12,7 +12,7 @@ import orjson
 from workers.cli.arguments import int_between
 from workers.cli.progress import Progress
 from workers.cli.session import CommandError, Session
-from workers.transport import chunks
+from workers.transport import chunks, queue_url
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,8 +82,7 @@ def send_books(sqs: Any, queue_url: str, books: list[tuple[str, dict[str, str]]]
 def send_command(args: argparse.Namespace, session: Session) -> int:
     genres = args.genres or list(session.settings.genre_buckets)
     queue = args.queue or session.settings.input_queue
-    url = queue if queue.startswith(("http://", "https://")) else session.sqs.get_queue_url(
-        QueueName=queue)["QueueUrl"]
+    url = queue_url(session.sqs, queue)
     books = list(sample_books(args.count, genres, args.groups, uuid.uuid4().hex[:8]))
     progress = Progress()
     try:

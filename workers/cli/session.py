@@ -12,14 +12,14 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from workers.aws import make_session
+from workers.aws import ATTEMPTS, make_session
 from workers.settings import Settings
 
 # botocore raises these; nothing else from AWS reaches the command's top level.
 AWS_ERRORS = (BotoCoreError, ClientError)
 
 # An operator waits at a terminal: fail within seconds when the endpoint does not answer.
-_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
+_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
                  connect_timeout=5, read_timeout=30)
 
 
