@@ -89,7 +89,7 @@ def test_poison_messages_go_to_the_dlq_and_do_not_block_their_group(
     ids = aws.send(stack.input_url, items)
 
     wait_until(lambda: aws.counts(stack.dlq_url)[0] == 3, 10, 0.2, "3 messages in the DLQ")
-    dead = aws.receive_all(stack.dlq_url)
+    dead = aws.receive_all(stack.dlq_url, wait=30, expect=3)
     reasons = {m["MessageAttributes"][ORIGINAL_ID_ATTRIBUTE]["StringValue"]:
                (m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"], m["Body"])
                for m in dead}

@@ -166,9 +166,12 @@ class Prometheus:
                 found.append((dict(series["metric"]), points))
         return found
 
-    def wait_for_scrape(self, timeout: float = 60) -> None:
-        wait_until(lambda: self.query(f'min(up{{job="{JOB}"}})') == 1, timeout, 0.5,
-                   "Prometheus to scrape every target")
+    def wait_for_scrape(self, after: float = 0.0, timeout: float = 60) -> None:
+        """Until every target is up in a scrape that began after `after` (wall clock): what
+        Shelver had counted by then is what the queries see."""
+        wait_until(lambda: self.query(f'min(up{{job="{JOB}"}})') == 1
+                   and (self.query(f'min(timestamp(up{{job="{JOB}"}}))') or 0) > after,
+                   timeout, 0.5, "Prometheus to scrape every target")
 
     def log(self) -> str:
         try:

@@ -66,3 +66,16 @@ def test_term_during_a_long_poll_abandons_it_after_the_grace(restore_signals: No
         time.sleep(60)  # a long poll that keeps waiting
     assert time.monotonic() - started < 30
     assert signals.stopping()
+
+
+def test_a_stop_just_before_a_long_poll_abandons_it_before_it_starts(restore_signals: None):
+    # TERM after the receive loop's last look at stopping() and before the poll is marked: no
+    # timer is armed, so the poll must not start (it would sit out its WaitTimeSeconds).
+    signals = Signals()
+    signals.install()
+    signal.raise_signal(signal.SIGTERM)
+    started = []
+    with pytest.raises(LongPollAbandoned), signals.long_poll():
+        started.append(True)
+    assert started == []
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
