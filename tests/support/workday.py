@@ -21,6 +21,11 @@ from tests.support.shelver import Endpoint
 
 # A short visibility timeout: the killed consumer's messages come back within the day.
 VISIBILITY_TIMEOUT = 10
+# The day goes on this long after Prometheus has seen its last event. A graph's rate window
+# (4 s at a 1 s scrape, 2 s steps) must fit between that event and the day's end: when the drain
+# lands in the last scrape, the last step of a range query would otherwise come before it, and a
+# quantile of rates that are all 0 is no data (seen on a loaded machine, 1 run in 14).
+TAIL_SECONDS = 6.0
 POISON: list[bytes | dict[str, Any]] = [
     b"not a book",
     book("poison-genre", "A Book Of Verse", "poetry"),
@@ -80,4 +85,5 @@ def live_through(aws: Aws, stack: Stack, shelver: Endpoint, s3_proxy: FaultProxy
     wait_until(lambda: query("job:shelver_dead_letter_queue_messages:max") == len(POISON), 60,
                0.5, "the dead letters in the sampled DLQ depth")
     time.sleep(quiet_seconds)
+    prometheus.wait_for_scrape(after=time.time() + TAIL_SECONDS)
     return Day(start=start, end=time.time(), books=total, poison=len(POISON))
