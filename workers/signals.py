@@ -75,12 +75,11 @@ class Signals:
         """Mark a long poll in progress: a stop meanwhile abandons it after the grace period,
         raising `LongPollAbandoned` out of this block."""
         self._in_long_poll = True
-        if self._stopping:
-            # A stop that came after the loop's last look and before the flag above armed no
-            # timer: the poll would sit out its whole WaitTimeSeconds. It is not started at all.
-            self._in_long_poll = False
-            raise LongPollAbandoned
         try:
+            if self._stopping:
+                # A stop that came after the loop's last look and before the flag above armed
+                # no timer: the poll would sit out its whole WaitTimeSeconds. It is not started.
+                raise LongPollAbandoned
             yield
         finally:
             self._in_long_poll = False

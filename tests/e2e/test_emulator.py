@@ -9,20 +9,11 @@ import time
 import uuid
 from typing import Any
 
-import boto3
-
 from tests.support.aws import Aws
 
 HELD = 10
 RECEIVERS = 6
 TRIALS = 5
-
-
-def _client(aws: Aws) -> Any:
-    env = aws.env
-    return boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
 
 def _hand_back_while_receivers_wait(aws: Aws, url: str) -> list[list[str]]:
@@ -39,7 +30,7 @@ def _hand_back_while_receivers_wait(aws: Aws, url: str) -> list[list[str]]:
                                         WaitTimeSeconds=2, VisibilityTimeout=30)
         got.append([m["Body"] for m in answer.get("Messages", [])])
 
-    clients = [_client(aws) for _ in range(RECEIVERS)]
+    clients = [aws.client("sqs") for _ in range(RECEIVERS)]
     for client in clients:  # connected before the clock starts
         client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
     receivers = [threading.Thread(target=receive, args=(client,)) for client in clients]

@@ -53,13 +53,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Aws:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        session = boto3.session.Session(
+        self._session = boto3.session.Session(
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
             region_name=env["AWS_REGION"],
         )
-        self.sqs = session.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"])
-        self.s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+        self.sqs = self.client("sqs")
+        self.s3 = self.client("s3")
+
+    def client(self, service: str) -> Any:
+        """A new client of the emulator (its own connections, e.g. for another thread)."""
+        return self._session.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"])
 
     # -- resources ----------------------------------------------------------------------------
     def queue_url(self, name: str) -> str:
