@@ -133,8 +133,9 @@ class BookProcessor:
             return self._reject(message, invalid)
         try:
             with metrics.S3_PUT_SECONDS.time():
-                stored = self._store.store(
-                    book, Origin(message.message_id, message.group_id, message.sequence))
+                stored = self._store.store(book, Origin(
+                    message.message_id, message.group_id, message.sequence,
+                    message.receive_count))
         except KeyConflict as conflict:
             return self._reject(message, InvalidBook("key_conflict", str(conflict)), book.id)
         except (ClientError, BotoCoreError, OSError, WriteContention) as exc:

@@ -13,6 +13,40 @@ file already holds this book from the same or a later message of its group is no
 delete wrote versions 1 to 4, SQS hands all four out again, and rewriting version 1 would show
 readers an old book until version 4 came round again. Across groups SQS promises no order, and
 none is imposed.
+
+Decided by group and sequence, never by ETag alone. An ETag names bytes, not a write: with
+SSE-S3 (S3's default) it is the MD5 of the body, so two versions of a book with the same bytes (a
+record sent again unchanged, or A, B, A) share one, whichever message wrote them, and
+``If-Match`` compares nothing else. So an ``If-Match`` put may rest only on a state of the file
+that cannot be newer, within this message's group, than this message:
+
+- The full protocol reads the state first: a refused ``If-None-Match`` put, HeadObject, the
+  group and sequence compared, then ``If-Match`` on the ETag that HeadObject showed.
+- The remembered-owner shortcut (``If-Match`` on the ETag this process's own last write of the
+  key answered, one request instead of three) reads nothing, so it is taken only on a message's
+  first delivery (``ApproximateReceiveCount`` 1). SQS FIFO hands out a group's messages in
+  order, a later one only with or after an earlier one; before message *s* was first received,
+  no later message of its group had been received by anyone, and those received with it are
+  processed after it, by this consumer. So whatever state of the key has the remembered ETag now
+  was written by another group (no order to keep) or by this group at or before *s*: replacing
+  it keeps the group's order. A redelivered message was out before, and a later one of its group
+  may have been written since with the bytes we remember: consumer P1 wrote seq 5 (body A), P2
+  wrote seq 6 (B) and seq 7 (A) and died before its delete, seq 6 comes back to P1, and an
+  ``If-Match`` on md5(A) would put seq 6 over seq 7. It takes the full protocol, which finds
+  seq 7 and leaves the file alone.
+
+Who else can write the key between our HeadObject and our ``If-Match`` put? Another group: any
+order is allowed across groups. Our group only through a request that outlives its sender's hold on
+its message, as SQS hands a group with a message in flight to no one else: a consumer stalled past
+its visibility lease between two requests (a frozen container, say: its keeper stalls too) while
+its message went to another consumer, or a dead consumer's put that reaches S3 late (TCP
+retransmits after the process is gone), after its messages were handed back and written again. Such
+a late put is refused unless the file holds the very bytes its sender saw. That is the residual: a
+late put meeting repeated bytes lands an older message of the group over a newer one (the
+shortcut's argument has the same exception: a consumer stalled past its lease still holds a first
+delivery). It needs a request delayed by seconds and the same bytes written again within that
+delay; no S3 precondition can close it, as PutObject compares only the ETag (not a version id, not
+metadata).
 """
 
 from __future__ import annotations
@@ -73,6 +107,14 @@ class Origin:
     message_id: str
     group: str | None = None
     sequence: int | None = None  # SQS FIFO SequenceNumber
+    # SQS's ApproximateReceiveCount of this delivery; None: not known, taken as a redelivery.
+    receive_count: int | None = None
+
+    @property
+    def first_delivery(self) -> bool:
+        """No later message of the group can have been written (the module docstring says why),
+        so an ETag this process remembers cannot stand for a newer state of the group."""
+        return self.receive_count == 1
 
     # Cached: a write takes up to three requests (and two keys), each needing these.
     @functools.cached_property
@@ -131,10 +173,12 @@ SUPERSEDED = "superseded"
 class _Owners:
     """The owner (book id) and ETag of keys this process wrote last, most recent first.
 
-    A later version of a book then costs one request (a put with If-Match on the remembered
-    ETag) instead of three (a put refused with 412, a HeadObject, the If-Match put). Only a
-    shortcut: when the object changed meanwhile, the If-Match put fails and the full protocol
-    runs, so the cache can be stale but never wrong.
+    A later version of a book, on its first delivery, then costs one request (a put with
+    If-Match on the remembered ETag) instead of three (a put refused with 412, a HeadObject, the
+    If-Match put). A hint, never a decision: stale is harmless (when the bytes changed meanwhile
+    the If-Match put fails and the full protocol runs), and a remembered ETag is never used
+    where it could stand for a newer write of the message's group (a redelivery), so the hint
+    cannot rewind a file.
     """
 
     def __init__(self, size: int) -> None:
@@ -180,9 +224,10 @@ class BookStore:
         """One round; None means the key changed between our requests, so start over."""
         key = object_key(book.title)
         own_id = metadata_id(book.id)
-        known = self._owners.get(book.bucket, key)
-        # A remembered file that would supersede this message is checked with the full protocol:
+        # Only a first delivery may rest on what this process remembers (module docstring). A
+        # remembered file that would supersede this message is checked with the full protocol:
         # the remembered state may be gone, and an unwritten book must not rest on a guess.
+        known = self._owners.get(book.bucket, key) if origin.first_delivery else None
         if known is not None and known.book_id == own_id and not known.supersedes(origin):
             if self._put(book, key, origin, own_id, if_match=known.etag):
                 return StoredBook(book.bucket, key, "replaced")

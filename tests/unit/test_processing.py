@@ -165,10 +165,15 @@ def test_only_a_written_book_reports_lag(fx: Fixture) -> None:
     assert lagged.value == 0
 
 
-def test_the_write_carries_the_message_group_and_sequence_number(fx: Fixture) -> None:
-    fx.processor.process(message("b-1", group="g-7", sequence=12345678901234567890))
+def test_the_write_carries_the_message_group_sequence_number_and_receive_count(
+        fx: Fixture) -> None:
+    first = message("b-1", group="g-7", sequence=12345678901234567890)
+    fx.processor.process(first)
+    fx.processor.process(dataclasses.replace(first, receive_count=2))
 
-    assert fx.store.origins == [Origin("m-b-1", "g-7", 12345678901234567890)]
+    assert fx.store.origins == [Origin("m-b-1", "g-7", 12345678901234567890, 1),
+                                Origin("m-b-1", "g-7", 12345678901234567890, 2)]
+    assert [o.first_delivery for o in fx.store.origins] == [True, False]
 
 
 def test_a_superseded_message_is_done_but_not_counted_as_stored(fx: Fixture) -> None:

@@ -4,6 +4,7 @@ the answers moto cannot be made to give."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -121,9 +122,9 @@ def test_a_later_version_this_process_wrote_before_costs_one_request(
         s3: Any, objects: S3Objects) -> None:
     spy = Spy(objects)
     store = BookStore(spy)
-    store.store(make_book(summary="v1"), Origin("msg-1"))
+    store.store(make_book(summary="v1"), Origin("msg-1", "g", 1, receive_count=1))
 
-    stored = store.store(make_book(summary="v2"), Origin("msg-2"))
+    stored = store.store(make_book(summary="v2"), Origin("msg-2", "g", 2, receive_count=1))
 
     assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
     assert spy.calls == ["put", "put_if_match"]
@@ -134,15 +135,57 @@ def test_a_stale_remembered_etag_falls_back_to_the_full_protocol(
         s3: Any, objects: S3Objects) -> None:
     spy = Spy(objects)
     ours, theirs = BookStore(spy), BookStore(objects)  # two consumer processes
-    ours.store(make_book(summary="v1"), Origin("msg-1"))
-    theirs.store(make_book(summary="v2"), Origin("msg-2"))  # the file changed behind our back
+    ours.store(make_book(summary="v1"), Origin("msg-1", "g", 1, receive_count=1))
+    # The file changed behind our back.
+    theirs.store(make_book(summary="v2"), Origin("msg-2", "g", 2, receive_count=1))
     spy.calls.clear()
 
-    stored = ours.store(make_book(summary="v3"), Origin("msg-3"))
+    stored = ours.store(make_book(summary="v3"), Origin("msg-3", "g", 3, receive_count=1))
 
     assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
     assert spy.calls == ["put_if_match", "put", "head", "put_if_match"]
     assert read(s3, "Dune.json")[0] == make_book(summary="v3").body
+
+
+@pytest.mark.parametrize("between", ["B", "A"], ids=["A-B-A", "A-A-A"])
+def test_a_redelivery_is_not_fooled_by_a_later_version_with_the_same_bytes(
+        s3: Any, objects: S3Objects, between: str) -> None:
+    # P1 wrote seq 5 (body A); P2 wrote seq 6 and seq 7 (A again) and died before its delete;
+    # seq 6 comes back, to P1. The file holds the bytes P1 remembers: the ETag (the MD5 of the
+    # body, as with SSE-S3) is the same, and only the sequence number tells seq 7 from seq 5.
+    a, b = make_book(summary="A"), make_book(summary=between)
+    p1, p2 = Spy(objects), Spy(objects)
+    first, second = BookStore(p1), BookStore(p2)  # two consumer processes
+    first.store(a, Origin("m-5", "g", 5, receive_count=1))
+    second.store(b, Origin("m-6", "g", 6, receive_count=1))
+    second.store(a, Origin("m-7", "g", 7, receive_count=1))
+    p1.calls.clear()
+    md5 = hashlib.md5(a.body, usedforsecurity=False).hexdigest()
+    assert s3.head_object(Bucket=BUCKET, Key="Dune.json")["ETag"] == f'"{md5}"'
+
+    stored = first.store(b, Origin("m-6", "g", 6, receive_count=2))
+
+    assert stored == StoredBook(BUCKET, "Dune.json", "superseded")
+    assert p1.calls == ["put", "head"]  # nothing written: the refused create, the read
+    body, response = read(s3, "Dune.json")
+    assert body == a.body
+    assert response["Metadata"] == {"book-id": "b-1", "message-id": "m-7",
+                                    "message-group": "g", "sequence-number": "7"}
+
+
+@pytest.mark.parametrize("receive_count", [2, None], ids=["redelivered", "unknown"])
+def test_only_a_first_delivery_rests_on_the_remembered_etag(
+        s3: Any, objects: S3Objects, receive_count: int | None) -> None:
+    spy = Spy(objects)
+    store = BookStore(spy)
+    store.store(make_book(summary="v1"), Origin("msg-1", "g", 1, receive_count=1))
+    spy.calls.clear()
+
+    stored = store.store(make_book(summary="v2"), Origin("msg-2", "g", 2, receive_count))
+
+    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert spy.calls == ["put", "head", "put_if_match"]
+    assert read(s3, "Dune.json")[0] == make_book(summary="v2").body
 
 
 def test_a_remembered_key_never_lets_another_book_overwrite_it(
