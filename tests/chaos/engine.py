@@ -9,7 +9,8 @@ straight to the emulator.
 
 Invariants (each breach becomes a line in `Row.problems`):
 - every valid message was written, and each file ends with the last version of its book;
-- no write went backwards within a group: each key's version history is in send order;
+- no write went backwards within a group: each key's version history is in send order, also
+  where versions repeat earlier bytes (`StorageCheck` names such versions by their metadata);
 - duplicate writes (a message written twice) stay within what kills make unavoidable;
 - the DLQ holds exactly the poison messages, each with its reason; the input queue drains to
   0 visible and 0 in flight;
@@ -21,6 +22,7 @@ Invariants (each breach becomes a line in `Row.problems`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -37,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.workload import Record, Workload, build_workload
+from tests.chaos.workload import ObjectId, Record, Workload, build_workload
 from tests.support.aws import Aws, Stack, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.shelver import Shelver
+from workers.storage import metadata_id
 from workers.transport import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 # Shelver's settings for every chaos run, over tests.support.shelver.TEST_DEFAULTS: three
@@ -400,7 +403,7 @@ def run_scenario(aws: Aws, aws_env: Mapping[str, str], run_dir: Path, scenario: 
         fleet.stop_all()
         row.faults = run.actions + sum(p.faults() + p.counters()["delayed"]
                                        for p in (s3_proxy, sqs_proxy))
-        check_storage(aws, stack, workload, row)
+        check_storage(aws, stack, workload, ids, row)
         check_dead_letters(aws, stack, workload, ids, row)
         kills = sum(fleet.consumer_kills.values())
         allowance = DUPLICATES_PER_KILL * kills + math.ceil(
@@ -413,37 +416,93 @@ def run_scenario(aws: Aws, aws_env: Mapping[str, str], run_dir: Path, scenario: 
     return row
 
 
-def check_storage(aws: Aws, stack: Stack, workload: Workload, row: Row) -> None:
+def check_storage(aws: Aws, stack: Stack, workload: Workload, ids: Sequence[str],
+                  row: Row) -> None:
     """Stored, lost, duplicate and out-of-order writes, from each key's version history."""
-    writes: Counter[str] = Counter()
+    check = StorageCheck(workload, ids, row)
     for genre, bucket in stack.buckets.items():
         for key, history in aws.object_versions(bucket).items():
-            newest_first = [workload.by_etag.get(etag) for _, etag in history]
-            if None in newest_first:
-                row.problems.append(f"{genre}/{key}: content that no message sent")
-                continue
-            records: list[Record] = [r for r in reversed(newest_first) if r is not None]
-            if any((r.genre, r.key) != (genre, key) for r in records):
-                row.problems.append(f"{genre}/{key}: holds another book's content")
-            highest = 0
-            for record in records:
-                writes[record.etag] += 1
-                if record.version < highest:
-                    row.order_violations += 1
-                    row.problems.append(f"{genre}/{key}: version {record.version} written "
-                                        f"after version {highest}")
-                highest = max(highest, record.version)
-            final = workload.final.get((genre, key))
-            if final is not None and records[-1] is not final:
-                row.problems.append(f"{genre}/{key}: ends with version {records[-1].version}, "
-                                    f"the last sent is {final.version}")
-    row.stored = sum(1 for r in workload.valid if writes[r.etag])
-    row.duplicates = sum(count - 1 for count in writes.values())
-    missing = [r for r in workload.valid if not writes[r.etag]]
-    row.lost += len(missing)
-    if missing:
-        row.problems.append(f"{len(missing)} valid message(s) never written, e.g. "
-                            + ", ".join(f"{r.key} v{r.version}" for r in missing[:5]))
+            check.history((genre, key), history,
+                          functools.partial(aws.version_metadata, bucket, key))
+    check.finish()
+
+
+class StorageCheck:
+    """Which message wrote each version of each key, and what that says about the run.
+
+    A version whose ETag (the MD5 of its body) is one message's body is that message's write. A
+    book's versions may repeat earlier bytes, so an ETag may be several messages' bodies; such a
+    version is named by the `message-id` metadata Shelver wrote with it (a HeadObject of that
+    version), which must be one of them. Not by a guess: matching an ambiguous ETag to whichever
+    message keeps the history in order would hide the very rewind the check is for (seq 5 put
+    over seq 7, both body A, reads A, A either way, yet the file now says seq 5 and the next
+    redelivery of seq 6 would be let through). Metadata is read only where the ETag is
+    ambiguous: naming by a unique ETag is exact, and costs no request.
+    """
+
+    def __init__(self, workload: Workload, ids: Sequence[str], row: Row) -> None:
+        self.workload = workload
+        self.row = row
+        # As the metadata holds a message id (`metadata_id`: SQS's ids come out unchanged).
+        self._by_id = {metadata_id(i): r for i, r in zip(ids, workload.records, strict=True)}
+        self._writes: Counter[Record] = Counter()
+
+    def history(self, where: ObjectId, newest_first: Sequence[tuple[str, str]],
+                metadata: Callable[[str], Mapping[str, str]]) -> None:
+        """One key's history as `Aws.object_versions` lists it: (version id, ETag), newest
+        first; `metadata` reads a version's user metadata, given its version id."""
+        genre, key = where
+        records: list[Record] = []
+        for version_id, etag in reversed(newest_first):
+            record = self._writer(where, version_id, etag, metadata)
+            if record is None:
+                return
+            records.append(record)
+        if any((r.genre, r.key) != where for r in records):
+            self.row.problems.append(f"{genre}/{key}: holds another book's content")
+        highest = 0
+        for record in records:
+            self._writes[record] += 1
+            if record.version < highest:
+                self.row.order_violations += 1
+                self.row.problems.append(f"{genre}/{key}: version {record.version} written "
+                                         f"after version {highest}")
+            highest = max(highest, record.version)
+        final = self.workload.final.get(where)
+        if final is not None and records[-1] is not final:
+            self.row.problems.append(f"{genre}/{key}: ends with version {records[-1].version},"
+                                     f" the last sent is {final.version}")
+
+    def _writer(self, where: ObjectId, version_id: str, etag: str,
+                metadata: Callable[[str], Mapping[str, str]]) -> Record | None:
+        """The message that wrote this version; None (and a problem) if none can have."""
+        genre, key = where
+        candidates = self.workload.by_etag.get(etag, ())
+        if not candidates:
+            self.row.problems.append(f"{genre}/{key}: content that no message sent")
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        named = metadata(version_id).get("message-id", "")
+        record = self._by_id.get(named)
+        if record not in candidates:
+            self.row.problems.append(
+                f"{genre}/{key}: version {version_id} holds the bytes of versions "
+                f"{', '.join(str(c.version) for c in candidates)}, but its metadata names "
+                f"message {named or '(none)'}")
+            return None
+        return record
+
+    def finish(self) -> None:
+        """Stored, duplicates and lost, once every key was seen."""
+        row = self.row
+        row.stored = sum(1 for r in self.workload.valid if self._writes[r])
+        row.duplicates = sum(count - 1 for count in self._writes.values())
+        missing = [r for r in self.workload.valid if not self._writes[r]]
+        row.lost += len(missing)
+        if missing:
+            row.problems.append(f"{len(missing)} valid message(s) never written, e.g. "
+                                + ", ".join(f"{r.key} v{r.version}" for r in missing[:5]))
 
 
 def check_dead_letters(aws: Aws, stack: Stack, workload: Workload, ids: list[str],

@@ -6,8 +6,12 @@ time) interleaved with the group's other books, so only the group's order decide
 ends up as the file. A share of the messages is poison: one of the invalid forms Shelver must
 dead-letter, each with the reason it must carry.
 
-Every message has its own body, so the ETag of an S3 object version (the MD5 of its body) names
-the one message that wrote it: the checks read S3's version listing and never GET an object.
+Some later versions repeat an earlier version's exact bytes (A, B, A; or A, A: a record sent
+again unchanged), as producers do, so an ETag (the MD5 of the body) may stand for several
+messages: S3's conditional writes compare only ETags, and a consumer that trusted one could put
+an older message of a group over a newer one with the same bytes. The checks (`tests.chaos.engine`)
+name each object version by its ETag where that is one message's, and by the `message-id` metadata
+Shelver wrote with it where it is not.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import orjson
@@ -27,6 +31,9 @@ GENRES = ("scifi", "romance")
 MAX_VERSIONS = 4
 # Books of a group that are "open" (may still get versions) at any time: they interleave.
 OPEN_BOOKS = 3
+# Share of later versions that repeat an earlier version's bytes: the one before the previous
+# (A, B, A) when there is one, else the previous (A, A).
+REPEAT_SHARE = 0.25
 
 # The invalid forms, each with the dead-letter reason Shelver must give it.
 _POISON: tuple[tuple[str, Callable[[str], bytes]], ...] = (
@@ -51,8 +58,9 @@ class Record:
     body: bytes
     genre: str = ""
     key: str = ""
-    version: int = 0  # 1, 2, ... within its book (0 for poison)
+    version: int = 0  # its place among its book's messages, 1, 2, ... (0 for poison)
     reason: str = ""  # poison only: the shelver-reason the DLQ copy must carry
+    repeats: int = 0  # the version whose exact bytes this one repeats (0: new bytes)
 
     @property
     def poison(self) -> bool:
@@ -88,8 +96,13 @@ class Workload:
         return last
 
     @cached_property
-    def by_etag(self) -> dict[str, Record]:
-        return {r.etag: r for r in self.valid}
+    def by_etag(self) -> dict[str, tuple[Record, ...]]:
+        """The valid messages with each body's ETag: one, or a book's versions that repeat
+        the same bytes, in sending order."""
+        found: dict[str, tuple[Record, ...]] = {}
+        for r in self.valid:
+            found[r.etag] = (*found.get(r.etag, ()), r)
+        return found
 
     def pairs(self) -> list[tuple[str, bytes]]:
         """(group, body) in sending order, as `Aws.send` takes them."""
@@ -101,13 +114,20 @@ class _OpenBook:
     book_id: str
     title: str
     genre: str
-    versions: int = 0
+    bodies: list[bytes] = field(default_factory=list)  # of its versions so far, in order
+
+    @property
+    def versions(self) -> int:
+        return len(self.bodies)
 
 
 def build_workload(messages: int, groups: int, poison_share: float, run: str,
                    seed: int = 0) -> Workload:
     """`messages` records spread evenly over `groups` groups, sent interleaved round-robin."""
     rng = random.Random(seed)
+    # Its own generator: which versions repeat bytes leaves the books, versions and poison as
+    # they were for a seed, so runs before and after repeats came in have the same shape.
+    repeats_rng = random.Random(seed + 1)
     per_group: list[list[Record]] = [[] for _ in range(groups)]
     opened = 0
     for g in range(groups):
@@ -126,14 +146,20 @@ def build_workload(messages: int, groups: int, poison_share: float, run: str,
                 books.append(_OpenBook(f"{run}-book-{opened}", f"Chaos-{run}-{opened}",
                                        GENRES[opened % len(GENRES)]))
             book = rng.choice(books)
-            book.versions += 1
-            body = orjson.dumps({
-                "id": book.book_id, "title": book.title, "author": "John Doe", "year": "1984",
-                "genre": book.genre, "version": book.versions, "group": group,
-                "summary": f"Version {book.versions} of {book.title}, message {tag}.",
-            })
+            version = book.versions + 1
+            repeats = 0
+            if book.versions and repeats_rng.random() < REPEAT_SHARE:
+                repeats = max(version - 2, 1)
+                body = book.bodies[repeats - 1]
+            else:
+                body = orjson.dumps({
+                    "id": book.book_id, "title": book.title, "author": "John Doe",
+                    "year": "1984", "genre": book.genre, "version": version, "group": group,
+                    "summary": f"Version {version} of {book.title}, message {tag}.",
+                })
+            book.bodies.append(body)
             per_group[g].append(Record(group, body, book.genre, object_key(book.title),
-                                       book.versions))
+                                       version, repeats=repeats))
             if book.versions == MAX_VERSIONS:
                 books.remove(book)
     # Round-robin across groups: each batch mixes groups, as independent producers would.

@@ -105,7 +105,7 @@ def test_a_container_killed_mid_drain_loses_nothing_and_keeps_order(
                               run=uuid.uuid4().hex[:6])
     first = container_factory(**env)
     first.wait_healthy(120)
-    aws.send(stack.input_url, workload.pairs())
+    ids = aws.send(stack.input_url, workload.pairs())
     wait_until(lambda: len(stored_titles(aws, stack)) >= 5, 120, 0.5, "some books stored")
 
     first.kill()
@@ -116,6 +116,6 @@ def test_a_container_killed_mid_drain_loses_nothing_and_keeps_order(
     container_factory(**env).wait_healthy(120)
     wait_until(lambda: aws.drained(stack.input_url), 240, 0.5, "the input queue to drain")
     row = Row("container-kill")
-    check_storage(aws, stack, workload, row)
+    check_storage(aws, stack, workload, ids, row)
     assert row.problems == []
     assert row.stored == len(workload.valid)

@@ -206,6 +206,11 @@ class Aws:
                 history.setdefault(marker["Key"], []).append((marker["VersionId"], ""))
         return history
 
+    def version_metadata(self, bucket: str, key: str, version_id: str) -> dict[str, str]:
+        """The user metadata of one version of an object (names lower case, no prefix)."""
+        response = self.s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        return dict(response.get("Metadata") or {})
+
     def get(self, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
         response = self.s3.get_object(Bucket=bucket, Key=key)
         return response["Body"].read(), response
