@@ -1,17 +1,17 @@
 """The chaos workload: books in several versions over many message groups, poison interleaved.
 
 Each message group is a sequence sent in order. A group carries a few books at a time, and each
-book comes in several versions (same id and title, a higher ``version`` and new content each
-time) interleaved with the group's other books, so only the group's order decides which version
-ends up as the file. A share of the messages is poison: one of the invalid forms Shelver must
+book comes in several versions (same id and title, mostly a higher ``version`` and new content)
+interleaved with the group's other books, so only the group's order decides which version ends
+up as the file. A share of the messages is poison: one of the invalid forms Shelver must
 dead-letter, each with the reason it must carry.
 
 Some later versions repeat an earlier version's exact bytes (A, B, A; or A, A: a record sent
 again unchanged), as producers do, so an ETag (the MD5 of the body) may stand for several
 messages: S3's conditional writes compare only ETags, and a consumer that trusted one could put
-an older message of a group over a newer one with the same bytes. The checks (`tests.chaos.engine`)
-name each object version by its ETag where that is one message's, and by the `message-id` metadata
-Shelver wrote with it where it is not.
+an older message of a group over a newer one with the same bytes. The checks
+(`tests.chaos.engine.StorageCheck`) name each object version by its ETag where that is one
+message's, and by the `message-id` metadata Shelver wrote with it where it is not.
 """
 
 from __future__ import annotations
