@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
 from workers.books import InvalidBook, decode_book
-from workers.crashes import CrashRegistry
+from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots
 from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.transport import Message, SqsTransport
@@ -79,12 +79,15 @@ class BookProcessor:
         *,
         crashes: CrashRegistry | None = None,
         slots: ProcessingSlots | None = None,
+        gate: ProcessingGate | None = None,
     ) -> None:
         self._store = store
         self._transport = transport
         self._genre_buckets = genre_buckets
-        # Messages that crashed consumers too often are dead-lettered instead of processed.
+        # Messages that crashed consumers too often are dead-lettered instead of processed, and
+        # those that crashed one are processed alone, so the next death is rightly theirs.
         self._crashes = crashes
+        self._gate = gate or ProcessingGate()
         # Where each thread says which message it is on, for the crash count if we die.
         self._slots = slots
 
@@ -111,22 +114,29 @@ class BookProcessor:
 
     def process(self, message: Message) -> Result:
         started = time.perf_counter()
-        if self._slots is not None:
-            self._slots.begin(message.message_id)
         try:
-            return self._process(message)
-        finally:
-            if self._slots is not None:
-                self._slots.end()
-            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-
-    def _process(self, message: Message) -> Result:
-        if self._crashes is not None:
-            crashes = self._crashes.crashes(message.message_id)
-            if crashes >= self._crashes.dead_letter_after:
+            crashes = 0 if self._crashes is None else self._crashes.crashes(message.message_id)
+            if self._crashes is not None and crashes >= self._crashes.dead_letter_after:
                 return self._reject(message, InvalidBook(
                     "crashed_consumer",
                     f"a consumer died {crashes} time(s) while processing this message"))
+            if crashes:
+                log.info("message %s was in processing at %d death(s) of its consumer: "
+                         "processing it alone", message.message_id, crashes,
+                         extra={"message_id": message.message_id, "group_id": message.group_id,
+                                "reason": "crashed_consumer"})
+            with self._gate.alone() if crashes else self._gate.shared():
+                if self._slots is not None:
+                    self._slots.begin(message.message_id)
+                try:
+                    return self._process(message)
+                finally:
+                    if self._slots is not None:
+                        self._slots.end()
+        finally:
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    def _process(self, message: Message) -> Result:
         try:
             book = decode_book(message.body, self._genre_buckets)
         except InvalidBook as invalid:

@@ -3,8 +3,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -15,10 +17,11 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
+from tests.support.aws import wait_until
 from tests.support.proxy import FaultProxy
 from workers.aws import make_s3, make_session
 from workers.books import Book
-from workers.crashes import CrashRegistry
+from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots, read_processing
 from workers.logs import FIELDS
 from workers.processing import (
@@ -320,6 +323,39 @@ def test_without_a_dead_letter_queue_a_crashing_message_is_backed_off_unprocesse
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "crashed_consumer")
     assert fx.store.calls == []
+
+
+def test_a_message_with_a_recorded_crash_is_processed_alone(tmp_path: Path) -> None:
+    # A bystander in processing when the suspect kills the consumer would be blamed with it.
+    fx = make()
+    slots = ProcessingSlots(tmp_path, "tok", threads=2)
+    gate = ProcessingGate()
+    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
+                                 GENRES, crashes=crash_registry(tmp_path, {"m-suspect": 1}),
+                                 slots=slots, gate=gate)
+    in_processing: dict[str, list[str]] = {}
+    ordinary_may_finish = threading.Event()
+    original = fx.store.store
+
+    def store(book: Book, origin: Origin) -> StoredBook:
+        in_processing[book.id] = read_processing(slots.path).in_processing
+        if book.id == "ordinary":
+            ordinary_may_finish.wait(30)
+        return original(book, origin)
+
+    fx.store.store = store  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as threads:
+        ordinary = threads.submit(fx.processor.process, message("ordinary"))
+        wait_until(lambda: "ordinary" in in_processing, 30, 0.001, "the ordinary one stored")
+        suspect = threads.submit(fx.processor.process, message("suspect"))
+        # Until the suspect waits its turn, or (without the gate) is being stored already.
+        wait_until(lambda: gate.waiting or "suspect" in in_processing, 30, 0.001,
+                   "the suspect to wait or be stored")
+        ordinary_may_finish.set()
+        results = [ordinary.result(30), suspect.result(30)]
+
+    assert [r.outcome for r in results] == [Outcome.STORED, Outcome.STORED]
+    assert in_processing == {"ordinary": ["m-ordinary"], "suspect": ["m-suspect"]}
 
 
 def test_the_processing_slot_names_the_message_while_it_is_processed(tmp_path: Path) -> None:
