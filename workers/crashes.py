@@ -155,27 +155,37 @@ class ProcessingGate:
     messages in processing to finish and holds new ones back meanwhile (so a stream of ordinary
     messages cannot starve it); suspects go one at a time.
 
-    What it costs an ordinary message: a lock taken twice, uncontended but for its consumer's
-    own threads (`python -m bench.recovery_cost` measures it), next to about 1 ms of CPU per
-    book. What it costs a suspect: its consumer's other threads wait while it is processed,
-    which is rare (a message in processing at a death) and short (one message).
+    What it costs an ordinary message: a lock taken twice, contended only by its consumer's own
+    threads (`python -m bench.recovery_cost` measures it), next to about 1 ms of CPU per book.
+    What it costs a suspect: its consumer's other threads wait while it is processed, which is
+    rare (a message in processing at a death) and short (one message).
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._sharing = 0  # ordinary messages in processing
         self._alone = False  # a suspect in processing
         self._waiting = 0  # suspects waiting for their turn
         self._held_back = 0  # ordinary messages waiting for a suspect's turn to end
+        self._shared_turn = _SharedTurn(self)
+        self._alone_turn = _AloneTurn(self)
 
     @property
     def waiting(self) -> int:
         """Messages waiting for their turn, suspects or not."""
         return self._waiting + self._held_back
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._changed:
+    def shared(self) -> contextlib.AbstractContextManager[None]:
+        """The turn of an ordinary message, with the others."""
+        return self._shared_turn
+
+    def alone(self) -> contextlib.AbstractContextManager[None]:
+        """The turn of a suspect, alone."""
+        return self._alone_turn
+
+    def _enter_shared(self) -> None:
+        with self._lock:
             if self._alone or self._waiting:
                 self._held_back += 1
                 try:
@@ -184,17 +194,15 @@ class ProcessingGate:
                 finally:
                     self._held_back -= 1
             self._sharing += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._sharing -= 1
-                if self._waiting and not self._sharing:
-                    self._changed.notify_all()
 
-    @contextlib.contextmanager
-    def alone(self) -> Iterator[None]:
-        with self._changed:
+    def _leave_shared(self) -> None:
+        with self._lock:
+            self._sharing -= 1
+            if self._waiting and not self._sharing:
+                self._changed.notify_all()
+
+    def _enter_alone(self) -> None:
+        with self._lock:
             self._waiting += 1
             try:
                 while self._alone or self._sharing:
@@ -202,9 +210,31 @@ class ProcessingGate:
             finally:
                 self._waiting -= 1
             self._alone = True
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._alone = False
-                self._changed.notify_all()
+
+    def _leave_alone(self) -> None:
+        with self._lock:
+            self._alone = False
+            self._changed.notify_all()
+
+
+# Context managers as classes, not generators: an ordinary message pays for every call.
+class _SharedTurn(contextlib.AbstractContextManager[None]):
+    def __init__(self, gate: ProcessingGate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate._enter_shared()
+
+    def __exit__(self, *exc: object) -> None:
+        self._gate._leave_shared()
+
+
+class _AloneTurn(contextlib.AbstractContextManager[None]):
+    def __init__(self, gate: ProcessingGate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate._enter_alone()
+
+    def __exit__(self, *exc: object) -> None:
+        self._gate._leave_alone()
