@@ -225,6 +225,8 @@ def test_a_valid_book_in_flight_at_a_poison_message_s_crashes_is_not_blamed(
     assert {key for _, key in aws.objects(stack)} == {"Bystander.json"}
     assert shelver.metrics()['shelver_messages_dead_lettered_total{reason="crashed_consumer"}'] \
         == 1
+    assert f"message {ids[1]} was in processing at 1 death(s) of its consumer: processing it " \
+        "alone" in shelver.log()
 
 
 def test_after_the_whole_instance_is_killed_its_messages_come_back_at_start_up(

@@ -57,3 +57,5 @@ def test_a_head_that_always_fails_is_dead_lettered_and_its_followers_are_stored(
     metrics = shelver.metrics()
     assert metrics['shelver_messages_dead_lettered_total{reason="retries_exhausted"}'] == 1
     assert metrics['shelver_books_stored_total{genre="scifi"}'] == 3
+    # The default crash limit (3) leaves a crashing message no receive to spare on this queue.
+    assert "CRASH_DEAD_LETTER_AFTER=3 must be below 3" in shelver.log()

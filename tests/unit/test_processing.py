@@ -377,6 +377,23 @@ def test_the_followers_of_an_exhausted_head_are_processed_at_once() -> None:
                                  ("m-f-1", Outcome.STORED, ""), ("m-f-2", Outcome.STORED, "")]
 
 
+def test_a_follower_received_with_its_head_every_time_has_no_retry_left_of_its_own() -> None:
+    # The price of receives spent behind a failing head: dead-lettered at its first failure,
+    # with a reason, rather than moved by SQS with none at its next receive.
+    fx = make(max_receive_count=4)
+    fx.store.failures["head"] = client_error("AccessDenied", 403)
+    fx.store.failures["f-2"] = client_error("SlowDown", 503)
+    group = [message("head", receive_count=3), message("f-1", receive_count=3),
+             message("f-2", receive_count=3), message("f-3", receive_count=3)]
+
+    results = fx.processor.process_group(group, never)
+
+    assert outcomes(results) == [("m-head", Outcome.DEAD_LETTERED, "retries_exhausted"),
+                                 ("m-f-1", Outcome.STORED, ""),
+                                 ("m-f-2", Outcome.DEAD_LETTERED, "retries_exhausted"),
+                                 ("m-f-3", Outcome.STORED, "")]
+
+
 def crash_registry(tmp_path: Path, crashed: dict[str, int]) -> CrashRegistry:
     registry = CrashRegistry(tmp_path, dead_letter_after=3)
     for message_id, times in crashed.items():
