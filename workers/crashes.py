@@ -25,7 +25,7 @@ The blame is precise, so that a valid book is never dead-lettered for another's 
   far apart and unrelated (the kernel's OOM killer choosing us for a neighbour's memory) never
   add up to a dead-letter.
 
-The count is per instance: it lives in `<state dir>/recovery/crashes.json`, which survives a
+The count is per instance: it lives in `<state dir>/recovery/crash-counts.json`, which survives a
 restart of the instance but is not shared with other instances (a message crashing consumers on
 several pods is counted on each). Several consumers may recover at once, so updates take an
 exclusive `flock` and replace the file atomically; readers need no lock and reload only when the
@@ -47,7 +47,11 @@ import orjson
 
 from workers.status import write_atomically
 
-REGISTRY_FILE = "crashes.json"
+REGISTRY_FILE = "crash-counts.json"
+# Earlier versions kept a bare count per id here, without its time. Not read: those counts may
+# name bystanders, and a version rolled back to would crash on the new format, so each version
+# keeps its own file. Removed at the first crash recorded.
+LEGACY_REGISTRY_FILE = "crashes.json"
 _LOCK_FILE = "crashes.lock"
 # Ids kept at most, oldest recorded first out: the file stays small enough to reload per batch.
 MAX_ENTRIES = 1000
@@ -72,6 +76,7 @@ class CrashRegistry:
     def __init__(self, directory: Path, dead_letter_after: int,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = directory / REGISTRY_FILE
+        self._legacy_path = directory / LEGACY_REGISTRY_FILE
         self._lock_path = directory / _LOCK_FILE
         self.dead_letter_after = dead_letter_after
         self._clock = clock
@@ -91,6 +96,7 @@ class CrashRegistry:
                 del entries[next(iter(entries))]
             write_atomically(self.path, {m: [e.count, e.recorded_at]
                                          for m, e in entries.items()})
+            self._legacy_path.unlink(missing_ok=True)
             seen = self._stat()
         # What we wrote is what we hold: the next `refresh` need not read it back.
         self._entries, self._seen = entries, seen
@@ -126,17 +132,12 @@ class CrashRegistry:
 
     def _load(self) -> dict[str, _Entry]:
         try:
-            data = self.path.read_bytes()
-            written = os.stat(self.path).st_mtime
-            raw = orjson.loads(data)
+            raw = orjson.loads(self.path.read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):
             return {}
         if not isinstance(raw, dict):
             return {}
-        # `[count, recorded_at]`; a bare count is an earlier version's, recorded at the latest
-        # when the file was written.
-        return {str(k): _Entry(int(v[0]), float(v[1])) if isinstance(v, list)
-                else _Entry(int(v), written) for k, v in raw.items()}
+        return {str(k): _Entry(int(count), float(at)) for k, (count, at) in raw.items()}
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

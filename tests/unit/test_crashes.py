@@ -15,6 +15,7 @@ import pytest
 
 from workers.crashes import (
     CRASH_TTL_SECONDS,
+    LEGACY_REGISTRY_FILE,
     MAX_ENTRIES,
     REGISTRY_FILE,
     CrashRegistry,
@@ -155,20 +156,20 @@ def test_expired_counts_leave_the_file_at_the_next_record(tmp_path: Path) -> Non
     assert list(orjson.loads((tmp_path / REGISTRY_FILE).read_bytes())) == ["new"]
 
 
-def test_counts_written_before_they_expired_are_read_as_of_the_file_s_time(
+def test_an_earlier_version_s_registry_is_not_read_and_goes_at_the_next_record(
         tmp_path: Path) -> None:
-    # A registry of an earlier version (a count per id, no time) in a kept state dir.
-    path = tmp_path / REGISTRY_FILE
-    path.write_bytes(orjson.dumps({"m-1": 2}))
-    written = path.stat().st_mtime
-    clock = Clock()
-    registry = CrashRegistry(tmp_path, 3, clock=clock)
+    # Its bare counts may name bystanders; and it stays readable by that version until then,
+    # should it be rolled back to.
+    legacy = tmp_path / LEGACY_REGISTRY_FILE
+    legacy.write_bytes(orjson.dumps({"m-1": 2}))
+    registry = CrashRegistry(tmp_path, 3)
 
-    clock.now = written + CRASH_TTL_SECONDS - 1
     registry.refresh()
-    assert registry.crashes("m-1") == 2
-    clock.now = written + CRASH_TTL_SECONDS + 1
     assert registry.crashes("m-1") == 0
+    assert legacy.exists()
+
+    assert registry.record(["m-1"]) == {"m-1": 1}
+    assert not legacy.exists()
 
 
 # -- the processing gate -------------------------------------------------------------------------
