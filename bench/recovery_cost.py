@@ -6,6 +6,10 @@ Per message: one processing-slot write at its start and one at its end. Per rece
 ten: the held file is rewritten when the batch is held and when it is settled (more when the
 keeper extends, or when part of it is released), here with two more batches held, as a pipelined
 consumer has: 30 entries with receipt handles of AWS's length.
+
+And what the processing gate (workers/crashes.py: a message with a recorded crash is processed
+alone) costs an ordinary message, which only shares it: entering and leaving it, on one thread,
+and on CONSUMER_THREADS threads at once (the default 4, and 16) contending for it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
+from workers.crashes import ProcessingGate
 from workers.held_state import ConsumerRecord
 from workers.inflight import HeldMessages
 from workers.transport import Message, SqsTransport
@@ -53,6 +59,23 @@ def measure(directory: Path, messages: int = 20_000, batches: int = 3_000) -> tu
     return slots * 1e6, rewrites * 1e6
 
 
+def gate_cost(threads: int, messages: int = 400_000) -> float:
+    """Microseconds per ordinary message to share the processing gate, `threads` at once."""
+    gate = ProcessingGate()
+
+    def share(count: int) -> None:
+        for _ in range(count):
+            with gate.shared():
+                pass
+
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        for future in [pool.submit(share, messages // threads) for _ in range(threads)]:
+            future.result()
+        elapsed = time.perf_counter() - started
+    return elapsed / messages * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="*", type=Path,
@@ -61,6 +84,8 @@ def main() -> None:
         slots, held = measure(directory)
         print(f"{directory}: {slots:.1f} us/message for the processing slots, {held:.1f} us/"
               f"message for the held file, {slots + held:.1f} us/message in all")
+    print("processing gate, ordinary messages: " + ", ".join(
+        f"{gate_cost(threads):.2f} us/message on {threads} thread(s)" for threads in (1, 4, 16)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A consumer's circuit breaker: when a whole batch fails (S3 down, say), pause receiving.
 
 Receiving more would only fail more messages, and every receive of a message counts towards the
-queue's maxReceiveCount, after which SQS moves even a valid book to the DLQ. The pause doubles
+queue's maxReceiveCount: a message still failing one receive before it is dead-lettered
+(`retries_exhausted`, workers/processing.py), valid book or not. The pause doubles
 while whole batches keep failing (1, 2, 4 ... up to a cap) and ends with the first batch that
 makes progress.
 """

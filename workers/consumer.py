@@ -42,6 +42,7 @@ from workers.processing import (
     BookProcessor,
     Outcome,
     Result,
+    crash_limit_warning,
     failure_fields,
     failure_reason,
     visibility_changes,
@@ -189,6 +190,9 @@ class Consumer:
             if queue.dead_letter_url is None:
                 log.warning("input queue %s has no RedrivePolicy: invalid messages will stay "
                             "on the queue", queue.url)
+            if (problem := crash_limit_warning(self.settings.crash_dead_letter_after,
+                                               queue.max_receive_count)) is not None:
+                log.warning("input queue %s: %s", queue.url, problem)
             self._transport = SqsTransport(sqs_receive, sqs, queue)
             self._record = ConsumerRecord(recovery_dir(self.settings.state_dir), self.spec.token,
                                           queue.url, self.settings.consumer_threads)

@@ -22,7 +22,9 @@ messages back (`workers.recovery`):
   consumer died (`workers.crashes`); and a first slot saying until when a receive call of the
   consumer may still be answered. SQS answers a long poll whose client died all the same, and
   the messages of that answer stay invisible for their visibility timeout: a message handed
-  back before the dead consumer's last long poll ended could be swallowed by it.
+  back before the dead consumer's last long poll ended could be swallowed by it. A death the
+  messages did not cause is cleared from it (`absolve`, or `ConsumerRecord.close` for a stop),
+  so that it counts for none of them.
 
 Files are named by a token the pool gives each consumer, not by pid: pids start again at 1 in the
 new pid namespace of a restarted container, and a new consumer could be given a dead one's pid.
@@ -208,6 +210,24 @@ class ProcessingSlots:
         """No message of ours counts as crashed: we stop on purpose. The descriptor stays open,
         so a thread finishing a message meanwhile writes into the unlinked file, harmlessly."""
         self.path.unlink(missing_ok=True)
+
+
+def absolve(directory: Path, token: str) -> None:
+    """What this dead consumer was processing does not count as crashed: the pool decided its
+    death (a kill for a missed heartbeat, or at its stop deadline), not its messages. Blanks its
+    processing slots in place, and keeps the receive slot: its successor must still wait out its
+    last long poll before handing anything back. Only for a consumer known dead: a live one
+    would write its slots again."""
+    try:
+        fd = os.open(processing_path(directory, token), os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size > SLOT_BYTES:
+            os.pwrite(fd, bytes(size - SLOT_BYTES), SLOT_BYTES)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

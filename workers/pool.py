@@ -40,7 +40,7 @@ from prometheus_client import multiprocess
 
 from workers import metrics
 from workers.consumer import ConsumerSpec, consumer_main
-from workers.held_state import processing_path, recovery_dir, tokens
+from workers.held_state import absolve, recovery_dir, tokens
 from workers.settings import Settings
 from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
 
@@ -239,6 +239,10 @@ class ConsumerPool:
             process = slot.process
             if process is None or not process.is_dead():
                 continue
+            if slot.murdered:
+                # We killed it for its main loop, which processes nothing: not a crash of the
+                # messages it was processing (its successor still hands them back).
+                absolve(recovery_dir(self.settings.state_dir), process.token)
             clean = self._forget(process)
             lived = time.monotonic() - slot.started_at
             slot.process = None
@@ -258,8 +262,7 @@ class ConsumerPool:
             if retiring.process.is_dead():
                 # Stopped on purpose, killed at most for overrunning its stop deadline: what it
                 # was processing does not count as a crash (what it held is still handed back).
-                processing_path(recovery_dir(self.settings.state_dir),
-                                retiring.process.token).unlink(missing_ok=True)
+                absolve(recovery_dir(self.settings.state_dir), retiring.process.token)
                 self._forget(retiring.process)
                 self._retiring.remove(retiring)
             elif time.monotonic() > retiring.kill_at:

@@ -3,6 +3,11 @@
 The result of each message says what the transport must do with it: delete it (stored or
 dead-lettered), back it off (transient failure, or a poison message with no DLQ to send it to), or
 release it untouched (behind a failed message in its group, or at shutdown).
+
+A transient failure is backed off until the message has spent the receives SQS's redrive leaves
+it (`retries_exhausted_at`); then Shelver dead-letters it itself, reason `retries_exhausted`,
+and the rest of its group goes on at once: SQS would otherwise move it, and the messages behind
+it, without a reason.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers import metrics
 from workers.books import InvalidBook, decode_book
-from workers.crashes import CrashRegistry
+from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots
 from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.transport import Message, SqsTransport
@@ -43,6 +48,40 @@ class Result:
     message: Message
     outcome: Outcome
     reason: str = ""
+
+
+def retries_exhausted_at(max_receive_count: int | None) -> int | None:
+    """The receive count from which a message whose processing fails transiently is
+    dead-lettered by Shelver (reason `retries_exhausted`) instead of backed off; None when the
+    queue has no RedrivePolicy (nothing ever moves its messages, and there is no DLQ).
+
+    SQS's redrive moves a message that was received `maxReceiveCount` times at its next
+    receive, with no reason, and the messages of its group behind it with it: a receive that
+    returns a message returns those before it in its group, so theirs counts are never above
+    its own. Shelver must act before that. At receive `maxReceiveCount` itself it still could,
+    but a DLQ send that failed there would leave no receive to try again; one receive earlier
+    leaves exactly one. So a failing message gets `maxReceiveCount` - 2 backoffs; with
+    `maxReceiveCount` 1 or 2 its first failure dead-letters it."""
+    if max_receive_count is None:
+        return None
+    return max(1, max_receive_count - 1)
+
+
+def crash_limit_warning(dead_letter_after: int, max_receive_count: int | None) -> str | None:
+    """Why CRASH_DEAD_LETTER_AFTER is too high for the queue's redrive, or None. Each death
+    spends a receive of the message that causes it (the hand-back makes it visible, the next
+    consumer receives it), so it is dead-lettered as `crashed_consumer` at its receive
+    `dead_letter_after` + 1; that must come no later than `retries_exhausted_at`, which keeps
+    one receive for a failed DLQ send, or SQS's redrive may move it, and its group's messages
+    behind it, first and with no reason."""
+    last = retries_exhausted_at(max_receive_count)
+    if last is None or dead_letter_after < last:
+        return None
+    return (f"CRASH_DEAD_LETTER_AFTER={dead_letter_after} must be below {last} (the input "
+            f"queue's maxReceiveCount {max_receive_count} less one): a message that kills its "
+            f"consumer is dead-lettered only at its receive {dead_letter_after + 1}, and SQS "
+            "may move it, and the valid books behind it in its group, to the DLQ first with "
+            "no reason")
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -79,14 +118,18 @@ class BookProcessor:
         *,
         crashes: CrashRegistry | None = None,
         slots: ProcessingSlots | None = None,
+        gate: ProcessingGate | None = None,
     ) -> None:
         self._store = store
         self._transport = transport
         self._genre_buckets = genre_buckets
-        # Messages that crashed consumers too often are dead-lettered instead of processed.
+        # Messages that crashed consumers too often are dead-lettered instead of processed, and
+        # those that crashed one are processed alone, so the next death is rightly theirs.
         self._crashes = crashes
+        self._gate = gate or ProcessingGate()
         # Where each thread says which message it is on, for the crash count if we die.
         self._slots = slots
+        self._exhausted_at = retries_exhausted_at(transport.queue.max_receive_count)
 
     def process_group(
         self, messages: Sequence[Message], stopping: Callable[[], bool]
@@ -111,22 +154,29 @@ class BookProcessor:
 
     def process(self, message: Message) -> Result:
         started = time.perf_counter()
-        if self._slots is not None:
-            self._slots.begin(message.message_id)
         try:
-            return self._process(message)
-        finally:
-            if self._slots is not None:
-                self._slots.end()
-            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-
-    def _process(self, message: Message) -> Result:
-        if self._crashes is not None:
-            crashes = self._crashes.crashes(message.message_id)
-            if crashes >= self._crashes.dead_letter_after:
+            crashes = 0 if self._crashes is None else self._crashes.crashes(message.message_id)
+            if self._crashes is not None and crashes >= self._crashes.dead_letter_after:
                 return self._reject(message, InvalidBook(
                     "crashed_consumer",
                     f"a consumer died {crashes} time(s) while processing this message"))
+            if crashes:
+                log.info("message %s was in processing at %d death(s) of its consumer: "
+                         "processing it alone", message.message_id, crashes,
+                         extra={"message_id": message.message_id, "group_id": message.group_id,
+                                "reason": "crashed_consumer"})
+            with self._gate.alone() if crashes else self._gate.shared():
+                if self._slots is not None:
+                    self._slots.begin(message.message_id)
+                try:
+                    return self._process(message)
+                finally:
+                    if self._slots is not None:
+                        self._slots.end()
+        finally:
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    def _process(self, message: Message) -> Result:
         try:
             book = decode_book(message.body, self._genre_buckets)
         except InvalidBook as invalid:
@@ -140,6 +190,12 @@ class BookProcessor:
             return self._reject(message, InvalidBook("key_conflict", str(conflict)), book.id)
         except (ClientError, BotoCoreError, OSError, WriteContention) as exc:
             reason = failure_reason(exc)
+            if self._exhausted_at is not None and message.receive_count >= self._exhausted_at:
+                return self._reject(message, InvalidBook(
+                    "retries_exhausted",
+                    f"failed at receive {message.receive_count} of the queue's maxReceiveCount "
+                    f"{self._transport.queue.max_receive_count}, after which SQS would move it "
+                    f"with no reason: {reason}: {exc}"), book.id)
             log.warning("book %r (message %s) not stored, will retry: %s",
                         book.id, message.message_id, exc,
                         extra={**message_fields(message, Outcome.RETRY), **failure_fields(exc),

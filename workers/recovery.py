@@ -12,7 +12,8 @@ whose client died, and what it hands out then stays invisible for the visibility
    consumers handed the same token never both act on it; and the file is gone before any
    message is released, so a consumer dying half-way can never make a later one release the
    same receipt handles again, after someone else has received those messages;
-2. records the ids in the processing slots as crashed (`workers.crashes`);
+2. records the ids in the processing slots as crashed (`workers.crashes`); a death the pool
+   decided, or a stop, left them blank (`held_state.absolve`, `ConsumerRecord.close`);
 3. releases (visibility 0) every held message still invisible, `RECOVERY_MARGIN_SECONDS` ahead
    of now. A message whose visibility ran out may have been received by someone else already,
    and an old receipt handle must never release a message another consumer now holds;

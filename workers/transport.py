@@ -42,6 +42,9 @@ class QueueInfo:
     url: str
     visibility_timeout: int
     dead_letter_url: str | None
+    # The RedrivePolicy's: SQS moves a message received this many times to the DLQ at its next
+    # receive, with no reason of ours; None without a RedrivePolicy.
+    max_receive_count: int | None = None
 
 
 def chunks(items: Sequence[Any], size: int = SQS_BATCH) -> Iterable[Sequence[Any]]:
@@ -57,14 +60,18 @@ def queue_url(sqs: Any, name_or_url: str) -> str:
 
 
 def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
-    """Resolve the input queue, its visibility timeout and the DLQ named by its RedrivePolicy."""
+    """Resolve the input queue, its visibility timeout, and the DLQ and maxReceiveCount of its
+    RedrivePolicy."""
     url = queue_url(sqs, name_or_url)
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue"]
     )["Attributes"]
     dead_letter_url = None
+    max_receive_count = None
     if "RedrivePolicy" in attributes:
-        target_arn = orjson.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
+        redrive = orjson.loads(attributes["RedrivePolicy"])
+        target_arn = redrive["deadLetterTargetArn"]
+        max_receive_count = int(redrive["maxReceiveCount"])
         # arn:aws:sqs:<region>:<account>:<name>
         _, _, _, _, account, dlq_name = target_arn.split(":", 5)
         dead_letter_url = sqs.get_queue_url(
@@ -74,6 +81,7 @@ def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
         url=url,
         visibility_timeout=int(attributes["VisibilityTimeout"]),
         dead_letter_url=dead_letter_url,
+        max_receive_count=max_receive_count,
     )
 
 

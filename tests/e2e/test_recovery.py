@@ -154,6 +154,81 @@ def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered(
     assert "was in processing when its consumer died (3 time(s)" in shelver.log()
 
 
+@dataclass
+class KillWithBystander:
+    """A proxy trap: the PUT of a key containing `poison` kills the consumer (and is dropped),
+    once a PUT of a key containing `bystander` is in flight; that PUT is held here until the
+    kill, then dropped as the dead consumer's connection would be. Neither waits more than
+    `hold` seconds for the other (a consumer that processes them apart only slows this down),
+    nor does the poison wait for a bystander already written. Counts the kills, and those that
+    had the bystander in flight."""
+
+    poison: str
+    bystander: str
+    kill: Callable[[], None]
+    hold: float = 10.0
+    kills: int = 0
+    kills_with_bystander: int = 0
+    bystander_written: bool = False
+    _in_flight: int = 0
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def __call__(self, method: str, path: str) -> bool:
+        if method != "PUT":
+            return False
+        if self.poison in path:
+            with self._changed:
+                self._changed.wait_for(lambda: self._in_flight or self.bystander_written,
+                                       self.hold)
+                with_bystander = self._in_flight > 0
+            self.kill()
+            with self._changed:
+                self.kills += 1
+                self.kills_with_bystander += with_bystander
+                self._changed.notify_all()
+            return True
+        if self.bystander in path:
+            with self._changed:
+                self._in_flight += 1
+                self._changed.notify_all()
+                kills = self.kills
+                killed = self._changed.wait_for(lambda: self.kills > kills, self.hold)
+                self._in_flight -= 1
+                self.bystander_written = self.bystander_written or not killed
+            return killed
+        return False
+
+
+def test_a_valid_book_in_flight_at_a_poison_message_s_crashes_is_not_blamed(
+        aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
+    # The poison book of group A kills its consumer on its PUT while the valid book of group B
+    # is mid-PUT, every time they are processed together: only A may be dead-lettered.
+    shelver = shelver_factory(stack, CONSUMERS="1", AWS_ENDPOINT_URL_S3=s3_proxy.url)
+    shelver.wait_healthy()
+    trap = KillWithBystander("Poison", "Bystander",
+                             lambda: kill_and_wait(shelver.consumer_pids()))
+    s3_proxy.configure(trap=trap)
+    sent = [("group-a", book("p-1", "Poison", "scifi")),
+            ("group-b", book("v-1", "Bystander", "scifi"))]
+    ids = aws.send(stack.input_url, sent)
+
+    wait_until(lambda: aws.drained(stack.input_url), 3 * RECOVERED_WITHIN, 0.3,
+               "the input queue to drain")
+    print(f"\n{trap.kills} kills, {trap.kills_with_bystander} with the bystander mid-PUT")
+    assert trap.kills_with_bystander >= 1, "never killed mid-PUT of the bystander: proves nothing"
+    assert trap.kills == 3
+    dead_letters = aws.receive_all(stack.dlq_url, expect=1)
+    assert [m["MessageAttributes"][ORIGINAL_ID_ATTRIBUTE]["StringValue"]
+            for m in dead_letters] == [ids[0]], "a valid book was dead-lettered"
+    assert dead_letters[0]["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == \
+        "crashed_consumer"
+    assert {key for _, key in aws.objects(stack)} == {"Bystander.json"}
+    assert shelver.metrics()['shelver_messages_dead_lettered_total{reason="crashed_consumer"}'] \
+        == 1
+    assert f"message {ids[1]} was in processing at 1 death(s) of its consumer: processing it " \
+        "alone" in shelver.log()
+
+
 def test_after_the_whole_instance_is_killed_its_messages_come_back_at_start_up(
         aws: Aws, stack: Stack, s3_proxy: FaultProxy, shelver_factory: ShelverFactory):
     # A lease long enough for the second run to start, on a loaded machine, before the held

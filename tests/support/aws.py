@@ -73,9 +73,10 @@ class Aws:
         response = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
         return dict(response["Attributes"])
 
-    def clone_stack(self, visibility_timeout: int | None = None, versioned: bool = False
-                    ) -> Stack:
-        """New resources with the deployed stack's settings (serverless.yml is the source).
+    def clone_stack(self, visibility_timeout: int | None = None, versioned: bool = False,
+                    max_receive_count: int | None = None) -> Stack:
+        """New resources with the deployed stack's settings (serverless.yml is the source),
+        but for a given visibility timeout or redrive `maxReceiveCount`.
 
         `versioned` turns on bucket versioning, so every write of a key stays listed in order."""
         prefix = f"t{uuid.uuid4().hex[:10]}"
@@ -94,17 +95,18 @@ class Aws:
             "ContentBasedDeduplication": deployed["ContentBasedDeduplication"],
             "VisibilityTimeout": str(visibility_timeout or deployed["VisibilityTimeout"]),
             "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
-                                           "maxReceiveCount": redrive["maxReceiveCount"]}).decode(),
+                                           "maxReceiveCount": max_receive_count
+                                           or redrive["maxReceiveCount"]}).decode(),
         })["QueueUrl"]
         buckets = {genre: self.create_bucket(f"{prefix}-{genre}", versioned)
                    for genre in ("scifi", "romance")}
         return Stack(input_name, input_url, dlq_url, buckets)
 
     @contextmanager
-    def cloned_stack(self, visibility_timeout: int | None = None, versioned: bool = False
-                     ) -> Iterator[Stack]:
+    def cloned_stack(self, visibility_timeout: int | None = None, versioned: bool = False,
+                     max_receive_count: int | None = None) -> Iterator[Stack]:
         """`clone_stack`, deleted again when the block ends."""
-        stack = self.clone_stack(visibility_timeout, versioned)
+        stack = self.clone_stack(visibility_timeout, versioned, max_receive_count)
         try:
             yield stack
         finally:

@@ -13,8 +13,8 @@ while requests flow::
 
 Each request is read fully (S3 and SQS bodies are small) and forwarded on a fresh upstream
 connection, so client keep-alive works independently of the upstream's. Faults are decided per
-request in this order: trap, outage, delay, reset, error, throttle, forward (then, maybe, a late
-reset instead of the answer).
+request in this order: trap, deny, outage, delay, reset, error, throttle, forward (then, maybe, a
+late reset instead of the answer).
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ _HOP_BY_HOP = frozenset({
 })
 _ERROR_CODES = {500: ("InternalError", "InternalFailure"), 503: ("SlowDown", "ServiceUnavailable")}
 _COUNTERS = ("requests", "forwarded", "delayed", "errors_injected", "resets_injected",
-             "throttles_injected", "late_resets_injected", "outage_dropped", "trapped",
+             "throttles_injected", "late_resets_injected", "outage_dropped", "trapped", "denied",
              "upstream_failures")
 # The counters that are faults this proxy caused (the others count traffic).
 FAULT_COUNTERS = ("errors_injected", "resets_injected", "throttles_injected",
-                  "late_resets_injected", "outage_dropped", "trapped")
+                  "late_resets_injected", "outage_dropped", "trapped", "denied")
 
 OutageMode = Literal["refuse", "blackhole"]
 
@@ -79,6 +79,9 @@ class FaultProxy:
     - ``trap``: called with each request's method and path (query included) before anything
       else, in the request's handler thread; True resets the connection, nothing forwarded.
       A test acts at the exact moment a client sends a given request (say, kills the client);
+    - ``deny``: called with each request's method and path after the trap; True answers it
+      ``403 AccessDenied``, nothing forwarded: a request the credentials may not make, which
+      botocore does not retry (say, every write of one key);
     - ``journal``: keep an `Exchange` (method, path, headers, status, times) of every request
       the upstream answered, read with ``exchanges()``: who asked what, when, and the answer.
     """
@@ -94,6 +97,7 @@ class FaultProxy:
     outage_until: float = 0.0
     outage_mode: OutageMode = "refuse"
     trap: Callable[[str, str], bool] | None = None
+    deny: Callable[[str, str], bool] | None = None
     error_statuses: tuple[int, ...] = (500, 503)
     journal: bool = False
     upstream_timeout: float = 120.0
@@ -110,6 +114,7 @@ class FaultProxy:
     late_resets_injected: int = field(default=0, init=False)
     outage_dropped: int = field(default=0, init=False)
     trapped: int = field(default=0, init=False)
+    denied: int = field(default=0, init=False)
     upstream_failures: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -190,7 +195,7 @@ class FaultProxy:
         """Back to a transparent proxy (counters are kept)."""
         self.configure(delay_seconds=0.0, jitter_seconds=0.0, delay_methods=None,
                        error_rate=0.0, reset_rate=0.0, throttle_rate=0.0, late_reset_rate=0.0,
-                       outage_until=0.0, trap=None)
+                       outage_until=0.0, trap=None, deny=None)
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -351,6 +356,12 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._count("requests")
             proxy._count("trapped")
             self._reset()
+            return
+        deny = proxy.deny
+        if deny is not None and deny(self.command, self.path):
+            proxy._count("requests")
+            proxy._count("denied")
+            self._send_error(403, "fault proxy: access denied", "AccessDenied")
             return
         arrived = time.monotonic()
         plan = proxy._plan(self.command)

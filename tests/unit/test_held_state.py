@@ -142,7 +142,7 @@ def test_tokens_are_found_from_either_file(tmp_path: Path) -> None:
     ProcessingSlots(tmp_path, "both", 1)
     HeldFile(tmp_path, "held-only", QUEUE).write([])
     ProcessingSlots(tmp_path, "slots-only", 1)
-    (tmp_path / "crashes.json").write_text("{}")
+    (tmp_path / "crash-counts.json").write_text("{}")
 
     assert tokens(tmp_path) == {"both", "held-only", "slots-only"}
     assert tokens(tmp_path / "missing") == set()

@@ -10,7 +10,13 @@ from typing import cast
 import pytest
 
 from tests.support.fakes import die
-from workers.held_state import ConsumerRecord, processing_path, recovery_dir, tokens
+from workers.held_state import (
+    ConsumerRecord,
+    processing_path,
+    read_processing,
+    recovery_dir,
+    tokens,
+)
 from workers.pool import ConsumerPool, ConsumerProcess, _Retiring, _Slot
 from workers.settings import Settings
 
@@ -30,11 +36,15 @@ class FakeProcess:
         self.closed.append(True)
 
 
-def leave_files(state_dir: Path, *names: str, alive: bool = False) -> None:
-    """Files of consumers that died processing a message (or, `alive`, that still live)."""
+def leave_files(state_dir: Path, *names: str, alive: bool = False,
+                receive_wait: float | None = None) -> None:
+    """Files of consumers that died processing a message (or, `alive`, that still live); given
+    `receive_wait`, in a receive call with that long poll too."""
     for token in names:
         record = ConsumerRecord(recovery_dir(state_dir), token, "https://sqs.example/q.fifo", 1)
         record.processing.begin("m-1")
+        if receive_wait is not None:
+            record.processing.receiving(receive_wait).__enter__()
         if not alive:
             die(record)
 
@@ -74,6 +84,36 @@ def test_a_retired_consumer_s_messages_in_processing_do_not_count_as_crashes(
 
     assert pool._retiring == []
     assert retired.closed == [True]
-    assert not processing_path(recovery_dir(tmp_path), "retired").exists()
-    assert tokens(recovery_dir(tmp_path)) == {"retired"}  # its held file stays, for recovery
+    assert read_processing(processing_path(recovery_dir(tmp_path), "retired")).in_processing \
+        == []
+    assert tokens(recovery_dir(tmp_path)) == {"retired"}  # its files stay, for recovery
     assert pool.orphans() == ("retired",)
+
+
+def test_a_consumer_killed_for_a_missed_heartbeat_leaves_no_crash_to_count(
+        pool: ConsumerPool, tmp_path: Path) -> None:
+    # The pool decided that death: a main loop that stopped beating (a hung call, a starved
+    # machine) says nothing about the messages its processing threads were on.
+    leave_files(tmp_path, "hung", receive_wait=20.0)
+    hung = FakeProcess("hung", dead=True)
+    pool._slots = [_Slot(0, process=cast(ConsumerProcess, hung), murdered=True)]
+
+    pool.reap_consumers()
+
+    activity = read_processing(processing_path(recovery_dir(tmp_path), "hung"))
+    assert activity.in_processing == []
+    # Its successor must still wait out its last long poll before handing anything back.
+    assert activity.receive_until is not None
+    assert pool.orphans() == ("hung",)
+
+
+def test_a_consumer_that_died_by_itself_leaves_its_crash_to_count(
+        pool: ConsumerPool, tmp_path: Path) -> None:
+    leave_files(tmp_path, "crashed")
+    crashed = FakeProcess("crashed", dead=True)
+    pool._slots = [_Slot(0, process=cast(ConsumerProcess, crashed))]
+
+    pool.reap_consumers()
+
+    assert read_processing(processing_path(recovery_dir(tmp_path), "crashed")).in_processing \
+        == ["m-1"]

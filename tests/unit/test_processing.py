@@ -3,8 +3,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -15,10 +17,11 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
+from tests.support.aws import wait_until
 from tests.support.proxy import FaultProxy
 from workers.aws import make_s3, make_session
 from workers.books import Book
-from workers.crashes import CrashRegistry
+from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots, read_processing
 from workers.logs import FIELDS
 from workers.processing import (
@@ -26,7 +29,9 @@ from workers.processing import (
     Outcome,
     Result,
     backoff_seconds,
+    crash_limit_warning,
     failure_reason,
+    retries_exhausted_at,
     visibility_changes,
 )
 from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
@@ -82,9 +87,9 @@ class Fixture:
     processor: BookProcessor
 
 
-def make(dead_letter_url: str | None = DLQ) -> Fixture:
+def make(dead_letter_url: str | None = DLQ, max_receive_count: int | None = None) -> Fixture:
     store = FakeStore()
-    transport = FakeTransport(QueueInfo(QUEUE, 30, dead_letter_url))
+    transport = FakeTransport(QueueInfo(QUEUE, 30, dead_letter_url, max_receive_count))
     processor = BookProcessor(cast(BookStore, store), cast(SqsTransport, transport), GENRES)
     return Fixture(store, transport, processor)
 
@@ -289,6 +294,111 @@ def test_a_failed_dead_letter_send_is_retried_not_deleted(fx: Fixture) -> None:
     assert dead.value == 0
 
 
+# -- retries exhausted: Shelver dead-letters before SQS's redrive would ---------------------------
+
+@pytest.mark.parametrize(("max_receive_count", "at"),
+                         [(None, None), (1, 1), (2, 1), (3, 2), (4, 3), (30, 29)])
+def test_retries_are_exhausted_one_receive_before_the_redrive_s_last(
+        max_receive_count: int | None, at: int | None) -> None:
+    # The receive after it is kept for a dead-letter send that failed; with no redrive policy
+    # SQS never moves a message, and there is no DLQ to send it to either.
+    assert retries_exhausted_at(max_receive_count) == at
+
+
+@pytest.mark.parametrize(("dead_letter_after", "max_receive_count", "warned"), [
+    (3, 30, False), (3, None, False), (27, 30, False), (28, 30, False), (29, 30, True),
+    (3, 5, False), (3, 4, True), (1, 2, True),
+])
+def test_a_crash_limit_that_leaves_no_receive_to_spare_is_warned_about(
+        dead_letter_after: int, max_receive_count: int | None, warned: bool) -> None:
+    # The message that kills its consumer is dead-lettered at receive dead_letter_after + 1.
+    warning = crash_limit_warning(dead_letter_after, max_receive_count)
+
+    assert (warning is not None) == warned
+    if warning is not None:
+        assert f"CRASH_DEAD_LETTER_AFTER={dead_letter_after}" in warning
+
+
+@pytest.mark.parametrize("receive_count", [3, 4])
+def test_a_failure_at_the_last_receive_kept_is_dead_lettered_as_retries_exhausted(
+        receive_count: int) -> None:
+    fx = make(max_receive_count=4)
+    fx.store.failures["b-1"] = client_error("AccessDenied", 403)
+    dead = Delta("shelver_messages_dead_lettered_total", reason="retries_exhausted")
+    retried = Delta("shelver_messages_retried_total", reason="AccessDenied")
+    m = message("b-1", receive_count=receive_count)
+
+    result = fx.processor.process(m)
+
+    assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, "retries_exhausted")
+    [(sent, reason, detail)] = fx.transport.dead_lettered
+    assert (sent, reason) == (m, "retries_exhausted")
+    assert f"receive {receive_count} of the queue's maxReceiveCount 4" in detail
+    assert "AccessDenied" in detail  # the failure itself travels with the message
+    assert (dead.value, retried.value) == (1, 0)
+
+
+def test_a_failure_before_the_last_receive_kept_is_retried() -> None:
+    fx = make(max_receive_count=4)
+    fx.store.failures["b-1"] = client_error("AccessDenied", 403)
+
+    result = fx.processor.process(message("b-1", receive_count=2))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "AccessDenied")
+    assert fx.transport.dead_lettered == []
+
+
+def test_without_a_redrive_policy_a_failure_is_retried_whatever_the_count() -> None:
+    fx = make(dead_letter_url=None, max_receive_count=None)
+    fx.store.failures["b-1"] = client_error("SlowDown", 503)
+
+    result = fx.processor.process(message("b-1", receive_count=10_000))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "SlowDown")
+
+
+def test_an_exhausted_message_whose_dead_letter_send_fails_is_retried_at_the_receive_kept(
+        ) -> None:
+    fx = make(max_receive_count=4)
+    fx.store.failures["b-1"] = client_error("SlowDown", 503)
+    fx.transport.dead_letter_error = client_error("ServiceUnavailable", 503, "SendMessage")
+
+    result = fx.processor.process(message("b-1", receive_count=3))
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "ServiceUnavailable")
+
+
+def test_the_followers_of_an_exhausted_head_are_processed_at_once() -> None:
+    # Received with their head every time, they have its receive count: SQS's redrive would
+    # take them with it at the next receive.
+    fx = make(max_receive_count=4)
+    fx.store.failures["head"] = client_error("AccessDenied", 403)
+    group = [message("head", receive_count=3), message("f-1", receive_count=3),
+             message("f-2", receive_count=3)]
+
+    results = fx.processor.process_group(group, never)
+
+    assert outcomes(results) == [("m-head", Outcome.DEAD_LETTERED, "retries_exhausted"),
+                                 ("m-f-1", Outcome.STORED, ""), ("m-f-2", Outcome.STORED, "")]
+
+
+def test_a_follower_received_with_its_head_every_time_has_no_retry_left_of_its_own() -> None:
+    # The price of receives spent behind a failing head: dead-lettered at its first failure,
+    # with a reason, rather than moved by SQS with none at its next receive.
+    fx = make(max_receive_count=4)
+    fx.store.failures["head"] = client_error("AccessDenied", 403)
+    fx.store.failures["f-2"] = client_error("SlowDown", 503)
+    group = [message("head", receive_count=3), message("f-1", receive_count=3),
+             message("f-2", receive_count=3), message("f-3", receive_count=3)]
+
+    results = fx.processor.process_group(group, never)
+
+    assert outcomes(results) == [("m-head", Outcome.DEAD_LETTERED, "retries_exhausted"),
+                                 ("m-f-1", Outcome.STORED, ""),
+                                 ("m-f-2", Outcome.DEAD_LETTERED, "retries_exhausted"),
+                                 ("m-f-3", Outcome.STORED, "")]
+
+
 def crash_registry(tmp_path: Path, crashed: dict[str, int]) -> CrashRegistry:
     registry = CrashRegistry(tmp_path, dead_letter_after=3)
     for message_id, times in crashed.items():
@@ -325,6 +435,39 @@ def test_without_a_dead_letter_queue_a_crashing_message_is_backed_off_unprocesse
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "crashed_consumer")
     assert fx.store.calls == []
+
+
+def test_a_message_with_a_recorded_crash_is_processed_alone(tmp_path: Path) -> None:
+    # A bystander in processing when the suspect kills the consumer would be blamed with it.
+    fx = make()
+    slots = ProcessingSlots(tmp_path, "tok", threads=2)
+    gate = ProcessingGate()
+    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
+                                 GENRES, crashes=crash_registry(tmp_path, {"m-suspect": 1}),
+                                 slots=slots, gate=gate)
+    in_processing: dict[str, list[str]] = {}
+    ordinary_may_finish = threading.Event()
+    original = fx.store.store
+
+    def store(book: Book, origin: Origin) -> StoredBook:
+        in_processing[book.id] = read_processing(slots.path).in_processing
+        if book.id == "ordinary":
+            ordinary_may_finish.wait(30)
+        return original(book, origin)
+
+    fx.store.store = store  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as threads:
+        ordinary = threads.submit(fx.processor.process, message("ordinary"))
+        wait_until(lambda: "ordinary" in in_processing, 30, 0.001, "the ordinary one stored")
+        suspect = threads.submit(fx.processor.process, message("suspect"))
+        # Until the suspect waits its turn, or (without the gate) is being stored already.
+        wait_until(lambda: gate.waiting or "suspect" in in_processing, 30, 0.001,
+                   "the suspect to wait or be stored")
+        ordinary_may_finish.set()
+        results = [ordinary.result(30), suspect.result(30)]
+
+    assert [r.outcome for r in results] == [Outcome.STORED, Outcome.STORED]
+    assert in_processing == {"ordinary": ["m-ordinary"], "suspect": ["m-suspect"]}
 
 
 def test_the_processing_slot_names_the_message_while_it_is_processed(tmp_path: Path) -> None:

@@ -454,6 +454,24 @@ def test_a_trap_sees_each_request_first_and_drops_those_it_catches(
     assert proxy.trap is None
 
 
+def test_a_denied_request_is_answered_403_access_denied_unforwarded(
+    proxy: FaultProxy, upstream: Upstream
+) -> None:
+    proxy.configure(deny=lambda method, path: method == "PUT" and "Denied" in path)
+
+    with pytest.raises(ClientError) as error:
+        boto_client("s3", proxy).put_object(Bucket="scifi", Key="Denied.json", Body=b"{}")
+    assert call(proxy, "PUT", "/scifi/Free.json", body=b"y")[0] == 200
+    assert call(proxy, "GET", "/scifi/Denied.json")[0] == 200
+
+    assert (error.value.response["Error"]["Code"],
+            error.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("AccessDenied", 403)
+    assert [s.path for s in upstream.seen] == ["/scifi/Free.json", "/scifi/Denied.json"]
+    assert proxy.counters()["denied"] == 1 == proxy.faults()
+    proxy.heal()
+    assert proxy.deny is None
+
+
 def test_botocore_sees_a_reset_as_a_connection_error(proxy: FaultProxy) -> None:
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 

@@ -97,7 +97,7 @@ def test_discover_queue_by_name_finds_url_visibility_and_dead_letter_queue(queue
     info = discover_queue(queues.sqs, INPUT)
 
     assert info == QueueInfo(url=queues.input_url, visibility_timeout=VISIBILITY,
-                             dead_letter_url=queues.dlq_url)
+                             dead_letter_url=queues.dlq_url, max_receive_count=5)
 
 
 def test_discover_queue_by_url_does_not_look_the_name_up(queues: Queues) -> None:
@@ -117,6 +117,7 @@ def test_a_queue_without_redrive_policy_has_no_dead_letter_queue(queues: Queues)
 
     assert info.url == queues.plain_url
     assert info.dead_letter_url is None
+    assert info.max_receive_count is None
     assert info.visibility_timeout == 30  # the SQS default
 
 
