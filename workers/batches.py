@@ -28,7 +28,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from workers import metrics
-from workers.internal_errors import Thread
+from workers.internal_errors import ConsumerThread
 from workers.processing import Outcome, Result
 from workers.transport import Message
 
@@ -58,7 +58,7 @@ class InFlightBatches:
     beat: Callable[[], None]
     stuck_after: float
     # Ends the process on an exception nothing expected (`exit_on_internal_error`).
-    internal_error: Callable[[Thread, BaseException], object]
+    internal_error: Callable[[ConsumerThread, BaseException], object]
     _batches: set[Batch] = field(default_factory=set, init=False)
     _changed: threading.Condition = field(default_factory=threading.Condition, init=False)
 

@@ -36,7 +36,7 @@ from workers.breaker import Breaker
 from workers.crashes import CrashRegistry
 from workers.held_state import ConsumerRecord, recovery_dir
 from workers.inflight import HeldMessages
-from workers.internal_errors import Thread, exit_on_internal_error
+from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
 from workers.processing import (
@@ -121,7 +121,7 @@ class Consumer:
     def _sleep(self, seconds: float) -> None:
         self._signals.sleep(seconds, self._beat)
 
-    def internal_error(self, thread: Thread, exc: BaseException) -> None:
+    def internal_error(self, thread: ConsumerThread, exc: BaseException) -> None:
         """End this process on an exception nothing expected in one of its threads."""
         exit_on_internal_error(self.spec.slot, thread, exc,
                                self._record.processing if self._record is not None else None)

@@ -31,7 +31,7 @@ from workers.held_state import ProcessingSlots
 log = logging.getLogger(__name__)
 
 # The threads a consumer cannot go on without; `metrics.INTERNAL_ERROR_THREADS` lists them too.
-Thread = Literal["keeper", "settle", "main"]
+ConsumerThread = Literal["keeper", "settle", "main"]
 # Exit code of a consumer ended by an internal error.
 EXIT_INTERNAL_ERROR = 1
 
@@ -43,7 +43,7 @@ def exit_at_once(code: int) -> NoReturn:
     os._exit(code)
 
 
-def exit_on_internal_error(slot: int, thread: Thread, exc: BaseException,
+def exit_on_internal_error(slot: int, thread: ConsumerThread, exc: BaseException,
                            processing: ProcessingSlots | None,
                            exit_now: Callable[[int], object] = exit_at_once) -> None:
     """Blame no message, log `exc` with its traceback, count it, end the process.

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from tests.support.aws import wait_until
 from tests.support.fakes import msg
 from workers.batches import InFlightBatches
-from workers.internal_errors import Thread
+from workers.internal_errors import ConsumerThread
 from workers.processing import Outcome, Result
 from workers.transport import Message
 
@@ -50,7 +50,7 @@ class Fixture:
     batches: InFlightBatches
     settled: list[tuple[str, list[Result]]]  # (thread name, results) per settle
     beats: list[float]
-    internal_errors: list[tuple[Thread, BaseException]]
+    internal_errors: list[tuple[ConsumerThread, BaseException]]
 
 
 def patience() -> Callable[[], bool]:

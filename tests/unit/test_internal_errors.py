@@ -16,12 +16,12 @@ import pytest
 from workers import metrics
 from workers.consumer import Consumer, ConsumerSpec, consumer_main
 from workers.held_state import ConsumerRecord, processing_path, read_processing, recovery_dir
-from workers.internal_errors import Thread
+from workers.internal_errors import ConsumerThread
 from workers.settings import Settings
 
 
 def test_every_thread_has_its_series() -> None:
-    assert get_args(Thread) == metrics.INTERNAL_ERROR_THREADS
+    assert get_args(ConsumerThread) == metrics.INTERNAL_ERROR_THREADS
 
 
 def _main_loop_with_a_bug(spec: ConsumerSpec) -> None:
