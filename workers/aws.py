@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from workers.s3objects import Boto3Objects, S3Objects
 
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
 
 # S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
 AWS_CLIENTS = ("crt", "boto3")
+# What a consumer's AWS call raises when AWS, or the way to it, fails: an error answer
+# (ClientError), the network or the credentials (BotoCoreError), an answer that cannot be read
+# (ResponseParserError, which is no BotoCoreError), and OSError (a socket's, or that of a state
+# file written along the call). The consumer backs off and retries on any of them; anything
+# else is a bug (`workers.internal_errors`).
+AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError, OSError)
 
 # Headroom above the processing threads: the main loop, the visibility keeper and the DLQ sends
 # also hold connections.

@@ -12,7 +12,8 @@ batches in flight together never share a group and need no coordination.
 
 Each batch is split by message group, one processing thread per group; the thread that finishes
 a batch's last group settles the whole batch (one batched delete and visibility change), off the
-receive loop.
+receive loop. It does so in a Future's done-callback, whose exceptions concurrent.futures would
+only log: anything that escapes it is an internal error (`workers.internal_errors`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from workers import metrics
+from workers.internal_errors import ConsumerThread
 from workers.processing import Outcome, Result
 from workers.transport import Message
 
@@ -55,6 +57,8 @@ class InFlightBatches:
     # `stuck_after` seconds.
     beat: Callable[[], None]
     stuck_after: float
+    # Ends the process on an exception nothing expected (`exit_on_internal_error`).
+    internal_error: Callable[[ConsumerThread, BaseException], object]
     _batches: set[Batch] = field(default_factory=set, init=False)
     _changed: threading.Condition = field(default_factory=threading.Condition, init=False)
 
@@ -101,7 +105,16 @@ class InFlightBatches:
 
     def _group_done(self, batch: Batch, group: list[Message],
                     future: Future[list[Result]]) -> None:
-        """Runs in the processing thread that finished the group; the last one settles."""
+        """Runs in the processing thread that finished the group, as the future's
+        done-callback."""
+        try:
+            self._finish_group(batch, group, future)
+        except Exception as exc:
+            self.internal_error("settle", exc)
+
+    def _finish_group(self, batch: Batch, group: list[Message],
+                      future: Future[list[Result]]) -> None:
+        """Collect the group's results; the last group of the batch settles it."""
         try:
             results = future.result()
         except Exception as exc:  # a bug, not an AWS failure: back off, never drop

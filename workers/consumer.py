@@ -9,6 +9,8 @@ Threads, each with one job:
   backs off / releases every message of it;
 - keeper (`workers.keeper`): extends the visibility of held messages, notices orphaning.
 
+An exception nothing expected in any of them ends the process (`workers.internal_errors`).
+
 What it holds is also kept in the state dir (`workers.held_state`); before its first receive, a
 consumer hands back what the dead consumers the pool names held (`workers.recovery`).
 
@@ -27,15 +29,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from workers import metrics
-from workers.aws import make_clients
+from workers.aws import AWS_ERRORS, make_clients
 from workers.batches import InFlightBatches
 from workers.breaker import Breaker
 from workers.crashes import CrashRegistry
 from workers.held_state import ConsumerRecord, recovery_dir
 from workers.inflight import HeldMessages
+from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
 from workers.processing import (
@@ -57,9 +58,9 @@ from workers.transport import SqsTransport, discover_queue
 
 log = logging.getLogger(__name__)
 
-# Named exit codes, read by the pool (and EXIT_ORPHANED, from workers.keeper).
+# Named exit codes (and EXIT_ORPHANED, from workers.keeper; EXIT_INTERNAL_ERROR, from
+# workers.internal_errors).
 EXIT_OK = 0
-EXIT_CRASHED = 1
 # Receive errors (SQS down, credentials, ...) back off exponentially up to this; so do the
 # circuit breaker's pauses.
 MAX_RECEIVE_BACKOFF_SECONDS = 30.0
@@ -121,6 +122,11 @@ class Consumer:
     def _sleep(self, seconds: float) -> None:
         self._signals.sleep(seconds, self._beat)
 
+    def internal_error(self, thread: ConsumerThread, exc: BaseException) -> None:
+        """End this process on an exception nothing expected in one of its threads."""
+        exit_on_internal_error(self.spec.slot, thread, exc,
+                               self._record.processing if self._record is not None else None)
+
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
         self._signals.install()
@@ -164,7 +170,7 @@ class Consumer:
         try:
             released = recover(self.spec.predecessors, directory, self._transport,
                                self._crashes)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except AWS_ERRORS as exc:
             # Their messages then come back when their visibility timeout runs out.
             log.error("consumer %d could not hand back its predecessors' messages: %s",
                       self.spec.slot, exc)
@@ -179,7 +185,7 @@ class Consumer:
             self._beat()
             try:
                 queue = discover_queue(sqs, self.settings.input_queue)
-            except (ClientError, BotoCoreError, OSError) as exc:
+            except AWS_ERRORS as exc:
                 log.error("consumer %d cannot resolve queue %r, retrying in %.0f s: %s",
                           self.spec.slot, self.settings.input_queue, delay, exc,
                           extra=failure_fields(exc))
@@ -218,6 +224,7 @@ class Consumer:
             process_group=functools.partial(processor.process_group, stopping=stopping),
             settle=self._settle_batch, group_limit=self.settings.consumer_threads,
             beat=self._beat, stuck_after=self.settings.visibility_ceiling_seconds,
+            internal_error=self.internal_error,
         )
         depth = QueueDepthSampler(self.spec.slot, self._transport,
                                   self.settings.queue_sample_seconds)
@@ -241,7 +248,7 @@ class Consumer:
                     messages = self._transport.receive(wait, self._held.lease)
             except LongPollAbandoned:
                 break
-            except (ClientError, BotoCoreError, OSError) as exc:
+            except AWS_ERRORS as exc:
                 metrics.RECEIVE_CALLS.labels(result="error").inc()
                 log.error("consumer %d receive failed, retrying in %.0f s: %s",
                           self.spec.slot, error_delay, exc,
@@ -297,7 +304,7 @@ class Consumer:
                 metrics.DELETE_FAILURES.inc(len(failed))
             self._held.give_back(changes)
             metrics.MESSAGES_RELEASED.inc(released)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except AWS_ERRORS as exc:
             # Undeleted messages come back after their visibility timeout and are rewritten
             # idempotently; un-released ones just wait out their timeout. Late, never lost.
             log.error("consumer %d could not settle %d message(s): %s", self.spec.slot,
@@ -332,9 +339,9 @@ def consumer_main(spec: ConsumerSpec) -> None:
         sys.exit(EXIT_ORPHANED)
     try:
         code = consumer.run()
-    except Exception:
-        log.exception("consumer %d crashed", spec.slot)
-        code = EXIT_CRASHED
+    except Exception as exc:
+        consumer.internal_error("main", exc)  # ends the process
+        raise
     logging.shutdown()
     # os._exit, not sys.exit: abandoned processing threads must not hold the exit up (the
     # interpreter would join them), and there is nothing left to flush.

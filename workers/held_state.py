@@ -175,6 +175,7 @@ class ProcessingSlots:
         self._local = threading.local()
         self._next = 1
         self._lock = threading.Lock()
+        self._cleared = False
 
     def _write(self, text: str, offset: int) -> None:
         os.pwrite(self._fd, text.encode()[:SLOT_BYTES].ljust(SLOT_BYTES, b"\0"), offset)
@@ -189,7 +190,10 @@ class ProcessingSlots:
         return offset
 
     def begin(self, message_id: str) -> None:
-        self._write(message_id, self._offset())
+        offset = self._offset()
+        with self._lock:  # never after `clear`
+            if not self._cleared:
+                self._write(message_id, offset)
 
     def end(self) -> None:
         os.pwrite(self._fd, _BLANK, self._offset())
@@ -205,6 +209,15 @@ class ProcessingSlots:
             os.pwrite(self._fd, _BLANK, 0)
             raise
         os.pwrite(self._fd, _BLANK, 0)
+
+    def clear(self) -> None:
+        """Blank every processing slot, for good: the process is about to die of an internal
+        error (`workers.internal_errors`), which is no message's fault, so the recovery must
+        count no crash against any. The receive slot stays: SQS may still answer a receive
+        call in progress, and the successor must wait it out."""
+        with self._lock:
+            self._cleared = True
+            os.pwrite(self._fd, _BLANK * (self._next - 1), SLOT_BYTES)
 
     def remove(self) -> None:
         """No message of ours counts as crashed: we stop on purpose. The descriptor stays open,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workers import metrics
-from workers.held_state import ConsumerRecord
+from workers.held_state import ConsumerRecord, ProcessingSlots
 from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,11 @@ class HeldMessages:
     @property
     def lease(self) -> int:
         return self._timeout
+
+    @property
+    def processing(self) -> ProcessingSlots | None:
+        """The consumer's processing slots, if it keeps its files."""
+        return self._record.processing if self._record is not None else None
 
     @property
     def check_interval(self) -> float:

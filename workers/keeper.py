@@ -3,6 +3,9 @@ outliving the gunicorn master.
 
 Orphaning is caught twice: Linux sends a parent-death signal (`die_with_parent`), and the keeper
 watches getppid() in case the signal never came (not Linux, or the parent died before prctl).
+
+A failed AWS call only waits for the next round; any other exception is a bug that would stop
+both jobs in silence, so it ends the consumer (`workers.internal_errors`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import NoReturn
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from workers.aws import AWS_ERRORS
 from workers.inflight import HeldMessages
+from workers.internal_errors import exit_at_once, exit_on_internal_error
 from workers.processing import failure_fields
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,6 @@ def die_with_parent() -> None:
         pass  # not Linux: the keeper's getppid() watch still catches orphaning
 
 
-def _exit_at_once(code: int) -> NoReturn:
-    logging.shutdown()
-    os._exit(code)
-
-
 @dataclass(eq=False)
 class Keeper:
     slot: int
@@ -59,7 +56,7 @@ class Keeper:
     _: KW_ONLY
     clock: Callable[[], float] = time.monotonic
     parent: Callable[[], int] = os.getppid
-    exit_now: Callable[[int], object] = _exit_at_once
+    exit_now: Callable[[int], object] = exit_at_once
     _held: HeldMessages | None = field(default=None, init=False)
     _orphaned_at: float | None = field(default=None, init=False)
 
@@ -76,17 +73,22 @@ class Keeper:
         self._held = held
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                held = self._held
+                time.sleep(held.check_interval if held is not None else _IDLE_INTERVAL_SECONDS)
+                if held is not None:
+                    self.extend(held)
+                self.watch_parent()
+        except Exception as exc:
             held = self._held
-            time.sleep(held.check_interval if held is not None else _IDLE_INTERVAL_SECONDS)
-            if held is not None:
-                self.extend(held)
-            self.watch_parent()
+            exit_on_internal_error(self.slot, "keeper", exc,
+                                   held.processing if held is not None else None, self.exit_now)
 
     def extend(self, held: HeldMessages) -> None:
         try:
             held.extend_due()
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except AWS_ERRORS as exc:
             log.warning("consumer %d could not extend visibility: %s", self.slot, exc,
                         extra=failure_fields(exc))
 
@@ -101,12 +103,13 @@ class Keeper:
             self._abandon()
 
     def _abandon(self) -> None:
-        """Orphaned and the main loop is still busy (e.g. in a long poll): hand back what we
-        hold that is not being processed, then exit at once."""
+        """Orphaned and the main loop is still busy (e.g. in a long poll): hand back everything
+        we hold, messages in processing included (whatever a processing thread still writes is
+        conditional on the file as it found it, see workers.recovery), then exit at once."""
         held = self._held
         if held is not None:
             # If this fails they reappear after their visibility timeout anyway.
-            with contextlib.suppress(ClientError, BotoCoreError, OSError):
+            with contextlib.suppress(*AWS_ERRORS):
                 held.give_back([(m, 0) for m in held.held_messages()])
             held.close()  # a stop, not a crash: what was in processing does not count
         self.exit_now(EXIT_ORPHANED)

@@ -109,6 +109,12 @@ DEAD_LETTER_QUEUE_MESSAGES = Gauge(
     ["state"],
     multiprocess_mode="livemostrecent",
 )
+INTERNAL_ERRORS = Counter(
+    "shelver_internal_errors_total",
+    "Exceptions nothing expected (bugs) in a consumer thread its correctness depends on, by "
+    "thread: keeper, settle or main. Each ended its consumer, which the pool replaced.",
+    ["thread"],
+)
 LAST_POLL_TIMESTAMP = Gauge(
     "shelver_last_successful_poll_timestamp_seconds",
     "Unix time of the last ReceiveMessage call that succeeded.",
@@ -121,6 +127,8 @@ LAST_POLL_TIMESTAMP = Gauge(
 DEAD_LETTER_REASONS = ("not_json", "not_object", "missing_field", "wrong_type", "unknown_genre",
                        "key_conflict", "crashed_consumer")
 RESTART_REASONS = ("died", "exited", "heartbeat")
+# The threads of workers.internal_errors.ConsumerThread.
+INTERNAL_ERROR_THREADS = ("keeper", "settle", "main")
 
 
 def observe_since_sent(histogram: Histogram, sent_at: float | None, now: float) -> None:
@@ -139,6 +147,8 @@ def init_consumer_series(genres: Iterable[str]) -> None:
         BOOKS_STORED.labels(genre=genre)
     for reason in DEAD_LETTER_REASONS:
         MESSAGES_DEAD_LETTERED.labels(reason=reason)
+    for thread in INTERNAL_ERROR_THREADS:
+        INTERNAL_ERRORS.labels(thread=thread)
 
 
 def init_pool_series() -> None:

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from workers import metrics
+from workers.aws import AWS_ERRORS
 from workers.books import InvalidBook, decode_book
 from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots
@@ -188,7 +189,7 @@ class BookProcessor:
                     message.receive_count))
         except KeyConflict as conflict:
             return self._reject(message, InvalidBook("key_conflict", str(conflict)), book.id)
-        except (ClientError, BotoCoreError, OSError, WriteContention) as exc:
+        except (*AWS_ERRORS, WriteContention) as exc:
             reason = failure_reason(exc)
             if self._exhausted_at is not None and message.receive_count >= self._exhausted_at:
                 return self._reject(message, InvalidBook(
@@ -230,7 +231,7 @@ class BookProcessor:
             return Result(message, Outcome.RETRY, invalid.reason)
         try:
             self._transport.dead_letter(message, invalid.reason, invalid.detail)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except AWS_ERRORS as exc:
             reason = failure_reason(exc)
             log.warning("message %s could not be dead-lettered, will retry: %s",
                         message.message_id, exc,

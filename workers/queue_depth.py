@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Gauge
 
 from workers import metrics
+from workers.aws import AWS_ERRORS
 from workers.processing import failure_fields
 from workers.transport import SqsTransport
 
@@ -44,7 +44,7 @@ class QueueDepthSampler:
                 ) -> None:
         try:
             depth = read()
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except AWS_ERRORS as exc:
             log.warning("consumer %d could not sample %s queue depth: %s", self.slot, queue, exc,
                         extra=failure_fields(exc))
             return

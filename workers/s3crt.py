@@ -48,7 +48,7 @@ from workers.crt import (
     network_error,
     raise_failure,
 )
-from workers.s3objects import ObjectHead
+from workers.s3objects import ObjectHead, object_head
 
 # boto3's standard-mode backoff for throttling: the first retry waits a random 0-1 s, each next
 # one up to twice as long, never more than 20 s.
@@ -236,7 +236,7 @@ class CrtObjects:
         answer = self._send("HeadObject", location, key, request)
         metadata = {name.lower()[len(_META_PREFIX):]: value for name, value in answer.headers
                     if name.lower().startswith(_META_PREFIX)}
-        return ObjectHead(etag=answer.header("etag") or "", metadata=metadata)
+        return object_head(answer.header("etag"), metadata, bucket, key)
 
     def _send(self, operation: str, location: _Location, key: str, request: HttpRequest
               ) -> _Answer:

@@ -5,7 +5,9 @@ ETag, and a HeadObject that answers the ETag and the user metadata. Both impleme
 boto3 does: `botocore.exceptions.ClientError` with S3's error code and HTTP status for an error
 answer, a `BotoCoreError` (`EndpointConnectionError`, `ConnectionClosedError`, `ReadTimeoutError`,
 ...) for the network, after the same three attempts; so nothing above the storage layer
-(processing, metrics, retries, /health) can tell which one runs. `S3_CLIENT` picks it:
+(processing, metrics, retries, /health) can tell which one runs. A HeadObject answered 2xx
+without an ETag (a proxy's page, say: S3 always sends one) is botocore's ResponseParserError in
+both, never an object whose ETag is "". `S3_CLIENT` picks it:
 
 - `crt` (default): `workers.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
   in C for a third of boto3's CPU or less;
@@ -18,11 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from botocore.parsers import ResponseParserError
+
 
 @dataclass(frozen=True)
 class ObjectHead:
     etag: str
     metadata: Mapping[str, str]  # user metadata, names lower case without `x-amz-meta-`
+
+
+def object_head(etag: str | None, metadata: Mapping[str, str], bucket: str, key: str
+                ) -> ObjectHead:
+    """A HeadObject's answer; one without an ETag is malformed."""
+    if not etag:
+        raise ResponseParserError(f"HeadObject s3://{bucket}/{key}: a 2xx answer without ETag")
+    return ObjectHead(etag, metadata)
 
 
 class S3Objects(Protocol):
@@ -57,4 +69,4 @@ class Boto3Objects:
 
     def head(self, bucket: str, key: str) -> ObjectHead:
         response = self.client.head_object(Bucket=bucket, Key=key)
-        return ObjectHead(etag=response["ETag"], metadata=response.get("Metadata") or {})
+        return object_head(response.get("ETag"), response.get("Metadata") or {}, bucket, key)

@@ -10,7 +10,11 @@ samples: rare). What boto3 would do is kept:
   query-compatible error codes), to the endpoint botocore resolved, SigV4 for `sqs` in the
   client's region with the boto3 session's credentials, plain HTTP or TLS as the URL says;
 - the answer: the JSON body, which for these operations is what botocore's parser returns; an
-  error through botocore's own parser and exception classes;
+  error through botocore's own parser and exception classes. A 2xx whose body is no JSON object
+  (empty, a proxy's page, cut short) raises botocore's ResponseParserError, like any answer
+  botocore cannot read. boto3 itself reads such a body as an empty answer, which for
+  DeleteMessageBatch would claim every delete done: here it is a failed call, which the caller
+  backs off from (`workers.aws.AWS_ERRORS`);
 - retries: botocore's standard mode itself (its retry conditions, backoff and retry quota), with
   the attempts of the boto3 client it stands in for; its connect timeout, and its read timeout
   as a deadline per attempt, after which the connection is dropped.
@@ -36,6 +40,7 @@ from awscrt.exceptions import AwsCrtError
 from awscrt.http import HttpClientConnection, HttpHeaders, HttpRequest
 from awscrt.io import SocketOptions
 from botocore.exceptions import BotoCoreError, ConnectTimeoutError, ReadTimeoutError
+from botocore.parsers import ResponseParserError
 from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import (
     ExponentialBackoff,
@@ -172,8 +177,7 @@ class CrtSqs:
                 failure = exc
             if answer is not None and answer.status_code < 300:
                 self._quota.release_retry_quota(request_context, answer)
-                result: dict[str, Any] = orjson.loads(answer.body)
-                return result
+                return _json_object(operation, answer)
             if answer is not None:
                 parsed = self._errors.parse(operation, answer.status_code, answer.headers,
                                             answer.body)
@@ -216,3 +220,19 @@ class CrtSqs:
             self._connections.drop()
             raise_failure(failure, functools.partial(network_error, url=url))
         return answer
+
+
+def _json_object(operation: str, answer: _Answer) -> dict[str, Any]:
+    """The body of a 2xx answer, which is a JSON object or a malformed answer."""
+    try:
+        result = orjson.loads(answer.body)
+    except orjson.JSONDecodeError as exc:
+        result, reason = None, f"not JSON ({exc})"
+    else:
+        reason = f"a JSON {type(result).__name__}, not an object"
+    if isinstance(result, dict):
+        return result
+    # What the body is, not the body itself: it may hold messages' bodies.
+    raise ResponseParserError(
+        f"{operation}: unreadable HTTP {answer.status_code} answer of {len(answer.body)} bytes "
+        f"({answer.headers.get('content-type', 'no Content-Type')}): {reason}")

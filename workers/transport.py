@@ -7,17 +7,32 @@ message and this module carries it out with as few SQS calls as the API allows.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from botocore.exceptions import ClientError
 
 log = logging.getLogger(__name__)
 
 SQS_BATCH = 10
-# SQS caps a message attribute value's size with the whole message; keep details readable, short.
+# A dead letter's attributes count toward the DLQ's MaximumMessageSize with its body (names,
+# types and values: LocalStack counts the same way), so a detail is kept readable and short, and
+# shorter still if the message is refused with it (`dead_letter`).
 _MAX_DETAIL = 1000
+SHORT_DETAIL = 100
+# The characters SQS accepts in a body and in a string attribute (the XML 1.0 set); SendMessage
+# refuses anything else.
+_NOT_ALLOWED_IN_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# How SQS refuses a send for good, as botocore reads its answer (Code, the query-compatible code
+# from `x-amzn-query-error`, or QueryErrorCode, the JSON protocol's own): the message with its
+# attributes exceeds the queue's MaximumMessageSize, or an attribute is invalid (both
+# InvalidParameterValue), or the body has characters SQS does not take (InvalidMessageContents).
+# Sending the same again cannot succeed.
+_REFUSED_FOR_GOOD = frozenset({"InvalidParameterValue", "InvalidParameterValueException",
+                               "InvalidMessageContents"})
 
 REASON_ATTRIBUTE = "shelver-reason"
 DETAIL_ATTRIBUTE = "shelver-detail"
@@ -156,21 +171,39 @@ class SqsTransport:
         return failed
 
     def dead_letter(self, message: Message, reason: str, detail: str) -> None:
-        """Copy the message, body untouched, to the DLQ with why it was rejected."""
+        """Copy the message, body untouched, to the DLQ with why it was rejected.
+
+        Refused for good with its attributes (a body near the size limit leaves them no room),
+        it is sent again with a short detail, then without attributes: the message is out of
+        its group's way at once, and its reason is still in the caller's log line and metric.
+        Any other failure is raised, for the message to be retried."""
         if self.queue.dead_letter_url is None:
             raise RuntimeError("no dead-letter queue is configured for the input queue")
-        self.client.send_message(
-            QueueUrl=self.queue.dead_letter_url,
-            MessageBody=message.body,
-            MessageGroupId=message.group_id,
-            # A retried move (say after a crash between send and delete) is deduplicated by SQS.
-            MessageDeduplicationId=message.message_id,
-            MessageAttributes={
-                REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason},
-                DETAIL_ATTRIBUTE: {"DataType": "String", "StringValue": detail[:_MAX_DETAIL]},
-                ORIGINAL_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.message_id},
-            },
-        )
+        forms = _dead_letter_forms(message, reason, detail)
+        for attributes, fallback in zip(forms, [*forms[1:], None], strict=True):
+            try:
+                self.client.send_message(
+                    QueueUrl=self.queue.dead_letter_url,
+                    MessageBody=message.body,
+                    MessageGroupId=message.group_id,
+                    # A retried move (say after a crash between send and delete) is deduplicated
+                    # by SQS; a refused send left nothing to deduplicate against.
+                    MessageDeduplicationId=message.message_id,
+                    **({"MessageAttributes": attributes} if attributes else {}),
+                )
+                return
+            except ClientError as exc:
+                if fallback is None or not _refused_for_good(exc):
+                    raise
+                error = exc.response.get("Error", {})
+                log.warning("the dead-letter queue refused message %s (%s: %s): sending it "
+                            "again %s (reason %s)", message.message_id, error.get("Code"),
+                            error.get("Message"),
+                            "with a shorter detail" if fallback else "without attributes",
+                            reason,
+                            extra={"message_id": message.message_id,
+                                   "group_id": message.group_id, "reason": reason,
+                                   "error": str(error.get("Message"))})
 
     def depth(self) -> tuple[int, int]:
         """Approximate (visible, in flight) message counts of the input queue."""
@@ -205,3 +238,26 @@ class SqsTransport:
                            "reason": entry.get("Code"), "error": entry.get("Message")})
             failed.append(message)
         return failed
+
+
+def _dead_letter_forms(message: Message, reason: str, detail: str
+                       ) -> list[dict[str, dict[str, str]]]:
+    """The attributes of a dead letter, in the order they are tried: every one, then a short
+    detail (if that is shorter), then none. Values are made acceptable to SQS: characters it
+    refuses become U+FFFD (a detail quotes the body, whose decoded strings may hold any), and an
+    empty value, which it refuses too, is left out."""
+    forms: list[dict[str, dict[str, str]]] = []
+    for cut in (_MAX_DETAIL, SHORT_DETAIL):
+        values = {REASON_ATTRIBUTE: reason, DETAIL_ATTRIBUTE: detail[:cut],
+                  ORIGINAL_ID_ATTRIBUTE: message.message_id}
+        form = {name: {"DataType": "String",
+                       "StringValue": _NOT_ALLOWED_IN_SQS.sub("\ufffd", value)}
+                for name, value in values.items() if value}
+        if form not in forms:
+            forms.append(form)
+    return [*forms, {}]
+
+
+def _refused_for_good(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return bool({error.get("Code"), error.get("QueryErrorCode")} & _REFUSED_FOR_GOOD)

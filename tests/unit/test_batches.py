@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.support.aws import wait_until
 from tests.support.fakes import msg
 from workers.batches import InFlightBatches
+from workers.internal_errors import ConsumerThread
 from workers.processing import Outcome, Result
 from workers.transport import Message
 
@@ -48,6 +50,7 @@ class Fixture:
     batches: InFlightBatches
     settled: list[tuple[str, list[Result]]]  # (thread name, results) per settle
     beats: list[float]
+    internal_errors: list[tuple[ConsumerThread, BaseException]]
 
 
 def patience() -> Callable[[], bool]:
@@ -72,14 +75,17 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 def make(executor: ThreadPoolExecutor) -> Iterator[Callable[..., Fixture]]:
     made: list[Fixture] = []
 
-    def make(group_limit: int = 2, stuck_after: float = 3600) -> Fixture:
-        groups, settled, beats = Groups(), [], []
+    def make(group_limit: int = 2, stuck_after: float = 3600,
+             settle: Callable[[list[Result]], None] | None = None) -> Fixture:
+        groups, settled, beats, internal_errors = Groups(), [], [], []
         batches = InFlightBatches(
             slot=0, executor=executor, process_group=groups,
-            settle=lambda results: settled.append((threading.current_thread().name, results)),
+            settle=settle or (lambda results: settled.append(
+                (threading.current_thread().name, results))),
             group_limit=group_limit, beat=lambda: beats.append(time.monotonic()),
-            stuck_after=stuck_after)
-        made.append(Fixture(groups, batches, settled, beats))
+            stuck_after=stuck_after,
+            internal_error=lambda thread, exc: internal_errors.append((thread, exc)))
+        made.append(Fixture(groups, batches, settled, beats, internal_errors))
         return made[-1]
 
     yield make
@@ -163,3 +169,18 @@ def test_a_stuck_batch_stops_the_beats_so_the_pool_replaces_the_consumer(make):
     assert not fx.batches.wait_for_room(stop_on_call(3))
 
     assert fx.beats == []
+
+
+def test_a_settle_that_raises_is_an_internal_error_not_a_lost_exception(make):
+    bug = ValueError("a bug in the settle")
+
+    def settle(results: list[Result]) -> None:
+        raise bug
+
+    fx = make(settle=settle)
+    fx.batches.start([msg("a1", "a")])
+    fx.groups.open("a")
+
+    # A Future's done-callback: concurrent.futures would only have logged it and gone on.
+    wait_until(lambda: fx.internal_errors, PATIENCE, 0.01, "the internal error")
+    assert fx.internal_errors == [("settle", bug)]

@@ -3,6 +3,10 @@ busy after the grace hands back what it holds and exits."""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +14,19 @@ from typing import cast
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from botocore.parsers import ResponseParserError
+from prometheus_client import REGISTRY
 
+from tests.support.aws import wait_until
 from tests.support.fakes import FakeClock, FakeTransport, msg
-from workers.held_state import ConsumerRecord, tokens
+from workers.held_state import (
+    ConsumerRecord,
+    held_path,
+    processing_path,
+    read_held,
+    read_processing,
+    tokens,
+)
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
 from workers.transport import Message, SqsTransport
@@ -26,6 +40,23 @@ class DownTransport(FakeTransport):
     def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
         super().change_visibility(changes)
         raise EndpointConnectionError(endpoint_url="http://sqs")
+
+
+class GarbledTransport(FakeTransport):
+    """SQS answers 200 with a body that is no JSON: the CRT client raises botocore's
+    ResponseParserError (not a BotoCoreError)."""
+
+    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+        super().change_visibility(changes)
+        raise ResponseParserError("ChangeMessageVisibilityBatch: 200 answer is not JSON")
+
+
+class BrokenTransport(FakeTransport):
+    """A bug under the keeper: every visibility change raises what nothing expects."""
+
+    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+        super().change_visibility(changes)
+        raise ValueError("a bug")
 
 
 @dataclass
@@ -128,3 +159,47 @@ def test_an_extension_failure_is_logged_and_the_next_one_still_runs(
 
     assert fx.transport.calls == [[("a", 30)], [("a", 30)]]
     assert caplog.text.count("could not extend visibility") == 2
+
+
+def test_a_malformed_answer_is_an_extension_failure_like_any_other(
+        caplog: pytest.LogCaptureFixture):
+    fx = Fixture(transport=GarbledTransport())
+    fx.held.hold([msg("a")], fx.clock())
+
+    for _ in range(2):
+        fx.clock.now += 16
+        fx.keeper.extend(fx.held)
+
+    assert fx.transport.calls == [[("a", 30)], [("a", 30)]]
+    assert caplog.text.count("could not extend visibility") == 2
+
+
+def test_an_unexpected_error_ends_the_process_at_once_blaming_no_message(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    def internal_errors() -> float:
+        return REGISTRY.get_sample_value("shelver_internal_errors_total",
+                                         {"thread": "keeper"}) or 0.0
+
+    before = internal_errors()
+    exits: list[int] = []
+    record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
+    # A real keeper thread, clock and parent: a lease of 1 s makes the message due in 0.5 s.
+    held = HeldMessages(cast(SqsTransport, BrokenTransport()), 1, 3600, record=record)
+    keeper = Keeper(0, os.getppid(), lambda: None, exit_now=exits.append)
+    keeper.keep(held)
+    held.hold([msg("a")], time.monotonic())
+    record.processing.begin("id-a")  # a processing thread is on it
+
+    keeper.start()
+    wait_until(lambda: exits, 30, 0.05, "the keeper to end the process")
+
+    assert exits == [1]
+    assert internal_errors() - before == 1
+    [logged] = [r for r in caplog.records if "internal error in the keeper thread" in r.message]
+    assert logged.levelno == logging.CRITICAL
+    assert "Traceback" in caplog.text and "ValueError: a bug" in caplog.text
+    # Its replacement hands "a" back, and counts no crash against it: the bug was not its.
+    assert read_processing(processing_path(tmp_path, "tok")).in_processing == []
+    assert [e.message_id for e in read_held(held_path(tmp_path, "tok")).entries] == ["id-a"]
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "keeper"], 10, 0.05,
+               "the keeper thread to end")

@@ -27,6 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from botocore.parsers import ResponseParserError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -97,6 +98,17 @@ def test_an_if_match_put_and_a_head_read_back_etag_and_metadata(stub: HttpStub) 
     assert (head_request.method, head_request.path) == ("HEAD", "/scifi/k.json")
     assert signed_by(head_request)["Signature"] == botocore_signature(
         head_request, "testing", "us-east-1", "s3")
+
+
+def test_a_head_answered_without_an_etag_is_botocores_parser_error(
+        stub: HttpStub, s3_client: str) -> None:
+    # A 2xx that says nothing of the object (a proxy's page, an answer cut short): with an
+    # empty ETag the next write would be "If-Match: " (CRT), or a KeyError would escape
+    # (boto3); both clients report it as the malformed answer it is.
+    stub.script(Answer(200, (("Content-Type", "text/html"),)))
+
+    with pytest.raises(ResponseParserError):
+        make_s3(make_session(), threads=1, s3_client=s3_client).head("scifi", "k.json")
 
 
 class _Rotating(CredentialProvider):  # type: ignore[misc]

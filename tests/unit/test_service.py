@@ -508,8 +508,8 @@ def test_build_info_names_the_versions_of_shelver_python_and_boto3(client: Flask
 
 
 def test_metric_labels_are_bounded_sets(env: Env, client: FlaskClient) -> None:
-    """Genres, reasons, results, states, slots, versions: never a book id, title or message id,
-    which would make a series per message."""
+    """Genres, reasons, results, states, slots, threads, versions: never a book id, title or
+    message id, which would make a series per message."""
     env.pool(os.getpid(), 0)
     env.consumer(0, os.getpid(), failing="SlowDown")
     labels = {name for value in vars(shelver_metrics).values()
@@ -518,7 +518,8 @@ def test_metric_labels_are_bounded_sets(env: Env, client: FlaskClient) -> None:
     labels |= {name for family in text_string_to_metric_families(text)
                for sample in family.samples for name in sample.labels}
 
-    assert labels == {"genre", "reason", "result", "state", "slot", "version", "python", "boto3"}
+    assert labels == {"genre", "reason", "result", "state", "slot", "thread", "version", "python",
+                      "boto3"}
 
 
 @pytest.mark.parametrize(("failing_age", "expected"), [

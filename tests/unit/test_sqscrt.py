@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.parsers import ResponseParserError
 
 from scripts.emulator import free_port
 from tests.support.http_stub import Answer, HttpStub
@@ -66,6 +67,29 @@ def test_an_error_answer_raises_what_boto3_raises(stub: HttpStub) -> None:
     assert raised[0] == raised[1]
     assert raised[1][1]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
     assert len(stub.requests) == 2  # not retried
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>502 Bad Gateway</html>", b'{"Messages": [',
+                                  b"[]"], ids=["empty", "html", "cut-off", "not-an-object"])
+def test_a_malformed_success_answer_is_botocores_parser_error(stub: HttpStub, body: bytes
+                                                              ) -> None:
+    stub.script(Answer(200, JSON, body))
+
+    # Not an empty answer: a DeleteMessageBatch read as {} would claim every delete done.
+    with pytest.raises(ResponseParserError):
+        sqs("crt").delete_message_batch(QueueUrl=stub.url + QUEUE,
+                                        Entries=[{"Id": "0", "ReceiptHandle": "r"}])
+    assert len(stub.requests) == 1
+
+
+def test_boto3_reads_an_empty_success_answer_as_no_failure(stub: HttpStub) -> None:
+    # Why the CRT client does not follow boto3 here (README, S3_CLIENT and SQS_CLIENT).
+    stub.script(Answer(200, JSON, b""))
+
+    answer = sqs("boto3").delete_message_batch(QueueUrl=stub.url + QUEUE,
+                                               Entries=[{"Id": "0", "ReceiptHandle": "r"}])
+
+    assert "Failed" not in answer and "Successful" not in answer
 
 
 @pytest.mark.parametrize(("fault", "expected", "code"), [

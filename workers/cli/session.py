@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from workers import aws
 from workers.aws import ATTEMPTS, make_session
 from workers.settings import Settings
 
-# botocore raises these; nothing else from AWS reaches the command's top level.
-AWS_ERRORS = (BotoCoreError, ClientError)
+# botocore raises these; nothing else from AWS reaches the command's top level. The consumers'
+# AWS errors without OSError: a command meets OSErrors of its own (a closed pipe), no AWS error.
+AWS_ERRORS = tuple(error for error in aws.AWS_ERRORS if error is not OSError)
 
 # An operator waits at a terminal: fail within seconds when the endpoint does not answer.
 _CONFIG = Config(retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
@@ -44,7 +46,7 @@ class Session:
     def _remember_operation(self, model: Any, **_: Any) -> None:
         self.operation = str(model.name)
 
-    def describe(self, error: BotoCoreError | ClientError) -> str:
+    def describe(self, error: Exception) -> str:
         """`<operation>: <code>: <message>` for an error of an AWS call."""
         if isinstance(error, ClientError):
             details = error.response.get("Error", {})
