@@ -38,6 +38,7 @@ from workers.held_state import ConsumerRecord, recovery_dir
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
+from workers.preflight import not_fifo
 from workers.processing import (
     BookProcessor,
     Outcome,
@@ -172,17 +173,26 @@ class Consumer:
                  self.spec.slot, released, len(self.spec.predecessors))
 
     def _connect(self, sqs: object, sqs_receive: object) -> bool:
-        """Find the queue, retrying with backoff: a missing queue must not become a crash loop."""
+        """Find the queue, retrying with backoff: a missing queue, or one that is not FIFO (the
+        preflight could not tell at start), must not become a crash loop."""
         delay = 1.0
         while not self._signals.stopping():
             self._beat()
+            problem: str | None = None
+            fields: dict[str, str] = {}
             try:
                 queue = discover_queue(sqs, self.settings.input_queue)
             except (ClientError, BotoCoreError, OSError) as exc:
-                log.error("consumer %d cannot resolve queue %r, retrying in %.0f s: %s",
-                          self.spec.slot, self.settings.input_queue, delay, exc,
-                          extra=failure_fields(exc))
-                self._update(state="backoff", last_error=f"queue lookup: {exc}")
+                problem, fields = str(exc), failure_fields(exc)
+            else:
+                if not queue.fifo:
+                    problem = not_fifo(self.settings.input_queue)
+                    fields = {"reason": "not_fifo", "error": problem}
+            if problem is not None:
+                log.error("consumer %d cannot use queue %r, retrying in %.0f s: %s",
+                          self.spec.slot, self.settings.input_queue, delay, problem,
+                          extra=fields)
+                self._update(state="backoff", last_error=f"queue lookup: {problem}")
                 self._sleep(delay)
                 delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue

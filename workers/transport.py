@@ -42,6 +42,10 @@ class QueueInfo:
     url: str
     visibility_timeout: int
     dead_letter_url: str | None
+    # Shelver needs a FIFO queue: a standard queue's messages carry no MessageGroupId.
+    fifo: bool = True
+    # The largest message the queue takes (MaximumMessageSize, bytes); None when not asked.
+    max_message_size: int | None = None
 
 
 def chunks(items: Sequence[Any], size: int = SQS_BATCH) -> Iterable[Sequence[Any]]:
@@ -57,10 +61,12 @@ def queue_url(sqs: Any, name_or_url: str) -> str:
 
 
 def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
-    """Resolve the input queue, its visibility timeout and the DLQ named by its RedrivePolicy."""
+    """Resolve the input queue, its visibility timeout, whether it is FIFO, its largest message
+    and the DLQ named by its RedrivePolicy."""
     url = queue_url(sqs, name_or_url)
     attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue"]
+        QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue",
+                                      "MaximumMessageSize"]
     )["Attributes"]
     dead_letter_url = None
     if "RedrivePolicy" in attributes:
@@ -74,6 +80,8 @@ def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
         url=url,
         visibility_timeout=int(attributes["VisibilityTimeout"]),
         dead_letter_url=dead_letter_url,
+        fifo=attributes.get("FifoQueue") == "true",
+        max_message_size=int(attributes["MaximumMessageSize"]),
     )
 
 
