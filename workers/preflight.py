@@ -21,8 +21,9 @@ to start on a brief outage would have an orchestrator restart every pod at once.
 
 Cost: one attempt per call, CONNECT_TIMEOUT_SECONDS to connect and READ_TIMEOUT_SECONDS to answer:
 GetQueueUrl (not for a queue URL) and GetQueueAttributes for the input queue, the same for its
-DLQ, and a HeadBucket per genre bucket: 6 calls with the default settings. A service that gives no
-answer is not asked again, so AWS out of reach costs at most two connect timeouts.
+DLQ, and a HeadBucket per genre bucket: 6 calls with the default settings, a fraction of a second
+(`python -m bench.preflight_cost`), most of it making the two boto3 clients. A service that gives
+no answer is not asked again: AWS out of reach costs at most one timeout per service.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def _buckets(settings: Settings, s3: Any) -> list[Finding]:
             missing = " (no such bucket)" if lookup.status == 404 else ""
             found.append(Finding(subject, Verdict.WARNING,
                                  f"HeadBucket answered {lookup.status}{missing}"))
-        elif settings.s3_client == "crt":
+        elif settings.s3_client == "crt" and lookup.region != s3.meta.region_name:
             found.append(_crt_reaches(subject, genre, bucket, lookup.region))
         else:
             found.append(Finding(subject, Verdict.OK, f"in {lookup.region}"))
@@ -141,8 +142,8 @@ def _buckets(settings: Settings, s3: Any) -> list[Finding]:
 
 
 def _crt_reaches(subject: str, genre: str, bucket: str, region: str) -> Finding:
-    """Whether the CRT client can reach `bucket` in its region, as settings.py checks it for the
-    client's region (no call: botocore says how it would)."""
+    """Whether the CRT client can reach `bucket` in its region, as settings.py checked it in
+    the client's region (no call: botocore says how it would)."""
     from workers import s3crt  # awscrt is needed only when chosen
     from workers.crt import UnsupportedByCrt
 
