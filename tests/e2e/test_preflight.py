@@ -5,8 +5,10 @@ warns; a bucket in another region is written by the CRT client signed for that r
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +46,31 @@ def test_a_standard_input_queue_stops_start_up_naming_input_queue(
     check = shelver.cli("check")
     assert check.returncode == CONFIG_ERROR, check.stdout + check.stderr
     assert f"INPUT_QUEUE={name!r} is a standard queue" in check.stderr
+
+
+def test_a_reload_to_a_standard_queue_is_refused_and_the_consumers_kept(
+        aws: Aws, stack: Stack, standard_queue: tuple[str, str],
+        shelver_factory: ShelverFactory, run_dir: Path):
+    name, _ = standard_queue
+    config = run_dir / "shelver.conf"
+    config.write_text(f"INPUT_QUEUE={stack.input_name}\n")
+    shelver = shelver_factory(stack, SHELVER_CONFIG_FILE=str(config))
+    shelver.wait_healthy()
+    consumers = set(shelver.consumer_pids())
+    config.write_text(f"INPUT_QUEUE={name}\n")
+
+    shelver.signal(signal.SIGHUP)
+
+    wait_until(lambda: "keeping the running consumers" in shelver.log(), 30, 0.2,
+               "the reload to be refused")
+    assert f"keeping the running consumers: INPUT_QUEUE={name!r} is a standard queue" in \
+        shelver.log()
+    wait_until(lambda: shelver.log().count("Worker exiting") >= 2, 30, 0.2,
+               "the old HTTP workers to exit")
+    wait_until(lambda: shelver.get("/health").status == 200, 20, 0.2, "/health 200")
+    assert set(shelver.consumer_pids()) == consumers
+    aws.send(stack.input_url, [("g", book("k-1", "Kept Queue", "romance"))])
+    wait_until(lambda: aws.objects(stack), 20, 0.2, "a book stored from the kept queue")
 
 
 def test_a_dead_letter_queue_that_takes_smaller_messages_stops_start_up_naming_both(
