@@ -178,21 +178,21 @@ class Consumer:
         delay = 1.0
         while not self._signals.stopping():
             self._beat()
-            problem: str | None = None
+            unusable: str | None = None  # why the queue cannot be consumed, for now
             fields: dict[str, str] = {}
             try:
                 queue = discover_queue(sqs, self.settings.input_queue)
             except (ClientError, BotoCoreError, OSError) as exc:
-                problem, fields = str(exc), failure_fields(exc)
+                unusable, fields = str(exc), failure_fields(exc)
             else:
                 if not queue.fifo:
-                    problem = not_fifo(self.settings.input_queue)
-                    fields = {"reason": "not_fifo", "error": problem}
-            if problem is not None:
+                    unusable = not_fifo(self.settings.input_queue)
+                    fields = {"reason": "not_fifo", "error": unusable}
+            if unusable is not None:
                 log.error("consumer %d cannot use queue %r, retrying in %.0f s: %s",
-                          self.spec.slot, self.settings.input_queue, delay, problem,
+                          self.spec.slot, self.settings.input_queue, delay, unusable,
                           extra=fields)
-                self._update(state="backoff", last_error=f"queue lookup: {problem}")
+                self._update(state="backoff", last_error=f"queue lookup: {unusable}")
                 self._sleep(delay)
                 delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue
