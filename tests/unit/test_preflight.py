@@ -153,7 +153,7 @@ def test_start_up_logs_what_it_found_and_refuses_with_every_refusal(
 
     with pytest.raises(ConfigError) as refused:
         run(replace(aws.settings, input_queue="standard", s3_client="crt",
-                    genre_buckets={"scifi": "scifi-books", "horror": "missing-books"}), log)
+                    genre_buckets={"romance": "romance-books", "horror": "missing-books"}), log)
 
     assert str(refused.value).startswith("INPUT_QUEUE='standard' is a standard queue: ")
     assert "; S3_CLIENT=crt cannot be used: " in str(refused.value)
