@@ -47,6 +47,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
+from workers import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
@@ -77,8 +78,12 @@ EXIT_CONFIG = 3
 
 
 def _load_settings(server: Any) -> Settings:
+    """The settings, validated, then checked against AWS (workers/preflight.py): a bad value or
+    a definite misconfiguration stops start-up with EXIT_CONFIG; AWS out of reach only warns."""
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        preflight.run(settings, server.log)
+        return settings
     except ConfigError as exc:
         message = f"shelver: configuration error: {exc}"
         if read_log_format() == "json":
@@ -114,6 +119,7 @@ def child_exit(server: Any, worker: Any) -> None:
 def on_reload(server: Any) -> None:
     try:
         settings = Settings.from_env()
+        preflight.run(settings, server.log)
     except ConfigError as exc:
         server.log.error("shelver: configuration error, keeping the running consumers: %s", exc)
         return

@@ -44,6 +44,9 @@ ATTEMPTS = 3
 S3_TIMEOUT_SECONDS = 60
 # The same for SQS calls other than long polls (per attempt, for both clients).
 SQS_TIMEOUT_SECONDS = 10
+# The CRT S3 client's lookup of a bucket's region (one attempt): an S3 out of reach fails the
+# write that needed it no later than the write would have failed.
+REGION_LOOKUP_TIMEOUT_SECONDS = 10
 # A long poll answers after WaitTimeSeconds at the latest; this much more means it hangs.
 RECEIVE_READ_MARGIN_SECONDS = 5
 
@@ -78,18 +81,24 @@ def _config(read_timeout: float, connections: int, attempts: int = ATTEMPTS) -> 
 
 
 def make_s3(session: boto3.session.Session, threads: int, s3_client: str,
-            runtime: CrtRuntime | None = None) -> S3Objects:
-    """`S3_CLIENT`'s S3 client for `threads` processing threads, the only ones that call S3."""
+            runtime: CrtRuntime | None = None, bucket_regions: bool = True) -> S3Objects:
+    """`S3_CLIENT`'s S3 client for `threads` processing threads, the only ones that call S3.
+
+    The CRT one signs for each bucket's own region, asked of S3 at its first write of the
+    bucket (a HeadBucket, one attempt); `bucket_regions=False` takes every bucket to be in the
+    session's region (tests of what goes over the wire, whose scripted server has no buckets)."""
     s3 = session.client("s3", config=_config(S3_TIMEOUT_SECONDS, threads + _EXTRA_CONNECTIONS))
     if s3_client == "boto3":
         return Boto3Objects(s3)
     from workers.s3crt import CrtObjects  # awscrt is needed only when chosen
 
+    regions = session.client("s3", config=_config(REGION_LOOKUP_TIMEOUT_SECONDS, threads,
+                                                  attempts=1)) if bucket_regions else None
     # Configured as the boto3 client `s3` is; one connection per thread: each sends one
     # request at a time.
     return CrtObjects.create(runtime or _runtime(session), s3, connections=threads,
                              connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                             timeout=S3_TIMEOUT_SECONDS, attempts=ATTEMPTS)
+                             timeout=S3_TIMEOUT_SECONDS, attempts=ATTEMPTS, regions=regions)
 
 
 def make_sqs(session: boto3.session.Session, sqs_client: str, read_timeout: float,
@@ -130,3 +139,16 @@ def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_clien
 def receive_call_limit(wait_time_seconds: int) -> float:
     """The longest a ReceiveMessage call can block the consumer's main loop."""
     return CONNECT_TIMEOUT_SECONDS + wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS
+
+
+def describe(error: BotoCoreError | ClientError, operation: str = "") -> str:
+    """One line for an error of an AWS call: `<operation>: <code>: <message>` for an error
+    answer; `<operation>: <exception class>: <message>` for a failure without one, whose
+    operation only the caller can name."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        code = details.get("Code") or "Error"
+        message = details.get("Message") or error.response.get(
+            "ResponseMetadata", {}).get("HTTPStatusCode", "")
+        return f"{error.operation_name}: {code}: {message}"
+    return f"{operation + ': ' if operation else ''}{type(error).__name__}: {error}"

@@ -39,6 +39,7 @@ from workers.inflight import HeldMessages
 from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
+from workers.preflight import not_fifo
 from workers.processing import (
     BookProcessor,
     Outcome,
@@ -179,17 +180,26 @@ class Consumer:
                  self.spec.slot, released, len(self.spec.predecessors))
 
     def _connect(self, sqs: object, sqs_receive: object) -> bool:
-        """Find the queue, retrying with backoff: a missing queue must not become a crash loop."""
+        """Find the queue, retrying with backoff: a missing queue, or one that is not FIFO (the
+        preflight could not tell at start), must not become a crash loop."""
         delay = 1.0
         while not self._signals.stopping():
             self._beat()
+            unusable: str | None = None  # why the queue cannot be consumed, for now
+            fields: dict[str, str] = {}
             try:
                 queue = discover_queue(sqs, self.settings.input_queue)
             except AWS_ERRORS as exc:
-                log.error("consumer %d cannot resolve queue %r, retrying in %.0f s: %s",
-                          self.spec.slot, self.settings.input_queue, delay, exc,
-                          extra=failure_fields(exc))
-                self._update(state="backoff", last_error=f"queue lookup: {exc}")
+                unusable, fields = str(exc), failure_fields(exc)
+            else:
+                if not queue.fifo:
+                    unusable = not_fifo(self.settings.input_queue)
+                    fields = {"reason": "not_fifo", "error": unusable}
+            if unusable is not None:
+                log.error("consumer %d cannot use queue %r, retrying in %.0f s: %s",
+                          self.spec.slot, self.settings.input_queue, delay, unusable,
+                          extra=fields)
+                self._update(state="backoff", last_error=f"queue lookup: {unusable}")
                 self._sleep(delay)
                 delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue

@@ -5,6 +5,11 @@ CRT's S3 client, for a third of boto3's CPU per call or less.
   (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile, region) and the addressing style are
   boto3's: path-style on a custom endpoint, plain HTTP or TLS as its URL says; virtual-hosted
   style and TLS on AWS's own endpoints;
+- which region: the bucket's own, asked of S3 once per bucket (HeadBucket's
+  `x-amz-bucket-region`, `workers.s3objects.look_up_bucket`), for the URL and the signature.
+  boto3 follows S3's redirect to a bucket's region by itself; the CRT does not, and a write
+  signed for the client's region into a bucket elsewhere is refused every time
+  (PermanentRedirect, AuthorizationHeaderMalformed);
 - how hard: three attempts, the same connect timeout, a connection per processing thread, and a
   deadline per call, so a put that hangs ends as a `ReadTimeoutError` instead of stalling its
   message group. The CRT retries by itself, with one backoff scale for every error: boto3's for
@@ -19,13 +24,16 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from awscrt.auth import AwsSigningConfig
 from awscrt.exceptions import AwsCrtError
 from awscrt.http import HttpHeaders, HttpRequest
 from awscrt.s3 import (
@@ -48,12 +56,14 @@ from workers.crt import (
     network_error,
     raise_failure,
 )
-from workers.s3objects import ObjectHead, object_head
+from workers.s3objects import ObjectHead, look_up_bucket, object_head
 
 # boto3's standard-mode backoff for throttling: the first retry waits a random 0-1 s, each next
 # one up to twice as long, never more than 20 s.
 BACKOFF_SCALE_MS = 1000
 MAX_BACKOFF_SECONDS = 20
+# A bucket whose region S3 did not name is asked about again after this long.
+UNNAMED_REGION_SECONDS = 60.0
 # After this long the cancel of a timed-out request is not waited for any more.
 _CANCEL_WAIT_SECONDS = 5.0
 # A key botocore is asked to place; its URL minus this key is where any key of the bucket goes.
@@ -72,11 +82,13 @@ _RETRIED_ANSWERS = {
 
 @dataclass(frozen=True)
 class _Location:
-    """Where the keys of one bucket go, as botocore resolved it."""
+    """Where the keys of one bucket go, and the region they are signed for, as botocore
+    resolved them."""
 
     scheme: str
     host: str  # the Host header: host[:port]
     prefix: str  # the path before the key: "/<bucket>/" (path style) or "/" (virtual-hosted)
+    region: str
 
     def path(self, key: str) -> str:
         # botocore's encoding of the {Key+} label: UTF-8, percent-encoded, '/' and '~' kept.
@@ -87,27 +99,59 @@ class _Location:
 
 
 class _Endpoints:
-    """Asks the boto3 S3 client where it would send a request for a bucket, once per bucket.
+    """Asks botocore where it would send a request for a bucket, once per bucket.
+
+    Given `regions` (a boto3 S3 client for HeadBucket), for the bucket's own region as S3 names
+    it (`look_up_bucket`): the URL and the signature of a bucket elsewhere are those of a boto3
+    client of its region (made from `session`, with the configuration of `s3`). A lookup that
+    gets no answer raises boto3's exception, as the write would have. An answer that names no
+    region (no such bucket yet, a 5xx) leaves the bucket in `s3`'s region for
+    `UNNAMED_REGION_SECONDS`, where its writes fail as they would have, before S3 is asked
+    again: a lookup per write would double the requests of an S3 that is failing already.
+    Without `regions`, every bucket is taken to be in `s3`'s region.
 
     The HeadObject is answered by a `before-call` handler (as botocore's Stubber does): it never
     leaves the process and needs no credentials, yet its URL went through every endpoint rule
     and setting of botocore.
     """
 
-    def __init__(self, s3: Any) -> None:
+    def __init__(self, s3: Any, session: Any = None, regions: Any = None) -> None:
         self._s3 = s3
-        self._known: dict[str, _Location] = {}
+        self._session = session
+        self._regions = regions
+        self._clients: dict[str, Any] = {s3.meta.region_name: s3}
+        # bucket -> where it goes, until when (monotonic; inf once S3 named its region)
+        self._known: dict[str, tuple[_Location, float]] = {}
         self._lock = threading.Lock()
 
     def locate(self, bucket: str) -> _Location:
-        location = self._known.get(bucket)
-        if location is None:
+        known = self._known.get(bucket)
+        if known is None or known[1] < time.monotonic():
             with self._lock:
-                location = self._known.get(bucket) or self._resolve(bucket)
-                self._known[bucket] = location
-        return location
+                known = self._known.get(bucket)
+                if known is None or known[1] < time.monotonic():
+                    known = self._find(bucket)
+                    self._known[bucket] = known
+        return known[0]
 
-    def _resolve(self, bucket: str) -> _Location:
+    def _find(self, bucket: str) -> tuple[_Location, float]:
+        own = self._s3.meta.region_name
+        if self._regions is None:
+            return self._resolve(bucket, own), math.inf
+        region = look_up_bucket(self._regions, bucket).region
+        if region is None:
+            return self._resolve(bucket, own), time.monotonic() + UNNAMED_REGION_SECONDS
+        return self._resolve(bucket, region), math.inf
+
+    def _client(self, region: str) -> Any:
+        client = self._clients.get(region)
+        if client is None:
+            client = self._session.client("s3", region_name=region, config=self._s3.meta.config)
+            self._clients[region] = client
+        return client
+
+    def _resolve(self, bucket: str, region: str) -> _Location:
+        client = self._client(region)
         seen: dict[str, Any] = {}
 
         def capture(params: dict[str, Any], context: dict[str, Any], **_: Any
@@ -117,14 +161,16 @@ class _Endpoints:
             return AWSResponse(params["url"], 200, {}, None), {}
 
         event, unique_id = "before-call.s3.HeadObject", "shelver-locate-bucket"
-        self._s3.meta.events.register_first(event, capture, unique_id=unique_id)
+        client.meta.events.register_first(event, capture, unique_id=unique_id)
         try:
-            self._s3.head_object(Bucket=bucket, Key=_PROBE_KEY)
+            client.head_object(Bucket=bucket, Key=_PROBE_KEY)
         finally:
-            self._s3.meta.events.unregister(event, unique_id=unique_id)
+            client.meta.events.unregister(event, unique_id=unique_id)
         signing = seen["signing"]
-        if seen["auth"] not in (None, "v4") or signing.get("signing_name", "s3") != "s3" or \
-                signing.get("region", self._s3.meta.region_name) != self._s3.meta.region_name:
+        # "s3v4": SigV4 for S3, as a client made with another's configuration names it.
+        if seen["auth"] not in (None, "v4", "s3v4") or \
+                signing.get("signing_name", "s3") != "s3" or \
+                signing.get("region", region) != region:
             raise UnsupportedByCrt(
                 f"bucket {bucket!r} is reached with {seen['auth']} signing for "
                 f"{signing.get('signing_name')} in {signing.get('region')}, which the CRT "
@@ -133,7 +179,7 @@ class _Endpoints:
         if not url.path.endswith("/" + _PROBE_KEY) or url.query:
             raise UnsupportedByCrt(f"bucket {bucket!r} is reached at {seen['url']}, where "
                                    "the CRT client cannot place keys")
-        return _Location(url.scheme, url.netloc, url.path[:-len(_PROBE_KEY)])
+        return _Location(url.scheme, url.netloc, url.path[:-len(_PROBE_KEY)], region)
 
 
 def check_supported(s3: Any, buckets: Mapping[str, str]) -> None:
@@ -184,18 +230,21 @@ class _Errors:
 class CrtObjects:
     """`S3Objects` on one CRT S3 client; thread-safe, one request per calling thread."""
 
-    def __init__(self, client: S3Client, s3: Any, credentials: SessionCredentials,
-                 timeout: float) -> None:
+    def __init__(self, client: S3Client, endpoints: _Endpoints, errors: _Errors,
+                 credentials: SessionCredentials, timeout: float) -> None:
         self._client = client
-        self._endpoints = _Endpoints(s3)
-        self._errors = _Errors(s3)
+        self._endpoints = endpoints
+        self._errors = errors
         self._credentials = credentials
+        self._signing: dict[str, AwsSigningConfig] = {}
         self._timeout = timeout
 
     @classmethod
     def create(cls, runtime: CrtRuntime, s3: Any, connections: int, connect_timeout: float,
-               timeout: float, attempts: int) -> CrtObjects:
-        """A CRT client configured as `s3`, a boto3 client of `runtime.session`, is."""
+               timeout: float, attempts: int, regions: Any = None) -> CrtObjects:
+        """A CRT client configured as `s3`, a boto3 client of `runtime.session`, is; given
+        `regions`, a boto3 client to ask S3 with, signing for each bucket's own region (see
+        `_Endpoints`)."""
         if attempts < 2:
             raise ValueError("the CRT takes max_retries=0 for its default of 5: at least two "
                              "attempts")
@@ -213,7 +262,8 @@ class CrtObjects:
                                        max_backoff_secs=MAX_BACKOFF_SECONDS),
             connect_timeout_ms=int(connect_timeout * 1000),
         )
-        return cls(client, s3, runtime.credentials, timeout)
+        return cls(client, _Endpoints(s3, runtime.session, regions), _Errors(s3),
+                   runtime.credentials, timeout)
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
@@ -238,6 +288,14 @@ class CrtObjects:
                     if name.lower().startswith(_META_PREFIX)}
         return object_head(answer.header("etag"), metadata, bucket, key)
 
+    def _signing_for(self, region: str) -> AwsSigningConfig:
+        signing = self._signing.get(region)
+        if signing is None:  # made twice by two threads at worst: the same configuration
+            signing = create_default_s3_signing_config(
+                region=region, credential_provider=self._credentials.provider)
+            self._signing[region] = signing
+        return signing
+
     def _send(self, operation: str, location: _Location, key: str, request: HttpRequest
               ) -> _Answer:
         """Send and wait; the URL (for error reports only) is made only when one is raised."""
@@ -246,7 +304,8 @@ class CrtObjects:
         # DEFAULT, not PUT_OBJECT, for puts too: one request whatever the size (PUT_OBJECT would
         # switch to a multipart upload, which If-None-Match does not cover) and no part buffer.
         sent = self._client.make_request(type=S3RequestType.DEFAULT, operation_name=operation,
-                                         request=request, on_headers=answer.on_headers)
+                                         request=request, on_headers=answer.on_headers,
+                                         signing_config=self._signing_for(location.region))
         # The future's exception is taken, never raised here: raised, its traceback would hold
         # this frame, whose `sent` holds the future: a cycle through the CRT, out of the garbage
         # collector's reach (measured: about 10 KB leaked per failed request).

@@ -12,6 +12,9 @@ both, never an object whose ETag is "". `S3_CLIENT` picks it:
 - `crt` (default): `workers.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
   in C for a third of boto3's CPU or less;
 - `boto3`: `Boto3Objects` below, the fallback.
+
+`look_up_bucket` asks S3 where a bucket is: the CRT client signs for that region (boto3 follows
+S3's redirect to it by itself), and the start-up preflight reports it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
+
+# S3 names a bucket's region in this header of every HeadBucket answer it sends from the bucket's
+# own region or as a redirect to it: 200, and the 301/400 of a request for another region, and
+# the 403 of a caller without s3:ListBucket (the consumers' policy does not grant it).
+REGION_HEADER = "x-amz-bucket-region"
 
 
 @dataclass(frozen=True)
@@ -70,3 +79,27 @@ class Boto3Objects:
     def head(self, bucket: str, key: str) -> ObjectHead:
         response = self.client.head_object(Bucket=bucket, Key=key)
         return object_head(response.get("ETag"), response.get("Metadata") or {}, bucket, key)
+
+
+@dataclass(frozen=True)
+class BucketLookup:
+    """What a HeadBucket answered: its HTTP status, and the bucket's region if it told."""
+
+    status: int
+    region: str | None
+
+
+def look_up_bucket(s3: Any, bucket: str) -> BucketLookup:
+    """HeadBucket with the boto3 client `s3`. The region is the one S3 names; a 200 that names
+    none (an S3-compatible store without regions) means the client's. An error answer is a
+    result, not an exception (a 403 still names the region; a 404 means no such bucket, yet); a
+    failure without an answer (network, credentials) is raised as boto3 raises it."""
+    try:
+        metadata = s3.head_bucket(Bucket=bucket)["ResponseMetadata"]
+    except ClientError as exc:
+        metadata = exc.response.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode") or 0)
+    region = metadata.get("HTTPHeaders", {}).get(REGION_HEADER) or None
+    if region is None and status == 200:
+        region = s3.meta.region_name
+    return BucketLookup(status, region)

@@ -60,6 +60,10 @@ class QueueInfo:
     # The RedrivePolicy's: SQS moves a message received this many times to the DLQ at its next
     # receive, with no reason of ours; None without a RedrivePolicy.
     max_receive_count: int | None = None
+    # Shelver needs a FIFO queue: a standard queue's messages carry no MessageGroupId.
+    fifo: bool = True
+    # The largest message the queue takes (MaximumMessageSize, bytes); None when not asked.
+    max_message_size: int | None = None
 
 
 def chunks(items: Sequence[Any], size: int = SQS_BATCH) -> Iterable[Sequence[Any]]:
@@ -75,11 +79,12 @@ def queue_url(sqs: Any, name_or_url: str) -> str:
 
 
 def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
-    """Resolve the input queue, its visibility timeout, and the DLQ and maxReceiveCount of its
-    RedrivePolicy."""
+    """Resolve the input queue, its visibility timeout, whether it is FIFO, its largest message,
+    and the DLQ and maxReceiveCount of its RedrivePolicy."""
     url = queue_url(sqs, name_or_url)
     attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue"]
+        QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy", "FifoQueue",
+                                      "MaximumMessageSize"]
     )["Attributes"]
     dead_letter_url = None
     max_receive_count = None
@@ -97,6 +102,8 @@ def discover_queue(sqs: Any, name_or_url: str) -> QueueInfo:
         visibility_timeout=int(attributes["VisibilityTimeout"]),
         dead_letter_url=dead_letter_url,
         max_receive_count=max_receive_count,
+        fifo=attributes.get("FifoQueue") == "true",
+        max_message_size=int(attributes["MaximumMessageSize"]),
     )
 
 

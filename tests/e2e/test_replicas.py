@@ -61,9 +61,11 @@ class Replicas:
                    for ra, a in writes for rb, b in writes)
 
     def answered(self, method: str, status: int, condition: str = "") -> int:
-        """Requests of both replicas with this method, S3 status and conditional header."""
+        """Object requests of both replicas with this method, S3 status and conditional header
+        (not the HeadBucket each consumer's CRT client makes once, to learn the bucket's
+        region)."""
         return sum(1 for proxy in self.proxies for e in proxy.exchanges()
-                   if e.method == method and e.status == status
+                   if e.method == method and e.status == status and "/" in e.path.strip("/")
                    and (not condition or condition in e.headers))
 
 

@@ -6,8 +6,10 @@ over the wire and answers each with the next scripted answer.
         ...  # a client pointed at stub.url
         stub.requests[0].headers["if-none-match"]
 
-When the script runs out, every request gets `default` (200 with an ETag). With an `ssl.SSLContext`
-it serves TLS, for clients that must trust it through their CA bundle.
+When the script runs out, every request gets `default` (200 with an ETag). A `responder` answers
+from the request itself (a server with rules, say S3's regions), before any script; None from it
+leaves the request to the script. With an `ssl.SSLContext` it serves TLS, for clients that must
+trust it through their CA bundle.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socketserver
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -52,6 +55,7 @@ class HttpStub:
     tls: ssl.SSLContext | None = None
     default: Answer = Answer(200, etag='"stub-etag"')
     requests: list[Recorded] = field(default_factory=list)
+    responder: Callable[[Recorded], Answer | None] | None = None
 
     def __post_init__(self) -> None:
         self._answers: deque[Answer] = deque()
@@ -87,6 +91,9 @@ class HttpStub:
     def _answer(self, recorded: Recorded) -> Answer:
         with self._lock:
             self.requests.append(recorded)
+            answer = self.responder(recorded) if self.responder is not None else None
+            if answer is not None:
+                return answer
             return self._answers.popleft() if self._answers else self.default
 
 

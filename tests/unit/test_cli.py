@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import orjson
 import pytest
 from botocore.stub import Stubber
 
+from tests.support.proxy import FaultProxy
 from workers.cli import dlq, main
 from workers.cli.dlq import excerpt
 from workers.cli.progress import Progress
+from workers.cli.session import Session
 from workers.transport import Message, QueueInfo, SqsTransport
 
 REGION = "us-east-1"
@@ -72,6 +75,9 @@ def aws(moto: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
     monkeypatch.delenv("SHELVER_CONFIG_FILE", raising=False)
     monkeypatch.setenv("INPUT_QUEUE", INPUT)
     monkeypatch.setenv("GENRE_BUCKETS", "scifi=scifi-books,romance=romance-books")
+    # In-process moto answers boto3 alone (the CRT sends from C): `shelver check` writes its
+    # probes with S3_CLIENT's client, the CRT's against moto's server below.
+    monkeypatch.setenv("S3_CLIENT", "boto3")
     yield Resources(sqs, s3, input_url, dlq_url)
 
 
@@ -197,17 +203,119 @@ def test_waiting_for_a_move_task_polls_until_it_ends(
     monkeypatch.setattr(dlq, "MOVE_POLL_SECONDS", 0)
     sqs = boto3.client("sqs", region_name=REGION)
     source = "arn:aws:sqs:us-east-1:123456789012:Books-dlq.fifo"
-    answers = [{"Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 3},
-               {"Status": "RUNNING", "ApproximateNumberOfMessagesMoved": 7},
-               {"Status": "FAILED", "ApproximateNumberOfMessagesMoved": 7,
-                "FailureReason": "AccessDenied"}]
+    answers = [{"Status": "RUNNING", "TaskHandle": "ours", "StartedTimestamp": 1000,
+                "ApproximateNumberOfMessagesMoved": 3},
+               {"Status": "RUNNING", "TaskHandle": "ours", "StartedTimestamp": 1000,
+                "ApproximateNumberOfMessagesMoved": 7},
+               {"Status": "FAILED", "StartedTimestamp": 1000,
+                "ApproximateNumberOfMessagesMoved": 7, "FailureReason": "AccessDenied"}]
     with Stubber(sqs) as stubber:
         for answer in answers:
             stubber.add_response("list_message_move_tasks", {"Results": [answer]},
-                                 {"SourceArn": source, "MaxResults": 1})
+                                 {"SourceArn": source, "MaxResults": 10})
 
-        assert dlq.wait_for_move(sqs, source) == answers[-1]
+        assert dlq.wait_for_move(sqs, source, "ours", 1000) == answers[-1]
         stubber.assert_no_pending_responses()
+
+
+class MoveTasks:
+    """moto's SQS, whose move-task calls answer 500, with SQS's move tasks played instead:
+    StartMessageMoveTask hands out the handle "ours"; each ListMessageMoveTasks lists the next
+    of `listings` (newest task first, at most MaxResults), the last one from then on. Their
+    StartedTimestamp is in milliseconds from the StartMessageMoveTask call."""
+
+    def __init__(self, sqs: Any, listings: list[list[dict[str, Any]]]) -> None:
+        self._sqs = sqs
+        self._listings = listings
+        self._started = 0
+
+    def start_message_move_task(self, **_: Any) -> dict[str, str]:
+        self._started = int(time.time() * 1000)
+        return {"TaskHandle": "ours"}
+
+    def list_message_move_tasks(self, SourceArn: str, MaxResults: int = 1
+                                ) -> dict[str, Any]:
+        listing = self._listings.pop(0) if len(self._listings) > 1 else self._listings[0]
+        return {"Results": [{**task, "StartedTimestamp": self._started + task["StartedTimestamp"]}
+                            for task in listing[:MaxResults]]}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def move_task(status: str, started: int, moved: int, handle: str | None = None
+              ) -> dict[str, Any]:
+    """A ListMessageMoveTasks entry, started `started` ms after ours was: SQS gives the
+    TaskHandle of a running task only."""
+    task: dict[str, Any] = {"Status": status, "StartedTimestamp": started,
+                            "ApproximateNumberOfMessagesMoved": moved}
+    if status == "RUNNING":
+        task["TaskHandle"] = handle
+    if status == "FAILED":
+        task["FailureReason"] = "AccessDenied"
+    return task
+
+
+@pytest.fixture
+def move_tasks(aws: Resources, monkeypatch: pytest.MonkeyPatch
+               ) -> Callable[[list[list[dict[str, Any]]]], None]:
+    """Play these listings of SQS's move tasks to the next command."""
+    monkeypatch.setattr(dlq, "MOVE_POLL_SECONDS", 0)
+
+    def play(listings: list[list[dict[str, Any]]]) -> None:
+        original = Session.__post_init__
+
+        def post_init(session: Session) -> None:
+            original(session)
+            session.sqs = MoveTasks(session.sqs, listings)
+
+        monkeypatch.setattr(Session, "__post_init__", post_init)
+    return play
+
+
+def test_redrive_follows_the_task_it_started_not_a_more_recent_one(
+        aws: Resources, capsys: Any, move_tasks: Callable[[list[list[dict[str, Any]]]], None]
+        ) -> None:
+    # Ours ended; another operator's redrive of the same DLQ started before our next poll (SQS
+    # runs one task per source at a time) and failed. The most recent task was reported: a
+    # failure of a redrive that had moved everything.
+    earlier = move_task("COMPLETED", -3_600_000, 7)
+    move_tasks([
+        [move_task("RUNNING", 0, 3, "ours"), earlier],
+        [move_task("FAILED", 2000, 0), move_task("COMPLETED", 0, 30), earlier],
+    ])
+
+    code, out, err = run(capsys, "dlq", "redrive")
+
+    assert (code, err) == (0, "")
+    assert out.startswith(f"moved 30 message(s) from {aws.dlq_url} to {aws.input_url} in ")
+
+
+def test_redrive_finds_its_task_when_it_ended_before_it_was_seen_running(
+        aws: Resources, capsys: Any, move_tasks: Callable[[list[list[dict[str, Any]]]], None]
+        ) -> None:
+    earlier = move_task("FAILED", -3_600_000, 7)
+    move_tasks([
+        [earlier],  # ours is not listed yet
+        [move_task("RUNNING", 2000, 0, "theirs"), move_task("COMPLETED", 0, 30), earlier],
+    ])
+
+    code, out, err = run(capsys, "dlq", "redrive")
+
+    assert (code, err) == (0, "")
+    assert out.startswith(f"moved 30 message(s) from {aws.dlq_url} to {aws.input_url} in ")
+
+
+def test_redrive_gives_up_on_a_task_sqs_never_lists(
+        aws: Resources, capsys: Any, move_tasks: Callable[[list[list[dict[str, Any]]]], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dlq, "NOT_LISTED_SECONDS", 0)
+    move_tasks([[move_task("COMPLETED", -3_600_000, 7)]])
+
+    code, out, err = run(capsys, "dlq", "redrive")
+
+    assert (code, out) == (1, "")
+    assert err.startswith("shelver: SQS does not list the move task this command started (ours)")
 
 
 # -- send -----------------------------------------------------------------------------------------
@@ -258,8 +366,10 @@ def test_check_passes_and_leaves_no_probe_behind(aws: Resources, capsys: Any) ->
 
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        f"ok    input queue {aws.input_url}",
-        f"ok    dead-letter queue {aws.dlq_url}",
+        f"ok    input queue {aws.input_url}: FIFO",
+        f"ok    dead-letter queue {aws.dlq_url}: MaximumMessageSize 1048576",
+        "ok    bucket scifi-books (genre scifi): in us-east-1",
+        "ok    bucket romance-books (genre romance): in us-east-1",
         "ok    bucket scifi-books (genre scifi) writable",
         "ok    bucket romance-books (genre romance) writable",
         "all checks passed",
@@ -278,6 +388,7 @@ def test_check_reports_one_line_per_failure(
     assert "ok    bucket scifi-books (genre scifi) writable" in out
     assert err.splitlines() == [
         "FAIL  dead-letter queue: the input queue has no RedrivePolicy",
+        "FAIL  bucket missing-bucket (genre horror): HeadBucket answered 404 (no such bucket)",
         "FAIL  bucket missing-bucket (genre horror) writable: PutObject: NoSuchBucket: "
         "The specified bucket does not exist",
     ]
@@ -293,6 +404,59 @@ def test_check_a_missing_queue(aws: Resources, capsys: Any,
     assert err.splitlines() == [
         "FAIL  input queue missing.fifo: GetQueueUrl: AWS.SimpleQueueService.NonExistentQueue: "
         "The specified queue does not exist."]
+
+
+def test_check_refuses_a_standard_queue_as_the_service_would(
+        aws: Resources, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = aws.sqs.create_queue(QueueName="standard")["QueueUrl"]
+    monkeypatch.setenv("INPUT_QUEUE", "standard")
+
+    code, out, err = run(capsys, "check")
+
+    assert code == 3
+    assert err.splitlines()[0] == (
+        f"FAIL  input queue {url}: INPUT_QUEUE='standard' is a standard queue: Shelver needs "
+        "a FIFO queue (FifoQueue true, a name ending in .fifo), whose message groups keep each "
+        "book's versions in order; set INPUT_QUEUE to a FIFO queue")
+    assert "all checks passed" not in out
+
+
+def test_check_refuses_a_dead_letter_queue_that_takes_smaller_messages(
+        aws: Resources, capsys: Any) -> None:
+    aws.sqs.set_queue_attributes(QueueUrl=aws.dlq_url, Attributes={"MaximumMessageSize": "2048"})
+
+    code, _, err = run(capsys, "check")
+
+    assert code == 3
+    assert err.splitlines() == [
+        f"FAIL  dead-letter queue {aws.dlq_url}: INPUT_QUEUE='{INPUT}': its dead-letter queue "
+        f"{aws.dlq_url} (RedrivePolicy) has MaximumMessageSize 2048, smaller than the input "
+        "queue's 1048576: a book of more than 2048 bytes could not be dead-lettered; set the "
+        "dead-letter queue's MaximumMessageSize to at least 1048576"]
+
+
+def test_check_writes_with_the_consumers_s3_client(
+        empty_moto_server: str, aws_at: Callable[[str], None], s3_client: str, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # It wrote with boto3 whatever S3_CLIENT said: writable for boto3 was reported where the
+    # consumers' CRT client could not write (a bucket in another region).
+    with FaultProxy(empty_moto_server, journal=True) as proxy:
+        aws_at(proxy.url)
+        boto3.client("s3").create_bucket(Bucket="scifi-books")
+        boto3.client("sqs").create_queue(QueueName=INPUT, Attributes=FIFO)
+        for name, value in {"INPUT_QUEUE": INPUT, "GENRE_BUCKETS": "scifi=scifi-books",
+                            "S3_CLIENT": s3_client}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("SHELVER_CONFIG_FILE", raising=False)
+
+        code, out, _ = run(capsys, "check")
+
+        probes = [e for e in proxy.exchanges()
+                  if e.method == "PUT" and e.path.startswith("/scifi-books/.shelver-check/")]
+    assert code == 1  # no dead-letter queue
+    assert "ok    bucket scifi-books (genre scifi) writable" in out
+    assert [p.headers["user-agent"].split("/")[0] for p in probes] == [
+        {"crt": "CRTS3NativeClient", "boto3": "Boto3"}[s3_client]]
 
 
 def test_check_uses_the_configuration_file(aws: Resources, capsys: Any, tmp_path: Path,

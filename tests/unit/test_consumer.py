@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 from prometheus_client import REGISTRY
 
@@ -48,6 +49,38 @@ def test_status_file_tracks_state_and_heartbeat(consumer: Consumer, tmp_path: Pa
     assert status.state == "idle"
     assert status.slot == 0 and status.restarts == 0
     assert time.time() - status.heartbeat_at < 30
+
+
+# -- a queue that is not FIFO -------------------------------------------------------------------
+
+def test_a_standard_queue_is_reported_and_waited_on_not_consumed(
+        moto: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The preflight could not tell at start (SQS out of reach): the consumer took the queue,
+    # raised KeyError('MessageGroupId') on its first message, and so did every replacement.
+    sqs = boto3.client("sqs")
+    sqs.create_queue(QueueName="standard")
+    consumer = Consumer(ConsumerSpec(
+        slot=0, restarts=0, settings=Settings(state_dir=str(tmp_path), input_queue="standard"),
+        parent_pid=os.getppid(), token="t0"))
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            consumer._signals.stop()
+
+    monkeypatch.setattr(consumer, "_sleep", sleep)
+
+    assert consumer._connect(sqs, sqs) is False  # stopped while waiting, never consuming
+
+    assert waits == [1, 2, 4]
+    status = read_consumer_status(tmp_path, os.getpid())
+    assert status is not None
+    assert status.state == "backoff"
+    assert status.last_error == (
+        "queue lookup: INPUT_QUEUE='standard' is a standard queue: Shelver needs a FIFO queue "
+        "(FifoQueue true, a name ending in .fifo), whose message groups keep each book's "
+        "versions in order; set INPUT_QUEUE to a FIFO queue")
 
 
 # -- a stop during a long poll -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The CRT client's own promises: requests AWS would accept (boto3's URL, a valid SigV4
-signature), boto3's credentials and their rotation, boto3's endpoint and TLS settings, boto3's
-exceptions for every failure, and a deadline no request outlives."""
+signature, for the bucket's own region), boto3's credentials and their rotation, boto3's endpoint
+and TLS settings, boto3's exceptions for every failure, and a deadline no request outlives."""
 
 from __future__ import annotations
 
@@ -33,9 +33,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.http_stub import Answer, HttpStub, s3_error
+from tests.support.http_stub import Answer, HttpStub, Recorded, s3_error
 from tests.support.proxy import FaultProxy
 from tests.support.sigv4 import botocore_signature, signed_by
+from workers import s3crt
 from workers.aws import make_s3, make_session
 from workers.crt import CrtRuntime, UnsupportedByCrt
 from workers.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
@@ -50,7 +51,9 @@ def stub(aws_at: Callable[[str], None]) -> Iterator[HttpStub]:
 
 
 def crt(session: boto3.session.Session | None = None) -> S3Objects:
-    return make_s3(session or make_session(), threads=1, s3_client="crt")
+    """A CRT client that takes every bucket to be in the session's region: what it sends is
+    all the stub sees (the region lookups have tests of their own, below)."""
+    return make_s3(session or make_session(), threads=1, s3_client="crt", bucket_regions=False)
 
 
 # -- what goes over the wire ------------------------------------------------------------------
@@ -207,6 +210,108 @@ def test_what_the_crt_cannot_do_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
         check_supported(s3, {"scifi": "scifi-books"})
 
 
+# -- buckets in other regions -----------------------------------------------------------------
+
+OTHER_REGION = "eu-west-1"
+
+
+def signed_region(request: Recorded) -> str:
+    return signed_by(request)["Credential"].split("/")[2]
+
+
+def regional_s3(regions: dict[str, str]) -> Callable[[Recorded], Answer | None]:
+    """S3's rule for regions, as its regional endpoints apply it: a request signed for another
+    region than its bucket's is refused (301 PermanentRedirect); a HeadBucket signed for the
+    right one is answered. Both name the bucket's region in `x-amz-bucket-region`."""
+    def respond(request: Recorded) -> Answer | None:
+        bucket, _, key = request.path.lstrip("/").partition("/")
+        named = (("x-amz-bucket-region", regions[bucket]),)
+        if signed_region(request) != regions[bucket]:
+            return Answer(301, named, b"" if request.method == "HEAD" else s3_error(
+                "PermanentRedirect", "The bucket you are attempting to access must be addressed "
+                                     "using the specified endpoint."))
+        return None if key else Answer(200, named)
+    return respond
+
+
+def test_a_bucket_in_another_region_is_written_as_boto3_writes_it(
+        aws_at: Callable[[str], None], s3_client: str) -> None:
+    # The CRT signed every request for the client's region and did not follow S3's redirect, as
+    # boto3 does: each write of a book into the bucket was refused, and retried for hours.
+    with HttpStub(responder=regional_s3({"books-eu": OTHER_REGION})) as stub:
+        aws_at(stub.url)
+        objects = make_s3(make_session(), threads=1, s3_client=s3_client)
+
+        for n in range(2):
+            assert objects.put("books-eu", f"k{n}.json", b"{}", content_type="application/json",
+                               metadata={}) == '"stub-etag"'
+        assert objects.head("books-eu", "k0.json").etag == '"stub-etag"'
+
+    last = stub.requests[-1]
+    assert (last.method, last.path) == ("HEAD", "/books-eu/k0.json")
+    assert signed_by(last)["Signature"] == botocore_signature(last, "testing", OTHER_REGION, "s3")
+    if s3_client == "crt":  # its region asked once, then every request signed for it
+        assert [(r.method, r.path, signed_region(r)) for r in stub.requests] == [
+            ("HEAD", "/books-eu", "us-east-1"), ("HEAD", "/books-eu", OTHER_REGION),
+            ("PUT", "/books-eu/k0.json", OTHER_REGION), ("PUT", "/books-eu/k1.json", OTHER_REGION),
+            ("HEAD", "/books-eu/k0.json", OTHER_REGION)]
+
+
+def test_a_lookup_refused_for_want_of_permission_still_tells_the_region(
+        aws_at: Callable[[str], None]) -> None:
+    # The consumers' policy grants no s3:ListBucket: S3 refuses their HeadBucket, naming the
+    # bucket's region all the same.
+    regional = regional_s3({"books-eu": OTHER_REGION})
+
+    def respond(request: Recorded) -> Answer | None:
+        if request.path == "/books-eu":
+            return Answer(403, (("x-amz-bucket-region", OTHER_REGION),))
+        return regional(request)
+
+    with HttpStub(responder=respond) as stub:
+        aws_at(stub.url)
+        objects = make_s3(make_session(), threads=1, s3_client="crt")
+
+        assert objects.put("books-eu", "k.json", b"{}", content_type="application/json",
+                           metadata={}) == '"stub-etag"'
+
+    assert [(r.method, r.path, signed_region(r)) for r in stub.requests] == [
+        ("HEAD", "/books-eu", "us-east-1"), ("PUT", "/books-eu/k.json", OTHER_REGION)]
+
+
+def test_a_bucket_whose_region_s3_did_not_name_stays_in_the_client_s_region_a_while(
+        stub: HttpStub) -> None:
+    # Asking before every write would double the requests of an S3 that is failing already.
+    stub.script(Answer(503), Answer(404, body=s3_error("NoSuchBucket")),
+                Answer(404, body=s3_error("NoSuchBucket")))
+    objects = make_s3(make_session(), threads=1, s3_client="crt")
+
+    for _ in range(2):
+        with pytest.raises(ClientError) as refused:  # as boto3's write would be
+            objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+        assert refused.value.response["Error"]["Code"] == "NoSuchBucket"
+
+    assert [(r.method, r.path) for r in stub.requests] == [
+        ("HEAD", "/scifi"), ("PUT", "/scifi/k.json"), ("PUT", "/scifi/k.json")]
+
+
+def test_a_bucket_whose_region_s3_did_not_name_is_asked_about_again_later(
+        stub: HttpStub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3crt, "UNNAMED_REGION_SECONDS", 0)
+    stub.script(Answer(404), Answer(404, body=s3_error("NoSuchBucket")),
+                Answer(200, (("x-amz-bucket-region", "us-east-1"),)))
+    objects = make_s3(make_session(), threads=1, s3_client="crt")
+
+    with pytest.raises(ClientError):
+        objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+    for _ in range(2):  # created meanwhile: found, and then known
+        objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+
+    assert [(r.method, r.path) for r in stub.requests] == [
+        ("HEAD", "/scifi"), ("PUT", "/scifi/k.json"), ("HEAD", "/scifi"), ("PUT", "/scifi/k.json"),
+        ("PUT", "/scifi/k.json")]
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost: (certificate, key) files."""
@@ -244,7 +349,7 @@ def test_an_https_endpoint_is_tls_trusting_boto3s_ca_bundle(
         tls_stub: HttpStub, certificate: tuple[Path, Path], s3_client: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CA_BUNDLE", str(certificate[0]))
-    objects = make_s3(make_session(), threads=1, s3_client=s3_client)
+    objects = make_s3(make_session(), threads=1, s3_client=s3_client, bucket_regions=False)
 
     assert objects.put("scifi", "k.json", b"{}", content_type="application/json",
                        metadata={}) == '"stub-etag"'
@@ -304,6 +409,59 @@ def test_answers_the_crt_retried_become_client_errors(name: str, code: str, stat
     assert error.response["Error"]["Code"] == code
     assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
     assert error.operation_name == "PutObject"
+
+
+def failure(objects: S3Objects) -> tuple[str, str, int]:
+    """What a write fails with: exception class (each client makes its own modeled classes:
+    compared by name), error code, HTTP status."""
+    with pytest.raises(ClientError) as raised:
+        objects.put("scifi", "k.json", b"{}", content_type="application/json", metadata={})
+    response = raised.value.response
+    return type(raised.value).__name__, response["Error"]["Code"], response["ResponseMetadata"][
+        "HTTPStatusCode"]
+
+
+def answering(answer: Answer) -> Callable[[Recorded], Answer]:
+    """Every write answered with `answer`; the bucket's HeadBucket with its region."""
+    return lambda request: answer if request.path != "/scifi" else Answer(
+        200, (("x-amz-bucket-region", "us-east-1"),))
+
+
+@pytest.mark.parametrize("answer", [
+    Answer(400, body=s3_error("RequestTimeout")),
+    Answer(403, body=s3_error("AccessDenied")),
+    Answer(404, body=s3_error("NoSuchBucket")),
+    Answer(409, body=s3_error("OperationAborted")),
+    Answer(412, body=s3_error("PreconditionFailed")),
+    Answer(500, body=s3_error("InternalError")),
+    Answer(503, body=s3_error("SlowDown")),
+], ids=lambda answer: str(answer.status))
+def test_both_clients_fail_alike(aws_at: Callable[[str], None], answer: Answer) -> None:
+    failures = []
+    for s3_client in ("boto3", "crt"):
+        with HttpStub(responder=answering(answer)) as stub:
+            aws_at(stub.url)
+            failures.append(failure(make_s3(make_session(), threads=1, s3_client=s3_client)))
+
+    assert failures[0] == failures[1]
+
+
+@pytest.mark.parametrize(("answer", "boto3_code", "crt_code", "crt_status"), [
+    (Answer(503, body=s3_error("ServiceUnavailable")), "ServiceUnavailable", "SlowDown", 503),
+    (Answer(502, body=b"Bad Gateway"), "502", "InternalError", 500),
+])
+def test_a_5xx_the_crt_retried_is_reported_by_its_class(
+        aws_at: Callable[[str], None], answer: Answer, boto3_code: str, crt_code: str,
+        crt_status: int) -> None:
+    # The CRT retries 5xx answers itself and, after its last attempt, reports the class of the
+    # answer (throttling, server error), not the answer: S3's own codes for those classes are
+    # kept (test above), a rarer code or status is not. README says so.
+    with HttpStub(responder=answering(answer)) as stub:
+        aws_at(stub.url)
+        assert failure(make_s3(make_session(), threads=1, s3_client="boto3")) == (
+            "ClientError", boto3_code, answer.status)
+        assert failure(make_s3(make_session(), threads=1, s3_client="crt")) == (
+            "ClientError", crt_code, crt_status)
 
 
 def test_a_request_that_gets_no_answer_ends_at_its_deadline(

@@ -96,8 +96,19 @@ def receive_all(transport: SqsTransport, expected: int) -> list[Message]:
 def test_discover_queue_by_name_finds_url_visibility_and_dead_letter_queue(queues: Queues) -> None:
     info = discover_queue(queues.sqs, INPUT)
 
+    size = int(queues.sqs.get_queue_attributes(QueueUrl=queues.input_url, AttributeNames=[
+        "MaximumMessageSize"])["Attributes"]["MaximumMessageSize"])
     assert info == QueueInfo(url=queues.input_url, visibility_timeout=VISIBILITY,
-                             dead_letter_url=queues.dlq_url, max_receive_count=5)
+                             dead_letter_url=queues.dlq_url, max_receive_count=5, fifo=True,
+                             max_message_size=size)
+
+
+def test_discover_queue_tells_a_standard_queue(queues: Queues) -> None:
+    queues.sqs.create_queue(QueueName="standard", Attributes={"MaximumMessageSize": "2048"})
+
+    info = discover_queue(queues.sqs, "standard")
+
+    assert (info.fifo, info.max_message_size) == (False, 2048)
 
 
 def test_discover_queue_by_url_does_not_look_the_name_up(queues: Queues) -> None:

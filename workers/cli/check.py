@@ -1,10 +1,14 @@
 """`shelver check`: preflight for a deploy, with the same settings and credentials as the service.
 
-Settings valid (else exit code 3, as the service), input queue found, its dead-letter queue
-discovered, every genre bucket writable. A bucket is proven writable by the write Shelver makes: a
-conditional put (`IfNoneMatch: *`) of a probe object, then its delete. The probe's key starts with
-`.`, which no book's key does (books.py turns a leading `.` into `_`), so it can never replace a
-book; IAM can grant `s3:DeleteObject` on that prefix alone.
+Settings valid (else exit code 3, as the service); then what the service's own start-up
+preflight asks AWS (workers/preflight.py: the input queue is FIFO, its dead-letter queue takes
+its largest messages, each genre bucket's region); a misconfiguration the service would refuse
+to start on is exit code 3 too, any other failure exit code 1. Then every genre bucket is proven
+writable by the write Shelver makes, with the consumers' own S3 client (`S3_CLIENT`, the CRT by
+default): a conditional put (`IfNoneMatch: *`) of a probe object, then its delete (boto3: the
+consumers never delete). The probe's key starts with `.`, which no book's key does (books.py
+turns a leading `.` into `_`), so it can never replace a book; IAM can grant `s3:DeleteObject`
+on that prefix alone.
 """
 
 from __future__ import annotations
@@ -13,18 +17,24 @@ import argparse
 import sys
 import uuid
 
+from workers.aws import make_s3, make_session
 from workers.cli.session import AWS_ERRORS, Session
-from workers.transport import discover_queue
+from workers.preflight import Verdict, bucket_subject, examine
+from workers.s3objects import S3Objects
 
 PROBE_PREFIX = ".shelver-check/"
+EXIT_FAILED = 1
+EXIT_REFUSED = 3  # the service would not start: as for invalid settings
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     commands.add_parser(
         "check", help="preflight: settings, queue, dead-letter queue, buckets writable",
-        description="Preflight for a deploy: settings valid, input queue found, dead-letter "
-                    "queue discovered, every genre bucket writable (a conditional put of a "
-                    "probe object, then its delete). One line per failure, exit code 1.",
+        description="Preflight for a deploy: settings valid, the service's start-up preflight "
+                    "(input queue FIFO, its dead-letter queue, each bucket's region), every "
+                    "genre bucket writable with the consumers' S3 client (a conditional put of "
+                    "a probe object, then its delete). One line per failure; exit code 3 for "
+                    "what the service would refuse to start on, 1 for any other failure.",
     ).set_defaults(run=check)
 
 
@@ -40,29 +50,35 @@ def check(args: argparse.Namespace, session: Session) -> int:
             print(f"FAIL  {what}: {failure}", file=sys.stderr)
 
     settings = session.settings
-    try:
-        queue = discover_queue(session.sqs, settings.input_queue)
-    except AWS_ERRORS as exc:
-        report(f"input queue {settings.input_queue}", session.describe(exc))
-    else:
-        report(f"input queue {queue.url}", None)
-        report(f"dead-letter queue {queue.dead_letter_url or ''}".rstrip(),
-               None if queue.dead_letter_url else "the input queue has no RedrivePolicy")
+    findings = examine(settings, session.sqs, session.s3)
+    refused = {finding.subject for finding in findings if finding.verdict is Verdict.REFUSED}
+    for finding in findings:
+        if finding.verdict is Verdict.OK:
+            report(f"{finding.subject}: {finding.detail}", None)
+        else:
+            report(finding.subject, finding.detail)
+    objects = make_s3(make_session(), threads=1, s3_client=settings.s3_client)
     for genre, bucket in settings.genre_buckets.items():
-        report(f"bucket {bucket} (genre {genre}) writable", probe_bucket(session, bucket))
+        if bucket_subject(genre, bucket) not in refused:
+            report(f"{bucket_subject(genre, bucket)} writable",
+                   probe_bucket(session, objects, bucket))
+    if refused:
+        return EXIT_REFUSED
     if failures:
-        return 1
+        return EXIT_FAILED
     print("all checks passed")
     return 0
 
 
-def probe_bucket(session: Session, bucket: str) -> str | None:
-    """Write and delete a probe object; None if both worked, else what failed."""
+def probe_bucket(session: Session, objects: S3Objects, bucket: str) -> str | None:
+    """Write a probe object with `objects`, then delete it; None if both worked, else what
+    failed."""
     key = f"{PROBE_PREFIX}{uuid.uuid4()}"
     try:
-        session.s3.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+        objects.put(bucket, key, b"", content_type="application/octet-stream", metadata={},
+                    if_none_match=True)
     except AWS_ERRORS as exc:
-        return session.describe(exc)
+        return session.describe(exc, "PutObject")
     try:
         session.s3.delete_object(Bucket=bucket, Key=key)
     except AWS_ERRORS as exc:

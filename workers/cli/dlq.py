@@ -39,6 +39,11 @@ EXCERPT_CHARS = 200
 # Messages SQS moved itself after maxReceiveCount receives carry no reason of Shelver's.
 NO_REASON = "(none)"
 MOVE_POLL_SECONDS = 1.0
+MOVE_TASKS_LISTED = 10  # ListMessageMoveTasks' maximum (it lists the most recent first)
+# Our clock against SQS's, when telling our move task from an earlier one (see `our_task`).
+CLOCK_MARGIN_MS = 1000
+# A move task SQS has not listed for this long is not waited for any more.
+NOT_LISTED_SECONDS = 60.0
 MAX_RATE = 500  # StartMessageMoveTask's limit for MaxNumberOfMessagesPerSecond
 MOVE_DONE = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
 
@@ -134,10 +139,11 @@ def redrive(args: argparse.Namespace, session: Session) -> int:
     request = {"SourceArn": source, "DestinationArn": destination}
     if args.rate is not None:
         request["MaxNumberOfMessagesPerSecond"] = args.rate
+    requested_at = int(time.time() * 1000)  # SQS's StartedTimestamp: epoch milliseconds
     handle = session.sqs.start_message_move_task(**request)["TaskHandle"]
     started = time.monotonic()
     try:
-        task = wait_for_move(session.sqs, source)
+        task = wait_for_move(session.sqs, source, handle, requested_at)
     except KeyboardInterrupt:
         print(f"\nshelver: stopped waiting; the move task goes on in SQS (cancel it with "
               f"`aws sqs cancel-message-move-task --task-handle {handle}`)", file=sys.stderr)
@@ -234,21 +240,49 @@ def _note_unread(read_count: int, before: Depth) -> None:
               "the earlier ones are deleted)")
 
 
-def wait_for_move(sqs: Any, source_arn: str) -> dict[str, Any]:
-    """Poll the source queue's most recent move task (ours: SQS allows one active task per
-    source) with a live counter until it ends; return its last description."""
+def wait_for_move(sqs: Any, source_arn: str, handle: str, requested_at: int
+                  ) -> dict[str, Any]:
+    """Poll the move task this command started (`handle`, requested at `requested_at`, epoch
+    milliseconds) with a live counter until it ends; return its last description."""
+    since = requested_at - CLOCK_MARGIN_MS
+    listed = time.monotonic()
     progress = Progress()
     try:
         while True:
-            results = sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1)["Results"]
-            task: dict[str, Any] = results[0] if results else {"Status": "RUNNING"}
+            tasks = sqs.list_message_move_tasks(SourceArn=source_arn,
+                                                MaxResults=MOVE_TASKS_LISTED)["Results"]
+            found = our_task(tasks, handle, since)
+            if found is not None:
+                listed = time.monotonic()
+            elif time.monotonic() - listed > NOT_LISTED_SECONDS:
+                raise CommandError(
+                    f"SQS does not list the move task this command started ({handle}): see "
+                    f"`aws sqs list-message-move-tasks --source-arn {source_arn}`")
+            task = found or {"Status": "RUNNING"}
             if task["Status"] in MOVE_DONE:
                 return task
+            since = task.get("StartedTimestamp", since)
             progress.update(f"moved {task.get('ApproximateNumberOfMessagesMoved', 0)} of "
                             f"{task.get('ApproximateNumberOfMessagesToMove', '?')}")
             time.sleep(MOVE_POLL_SECONDS)
     finally:
         progress.clear()
+
+
+def our_task(tasks: list[dict[str, Any]], handle: str, since: int) -> dict[str, Any] | None:
+    """Our move task among those listed, or None while it is not listed yet.
+
+    SQS lists a task's TaskHandle only while it runs, and allows one running task per source: a
+    task listed after ours has ended may be another one's, started since. So ours is the one
+    with our handle while it runs; once it has ended, the earliest one started at `since` or
+    later (its StartedTimestamp once seen running; before that, when it was requested, less a
+    clock margin: a few messages move within one poll)."""
+    for task in tasks:
+        if task.get("TaskHandle") == handle:
+            return task
+    ended = [task for task in tasks
+             if task["Status"] in MOVE_DONE and task.get("StartedTimestamp", 0) >= since]
+    return min(ended, key=lambda task: int(task["StartedTimestamp"]), default=None)
 
 
 def excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from workers import aws
-from workers.aws import ATTEMPTS, make_session
+from workers.aws import ATTEMPTS, describe, make_session
 from workers.settings import Settings
 
 # botocore raises these; nothing else from AWS reaches the command's top level. The consumers'
@@ -46,12 +45,7 @@ class Session:
     def _remember_operation(self, model: Any, **_: Any) -> None:
         self.operation = str(model.name)
 
-    def describe(self, error: Exception) -> str:
-        """`<operation>: <code>: <message>` for an error of an AWS call."""
-        if isinstance(error, ClientError):
-            details = error.response.get("Error", {})
-            code = details.get("Code") or "Error"
-            message = details.get("Message") or error.response.get(
-                "ResponseMetadata", {}).get("HTTPStatusCode", "")
-            return f"{error.operation_name}: {code}: {message}"
-        return f"{self.operation or 'AWS'}: {type(error).__name__}: {error}"
+    def describe(self, error: Exception, operation: str = "") -> str:
+        """`<operation>: <code>: <message>` for an error of an AWS call; `operation` for one
+        not made by these clients."""
+        return describe(error, operation or self.operation or "AWS")
