@@ -128,6 +128,21 @@ def test_a_book_with_a_duplicate_key_is_dead_lettered_not_filed(
     assert metrics['shelver_messages_dead_lettered_total{reason="duplicate_key"}'] == 1
 
 
+def test_a_title_with_noncharacters_is_filed_under_a_key_s3_can_list(
+        aws: Aws, stack: Stack, shelver_factory: ShelverFactory):
+    # S3 answers ListObjects in XML, which cannot carry U+FFFE or U+FFFF. SQS refuses them in a
+    # body too, but not the JSON escapes that orjson turns into them.
+    body = b'{"id":"n-1","title":"Odd \\ufffe\\uffff\\ufdd0 \\udbff\\udfff Title","genre":"scifi"}'
+    title = orjson.loads(body)["title"]
+    assert title == "Odd \ufffe\uffff\ufdd0 \U0010ffff Title"
+    shelver_factory(stack).wait_healthy()
+    aws.send(stack.input_url, [("ng", body)])
+
+    wait_until(lambda: aws.drained(stack.input_url), 30, 0.5, "the input queue to drain")
+    assert sorted(aws.objects(stack)) == [("scifi", "Odd ___ _ Title.json")]
+    assert object_key(title) == "Odd ___ _ Title.json"
+
+
 def test_no_dead_letter_queue_means_never_deleted(aws: Aws, stack: Stack,
                                                   shelver_factory: ShelverFactory):
     aws.sqs.set_queue_attributes(QueueUrl=stack.input_url, Attributes={"RedrivePolicy": ""})
