@@ -12,6 +12,8 @@
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
 #   make chaos        full-size fault-injection scenarios + 20,000-book soak, one table of figures
 #                     (CHAOS_ARGS="--scenarios deploy,poison --soak 0" for part of it)
+#   make fuzz         10 minutes of coverage-guided fuzzing of the book decoder and the key rule
+#                     (atheris; FUZZ_ARGS="-max_total_time=60" for less), outside CI
 #   make dashboard-picture  docs/dashboard.png: the Grafana dashboard drawn from its queries
 #   make test / lint / clean
 #
@@ -36,6 +38,7 @@ COUNT ?= 10
 GENRES ?= scifi,romance
 IMAGE ?= shelver:latest
 BENCH_ARGS ?=
+FUZZ_ARGS ?=
 
 VENV := .venv
 VENV_LS := .venv-localstack
@@ -48,10 +51,10 @@ LINT_PATHS := service workers scripts tests bench
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos dashboard-picture test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos fuzz dashboard-picture test lint clean FORCE
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
@@ -79,6 +82,11 @@ $(STAMPS)/node: package.json package-lock.json $(call rebuild_if_missing,node_mo
 # The benchmark's extras (chart, profiler) go into the same .venv, on top of dev.txt.
 $(STAMPS)/venv-bench: requirements/bench.txt $(STAMPS)/venv
 	$(VENV)/bin/python -m pip install --quiet -r requirements/bench.txt
+	touch $@
+
+# The fuzzer goes into the same .venv, on top of dev.txt.
+$(STAMPS)/venv-fuzz: requirements/fuzz.txt $(STAMPS)/venv
+	$(VENV)/bin/python -m pip install --quiet -r requirements/fuzz.txt
 	touch $@
 
 install-prometheus:
@@ -114,6 +122,11 @@ bench: install $(STAMPS)/venv-bench
 # runs the same scenarios at CI size (tests/chaos/test_chaos.py).
 chaos: install
 	$(VENV)/bin/python -m tests.chaos $(CHAOS_ARGS)
+
+# Findings, the corpus and the log go to .run/fuzz/ (bench/fuzz_books.py; docs/reliability.md).
+fuzz: $(STAMPS)/venv-fuzz
+	@mkdir -p .run/fuzz
+	$(VENV)/bin/python -m bench.fuzz_books $(FUZZ_ARGS) 2>&1 | tee .run/fuzz/fuzz.log
 
 # Grafana cannot be installed here: the dashboard's panels are drawn from the same queries, sent
 # to a real Prometheus after the dashboard test's run (docs/operations.md).

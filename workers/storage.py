@@ -78,8 +78,9 @@ _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"}
 class KeyConflict(Exception):
     """A permanent failure: both the title key and the alternate key hold other books.
 
-    Only possible when different ids sanitize to the same id part, or a title containing '~'
-    looks like another book's alternate key; retrying cannot help, the message needs a human.
+    Alternate keys of different books never coincide (`object_key`), so only a title containing
+    '~' that spells another book's alternate key (or a file put there by hand) leads here;
+    retrying cannot help, the message needs a human.
     """
 
 
@@ -235,8 +236,8 @@ class BookStore:
         outcome = self._write_if_ours(book, key, origin, own_id)
         if outcome != _TAKEN:
             return StoredBook(book.bucket, key, outcome) if outcome else None
-        # The alternate key is written conditionally too: a title containing '~' or ids that
-        # sanitize alike could make it another book's file, and we never overwrite those.
+        # The alternate key is written conditionally too: a title containing '~' could make it
+        # another book's file, and we never overwrite those.
         alternate = object_key(book.title, book.id)
         outcome = self._write_if_ours(book, alternate, origin, own_id)
         if outcome == _TAKEN:

@@ -8,7 +8,7 @@ from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.shelver import Shelver
 from workers.books import object_key
-from workers.transport import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.transport import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 
 def deployed_stack(aws: Aws) -> Stack:
@@ -106,6 +106,41 @@ def test_poison_messages_go_to_the_dlq_and_do_not_block_their_group(
     assert metrics['shelver_messages_dead_lettered_total{reason="not_json"}'] == 1
     assert metrics['shelver_messages_dead_lettered_total{reason="unknown_genre"}'] == 1
     assert "dead-lettered: not_json" in shelver.log()
+
+
+def test_a_book_with_a_duplicate_key_is_dead_lettered_not_filed(
+        aws: Aws, stack: Stack, shelver_factory: ShelverFactory):
+    # orjson keeps the last "title" and "genre": once filed as B.json in romance, holding both.
+    ambiguous = b'{"id":"d-1","title":"A","genre":"scifi","\\u0074itle":"B","genre":"romance"}'
+    shelver = shelver_factory(stack)
+    shelver.wait_healthy()
+    ids = aws.send(stack.input_url, [("dg", ambiguous), ("dg", book("d-2", "After It", "scifi"))])
+
+    wait_until(lambda: aws.drained(stack.input_url), 30, 0.5, "the input queue to drain")
+    assert sorted(aws.objects(stack)) == [("scifi", "After It.json")]
+    dead = aws.receive_all(stack.dlq_url, wait=30, expect=1)
+    assert [(m["MessageAttributes"][ORIGINAL_ID_ATTRIBUTE]["StringValue"],
+             m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"],
+             m["MessageAttributes"][DETAIL_ATTRIBUTE]["StringValue"], m["Body"]) for m in dead] == [
+        (ids[0], "duplicate_key", "key 'title' appears more than once in one object",
+         ambiguous.decode())]
+    metrics = shelver.metrics()
+    assert metrics['shelver_messages_dead_lettered_total{reason="duplicate_key"}'] == 1
+
+
+def test_a_title_with_noncharacters_is_filed_under_a_key_s3_can_list(
+        aws: Aws, stack: Stack, shelver_factory: ShelverFactory):
+    # S3 answers ListObjects in XML, which cannot carry U+FFFE or U+FFFF. SQS refuses them in a
+    # body too, but not the JSON escapes that orjson turns into them.
+    body = b'{"id":"n-1","title":"Odd \\ufffe\\uffff\\ufdd0 \\udbff\\udfff Title","genre":"scifi"}'
+    title = orjson.loads(body)["title"]
+    assert title == "Odd \ufffe\uffff\ufdd0 \U0010ffff Title"
+    shelver_factory(stack).wait_healthy()
+    aws.send(stack.input_url, [("ng", body)])
+
+    wait_until(lambda: aws.drained(stack.input_url), 30, 0.5, "the input queue to drain")
+    assert sorted(aws.objects(stack)) == [("scifi", "Odd ___ _ Title.json")]
+    assert object_key(title) == "Odd ___ _ Title.json"
 
 
 def test_no_dead_letter_queue_means_never_deleted(aws: Aws, stack: Stack,

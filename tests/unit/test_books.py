@@ -212,7 +212,9 @@ def test_object_key_rule(title: str, key: str) -> None:
 
 def test_object_key_with_book_id_sanitizes_the_id_too() -> None:
     assert object_key("Dune", "b-1") == "Dune~b-1.json"
-    assert object_key("Dune", "../x/y\\z\n") == "Dune~___x_y_z_.json"
+    # Not plain: the rule changed the id, so the part gets the hash that keeps it unique.
+    odd = "../x/y\\z\n"
+    assert object_key("Dune", odd) == "Dune~___x_y_z_-" + sha16(odd) + ".json"
     assert object_key("Dune", "ид📚") == "Dune~ид📚.json"
 
 
@@ -289,3 +291,136 @@ def test_long_title_and_long_id_fit_together() -> None:
     assert key.split("~")[0].endswith("-" + sha16(title))
     assert object_key(title, book_id) == key
     assert object_key(title) != key
+
+
+# --- duplicate keys ------------------------------------------------------------------------
+# A JSON object with a repeated key means different things to different readers (orjson and
+# Python keep the last one, many others the first), so Shelver refuses it rather than choose.
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('{"id":"b-1","title":"A","genre":"scifi","title":"B"}', "title"),
+        ('{"id":"b-1","title":"A","genre":"scifi","genre":"romance"}', "genre"),
+        ('{"id":"b-1","id":"b-2","title":"A","genre":"scifi"}', "id"),
+        ('{"id":"b-1","title":"A","genre":"scifi","pages":1,"pages":1}', "pages"),
+        # The same key spelled with escapes: JSON compares keys after unescaping.
+        ('{"id":"b-1","title":"A","genre":"scifi","\\u0074itle":"B"}', "title"),
+        ('{"id":"b-1","title":"A","genre":"scifi","ti\\u0074le":"B"}', "title"),
+        ('{"id":"b-1","title":"A","genre":"scifi","a/b":1,"a\\/b":2}', "a/b"),
+        ('{"id":"b-1","title":"A","genre":"scifi","📚":1,"\\ud83d\\udcda":2}', "📚"),
+        ('{"id":"b-1","title":"A","genre":"scifi","x:y":1, "x\\u003ay" :2}', "x:y"),
+        # Any depth, any value: the file keeps the whole body, so every reader meets it.
+        ('{"id":"b-1","title":"A","genre":"scifi","meta":{"isbn":"1","isbn":"2"}}', "isbn"),
+        ('{"id":"b-1","title":"A","genre":"scifi","tags":[{"a":1},{"b":1,"b":[]}]}', "b"),
+        ('{"id":"b-1","title":"A","genre":"scifi","m":{"n":{"o":{"":1,"":2}}}}', ""),
+        # Ambiguity comes first: whatever else is wrong, the reader could not know what it read.
+        ('{"title":"A","title":"B"}', "title"),
+        ('[{"id":1,"id":2}]', "id"),
+    ],
+)
+def test_a_body_with_a_duplicate_key_is_rejected(body: str, key: str) -> None:
+    for raw in (body, body.encode("utf-8")):
+        with pytest.raises(InvalidBook) as info:
+            decode_book(raw, GENRES)
+        assert info.value.reason == "duplicate_key"
+        assert repr(key) in info.value.detail
+
+
+def test_duplicate_key_detail_names_the_object_it_is_in() -> None:
+    top = reason_and_detail('{"id":"b-1","title":"A","genre":"scifi","title":"B"}')
+    assert top == ("duplicate_key", "key 'title' appears more than once in one object")
+    nested = reason_and_detail(
+        '{"id":"b-1","title":"A","genre":"scifi","tags":[0,{"x":{"y":1,"y":2}}]}')
+    assert nested == ("duplicate_key",
+                      "key 'y' appears more than once in one object (at $.tags[1].x)")
+    odd = reason_and_detail('{"id":"b-1","title":"A","genre":"scifi","a b":{"k":1,"k":2}}')
+    assert odd[1].endswith('(at $["a b"])')
+
+
+def test_duplicate_key_detail_shortens_a_huge_key() -> None:
+    key = "k" * 5000
+    reason, detail = reason_and_detail(f'{{"{key}":1,"{key}":2}}')
+    assert reason == "duplicate_key"
+    assert len(detail) < 300 and detail.startswith("key 'kkk")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '"meta":{"title":"B","genre":"romance"}',  # the same names in another object
+        '"a":{"x":1},"b":{"x":1},"c":[{"x":1},{"x":1}]',
+        '"Title":"B","TITLE":"C"',  # keys are case-sensitive
+        '"caf\\u00e9":1,"cafe\\u0301":2',  # and not normalized: two different keys
+        '"x:y":"1:2","note":"\\"title\\":\\"B\\", ::","u":"\\u003a\\u003A"',
+        '"esc":"\\\\u003a","\\\\u0074itle":"a backslash, then u0074itle"',
+        '"deep":[[[[{"k":[{"k":{"k":1}}]}]]]]',
+    ],
+)
+def test_a_body_without_a_duplicate_key_is_accepted(extra: str) -> None:
+    body = '{"id":"b-1","title":"A","genre":"scifi",' + extra + "}"
+    assert decode_book(body, GENRES).title == "A"
+    assert decode_book(body.encode("utf-8"), GENRES).title == "A"
+
+
+def test_deeply_nested_duplicates_are_found_without_recursion() -> None:
+    # orjson accepts 1,024 levels; the exact check must not give up where Python's own
+    # recursion limit (1,000) would.
+    depth = 1020
+    inner = '{"k":1,"k":2}'
+    body = '{"id":"b-1","title":"A","genre":"scifi","n":' + "[" * depth + inner + "]" * depth + "}"
+    assert reason_and_detail(body)[0] == "duplicate_key"
+    clean = body.replace('"k":2', '"j":2')
+    assert decode_book(clean, GENRES).title == "A"
+
+
+def reason_and_detail(body: str | bytes) -> tuple[str, str]:
+    with pytest.raises(InvalidBook) as info:
+        decode_book(body, GENRES)
+    return info.value.reason, info.value.detail
+
+
+# --- noncharacters and alternate keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\ufdd0", "\ufdef", "\ufffe", "\uffff", "\U0001fffe", "\U0001ffff", "\U0010fffe",
+     "\U0010ffff"],
+)
+def test_noncharacters_are_replaced(char: str) -> None:
+    # S3 lists keys in XML, and XML 1.0 cannot carry U+FFFE/U+FFFF; all 66 noncharacters are
+    # "permanently reserved for internal use": none belongs in a key.
+    assert object_key(f"a{char}b") == "a_b.json"
+    assert object_key(f"{char}.x") == "_.x.json"
+    assert object_key("Dune", f"b{char}1").startswith("Dune~b_1-")
+
+
+@pytest.mark.parametrize("char", ["\ufdcf", "\ufdf0", "\ufffd", "\U0001fffd", "\U00020000"])
+def test_characters_next_to_noncharacters_are_kept(char: str) -> None:
+    assert object_key(f"a{char}b") == f"a{char}b.json"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("a~b", "c"), ("a", "b~c")),  # where does the title end?
+        (("T", "x/1"), ("T", "x_1")),  # ids that sanitize alike
+        (("T", "x\n1"), ("T", "x_1")),
+        (("T", ".x"), ("T", "_x")),
+        (("T/", "1"), ("T_", "1")),  # titles that sanitize alike
+        (("T", "x/"), ("T", "x_-" + hashlib.sha256(b"x/").hexdigest()[:16])),  # a forged hash
+        (("T", "i" * 300), ("T", "i" * 183 + "-" + hashlib.sha256(b"i" * 300).hexdigest()[:16])),
+    ],
+)
+def test_distinct_title_and_id_pairs_never_share_an_alternate_key(
+        first: tuple[str, str], second: tuple[str, str]) -> None:
+    assert object_key(*first) != object_key(*second)
+
+
+def test_a_plain_alternate_key_is_unchanged() -> None:
+    # Nothing replaced, no '~' in the id, short enough, no hash-like ending: as before.
+    assert object_key("Dune", "b-1") == "Dune~b-1.json"
+    assert object_key("a~b", "c") == "a~b~c.json"
+    assert object_key("Dune", "ид📚") == "Dune~ид📚.json"

@@ -202,6 +202,7 @@ def test_a_superseded_message_is_done_but_not_counted_as_stored(fx: Fixture) -> 
         ('{"id": "b", "genre": "scifi"}', "missing_field"),
         ('{"id": 1, "title": "T", "genre": "scifi"}', "wrong_type"),
         ('{"id": "b", "title": "T", "genre": "poetry"}', "unknown_genre"),
+        ('{"id": "b", "title": "A", "genre": "scifi", "title": "B"}', "duplicate_key"),
     ],
 )
 def test_an_invalid_book_is_dead_lettered_with_its_reason(

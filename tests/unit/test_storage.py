@@ -339,6 +339,23 @@ def test_alternate_key_of_another_book_is_never_overwritten(s3: Any, objects: S3
     assert read(s3, "A~1.json")[0] == squatter.body
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    (("T", "x/1"), ("T", "x_1")),  # ids that sanitize alike: once both "T~x_1.json"
+    (("T", "b~c"), ("T~b", "c")),  # a '~' in the id or in the title: once both "T~b~c.json"
+])
+def test_distinct_books_get_distinct_alternate_keys(
+        s3: Any, objects: S3Objects, first: tuple[str, str], second: tuple[str, str]) -> None:
+    # Both title keys are held by other books, so each of these goes to its alternate key;
+    # were those the same, the second valid book would be dead-lettered as key_conflict.
+    store = BookStore(objects)
+    for number, (title, _) in enumerate((first, second)):
+        store.store(make_book(f"holder-{number}", title=title), Origin(f"msg-h{number}"))
+    one = store.store(make_book(first[1], title=first[0]), Origin("msg-1"))
+    two = store.store(make_book(second[1], title=second[0]), Origin("msg-2"))
+    assert (one.outcome, two.outcome) == ("created_alternate", "created_alternate")
+    assert one.key != two.key
+
+
 def test_missing_bucket_error_propagates(objects: S3Objects) -> None:
     book = Book(id="b-1", title="Dune", genre="scifi", bucket="no-such-bucket", body=b"{}")
     with pytest.raises(ClientError) as info:
