@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,10 +14,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.deploy.conftest import TEMPLATES, UPDATE_TEMPLATE
+
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
-TEMPLATES = ("cloudformation-template-create-stack.json",
-             "cloudformation-template-update-stack.json")
 
 Template = dict[str, Any]
 Grant = tuple[str, str]  # (resource as written in the template, action)
@@ -50,19 +48,8 @@ POLICIES = {"ConsumerPolicy": LEAST_PRIVILEGE, "OperatorPolicy": OPERATOR_PRIVIL
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`osls package --stage prod`: the CloudFormation a real deploy would send (offline)."""
-    out = tmp_path_factory.mktemp("package")
-    # No AWS variables: packaging needs no account, and must not find one.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    subprocess.run(["npx", "--no", "osls", "package", "--stage", "prod", "--package", str(out)],
-                   cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-    return out
-
-
-@pytest.fixture(scope="module")
 def template(package: Path) -> Template:
-    loaded: Template = json.loads((package / TEMPLATES[1]).read_text())
+    loaded: Template = json.loads((package / UPDATE_TEMPLATE).read_text())
     return loaded
 
 
