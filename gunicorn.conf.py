@@ -54,7 +54,8 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 # gunicorn's asyncio worker reads every connection on an event loop, and Flask answers a request
 # on one of WEB_THREADS threads once all of it has arrived: a slow or idle client holds no thread,
 # so the probes get through (gthread let 8 half-sent requests hold every thread: service/asgi.py).
-worker_class = "asgi"
+# service/http_worker.py: gunicorn's asyncio worker ("asgi"), told of a stop at once.
+worker_class = "service.http_worker.Worker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 wsgi_app = f"service.asgi:create_asgi_app(threads={int(os.environ.get('WEB_THREADS', '4'))})"
 # Part of the stop deadline the orchestrator must allow: see workers.pool.stop_deadline.

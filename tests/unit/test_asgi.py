@@ -13,6 +13,7 @@ import pytest
 
 from service import create_app
 from service.asgi import MAX_BODY_BYTES, Bridge, Message, Scope, create_asgi_app
+from service.http_worker import Worker
 from workers.settings import Settings
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -166,3 +167,42 @@ def test_the_factory_serves_shelver_s_app_on_the_threads_asked_for(
         assert call(bridge, scope(path="/health/live"))[0] == 503
     finally:
         bridge.executor.shutdown()
+
+
+# -- service/http_worker.py ----------------------------------------------------------------------
+
+class _Serving:
+    """Stands for the task running the worker's serving loop."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def _worker(servers: list[object]) -> tuple[Worker, _Serving]:
+    worker = Worker.__new__(Worker)  # its state only: no sockets, no loop
+    serving = _Serving()
+    worker.alive, worker.servers = True, servers
+    worker._serving = serving  # type: ignore[assignment]
+    return worker, serving
+
+
+def test_a_stop_ends_the_serving_loop_s_wait_once() -> None:
+    worker, serving = _worker(servers=["listener"])
+
+    worker.handle_exit_signal()
+    worker.handle_exit_signal()  # a second SIGTERM: the graceful shutdown is not cut short
+
+    assert worker.alive is False
+    assert serving.cancels == 1
+
+
+def test_a_stop_during_start_up_is_left_to_the_loop() -> None:
+    worker, serving = _worker(servers=[])  # listeners not up yet
+
+    worker.handle_exit_signal()
+
+    assert worker.alive is False
+    assert serving.cancels == 0
