@@ -148,3 +148,24 @@ def test_every_genre_bucket_is_in_the_policy_private_and_encrypted(template: Tem
             "RestrictPublicBuckets": True}
         rules = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         assert rules == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+
+
+def test_the_deployment_bucket_is_private_versioned_encrypted_and_tls_only(
+        template: Template) -> None:
+    properties = template["Resources"]["ServerlessDeploymentBucket"]["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True}
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rules == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    policy = template["Resources"]["ServerlessDeploymentBucketPolicy"]["Properties"]
+    assert [(s["Effect"], s["Action"], s["Condition"]) for s in
+            policy["PolicyDocument"]["Statement"]] == [
+        ("Deny", "s3:*", {"Bool": {"aws:SecureTransport": False}})]
+
+
+def test_both_queues_are_encrypted_at_rest(template: Template) -> None:
+    # SSE-SQS: what checkov's CKV_AWS_27, skipped in serverless.yml, cannot see.
+    for queue in ("InputQueue", "InputQueueDLQ"):
+        assert template["Resources"][queue]["Properties"]["SqsManagedSseEnabled"] is True
