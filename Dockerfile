@@ -6,9 +6,10 @@
 # Two stages: the build stage makes a venv with exactly requirements/app.txt; the final stage is
 # debian:bookworm-slim (its Python 3.11 is the version the requirements are pinned for) with the
 # interpreter and the venv (Shelver installed in it), and nothing that compiles or fetches.
-ARG BASE=debian:bookworm-slim
-
-FROM ${BASE} AS build
+FROM debian:bookworm-slim AS build
+# Not pinned per package (hadolint DL3008): bookworm is the pin, and its point releases carry the
+# security fixes; an exact version leaves the mirror when one lands, and the build would break.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates binutils \
  && rm -rf /var/lib/apt/lists/*
@@ -28,9 +29,9 @@ RUN --mount=type=secret,id=ca \
 # the debug sections go, the symbols stay for stack traces.
 RUN find /opt/shelver/venv -name '*.so' -exec strip --strip-debug {} +
 ARG BOTOCORE_SERVICES="s3 sqs sts sso sso-oidc signin"
-RUN cd /opt/shelver/venv/lib/python3.11/site-packages/botocore/data \
- && for model in */; do \
-      case " ${BOTOCORE_SERVICES} " in *" ${model%/} "*) ;; *) rm -r "${model}" ;; esac; \
+RUN for model in /opt/shelver/venv/lib/python3.11/site-packages/botocore/data/*/; do \
+      service="$(basename "${model}")"; \
+      case " ${BOTOCORE_SERVICES} " in *" ${service} "*) ;; *) rm -r "${model}" ;; esac; \
     done
 # Shelver itself into the venv (the `shelver` command with it), built with the venv's setuptools
 # and the pinned wheel, no index; then the installers go (packaging is wheel's). pip compiles the
@@ -42,7 +43,8 @@ RUN /opt/shelver/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolat
  && /opt/shelver/venv/bin/pip uninstall --yes pip setuptools wheel packaging
 COPY gunicorn.conf.py /app/
 
-FROM ${BASE}
+FROM debian:bookworm-slim
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11-minimal libpython3.11-stdlib ca-certificates \
  && ln -s python3.11 /usr/bin/python3 \

@@ -10,6 +10,8 @@
 #   make image        build the container image $(IMAGE) with docker or podman; prints its size
 #   make bench        Shelver against the alternatives on its own LocalStack -> docs/benchmarks.md
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
+#   make bench-slow-clients  /health and /health/live probed while 500 slow or idle clients hold
+#                     connections: latencies and failures (SLOW_CLIENTS_ARGS; docs/reliability.md)
 #   make chaos        full-size fault-injection scenarios + 20,000-book soak, one table of figures
 #                     (CHAOS_ARGS="--scenarios deploy,poison --soak 0" for part of it)
 #   make fuzz         10 minutes of coverage-guided fuzzing of the book decoder and the key rule
@@ -39,6 +41,7 @@ GENRES ?= scifi,romance
 IMAGE ?= shelver:latest
 BENCH_ARGS ?=
 FUZZ_ARGS ?=
+SLOW_CLIENTS_ARGS ?=
 
 VENV := .venv
 VENV_LS := .venv-localstack
@@ -51,10 +54,10 @@ LINT_PATHS := service workers scripts tests bench
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-prometheus emulator emulator-down infra run send image bench chaos fuzz dashboard-picture test lint clean FORCE
+.PHONY: help install install-prometheus emulator emulator-down infra run send image bench bench-slow-clients chaos fuzz dashboard-picture test lint clean FORCE
 
 help:
-	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,20p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMPS)/venv $(STAMPS)/venv-localstack $(STAMPS)/node
 
@@ -117,6 +120,10 @@ image:
 # One run, one emulator, the same messages for every contender: see docs/benchmarks.md.
 bench: install $(STAMPS)/venv-bench
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Its own LocalStack and Shelver; the figures in docs/reliability.md ("Slow clients").
+bench-slow-clients: install
+	$(VENV)/bin/python -m bench.slow_clients $(SLOW_CLIENTS_ARGS)
 
 # Its own LocalStack, its own stacks; the table to copy into docs/reliability.md. `make test`
 # runs the same scenarios at CI size (tests/chaos/test_chaos.py).

@@ -51,12 +51,14 @@ from workers import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
-wsgi_app = "service:create_app()"
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-# gthread workers: /health and /metrics stay responsive while a slow client holds a thread.
-worker_class = "gthread"
+# gunicorn's asyncio worker reads every connection on an event loop, and Flask answers a request
+# on one of WEB_THREADS threads once all of it has arrived: a slow or idle client holds no thread,
+# so the probes get through (gthread let 8 half-sent requests hold every thread: service/asgi.py).
+# service/http_worker.py: gunicorn's asyncio worker ("asgi"), told of a stop at once.
+worker_class = "service.http_worker.Worker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+wsgi_app = f"service.asgi:create_asgi_app(threads={int(os.environ.get('WEB_THREADS', '4'))})"
 # Part of the stop deadline the orchestrator must allow: see workers.pool.stop_deadline.
 graceful_timeout = HTTP_GRACEFUL_TIMEOUT_SECONDS
 timeout = 30

@@ -122,7 +122,9 @@ def liveness_report(settings: Settings) -> tuple[int, dict[str, object]]:
 
 
 def wake_idle_consumers(settings: Settings) -> int:
-    """Signal every consumer waiting on a timer (idle between polls, or in an error backoff)."""
+    """Signal every consumer idle between polls to poll now. One in a backoff (an error, a
+    breaker pause) is left to it: a load balancer checking `/` would otherwise end every pause
+    within seconds."""
     woken = 0
     for consumer in consumer_health(settings):
         if consumer.alive and consumer.state in WAKEABLE_STATES:

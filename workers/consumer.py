@@ -120,8 +120,8 @@ class Consumer:
         # alone cannot tell.
         self._update(failing=reason, failing_at=None if reason is None else time.time())
 
-    def _sleep(self, seconds: float) -> None:
-        self._signals.sleep(seconds, self._beat)
+    def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
+        self._signals.sleep(seconds, self._beat, wakeable=wakeable)
 
     def internal_error(self, thread: ConsumerThread, exc: BaseException) -> None:
         """End this process on an exception nothing expected in one of its threads."""
@@ -163,9 +163,7 @@ class Consumer:
         if wait > 0:
             log.info("consumer %d waits %.1f s for its predecessors' last receive to end",
                      self.spec.slot, wait)
-            deadline = time.monotonic() + wait
-            while not self._signals.stopping() and (left := deadline - time.monotonic()) > 0:
-                self._sleep(left)  # a wake-up (`/`) ends a sleep early: sleep again
+            self._sleep(wait)  # only a stop ends it early
         if self._signals.stopping():
             return  # the files stay for the next consumer
         try:
@@ -275,7 +273,7 @@ class Consumer:
                 metrics.RECEIVE_CALLS.labels(result="empty").inc()
                 if self.settings.poll_interval_seconds and not batches:
                     self._beat("idle")
-                    self._sleep(self.settings.poll_interval_seconds)
+                    self._sleep(self.settings.poll_interval_seconds, wakeable=True)
                 continue
             metrics.RECEIVE_CALLS.labels(result="messages").inc()
             metrics.MESSAGES_RECEIVED.inc(len(messages))

@@ -1,7 +1,8 @@
 """A consumer's signals, handled as gunicorn's arbiter does: a handler sets a flag and wakes the
 main thread through a self-pipe, nothing else.
 
-TERM/INT stop gracefully, USR1 asks for an immediate poll, HUP is ignored (the pool reloads us),
+TERM/INT stop gracefully, USR1 asks an idle consumer for an immediate poll (it does not cut a
+backoff short), HUP is ignored (the pool reloads us),
 and ALRM abandons a long poll that is still waiting a moment after a stop.
 """
 
@@ -55,17 +56,30 @@ class Signals:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"!")
 
-    def sleep(self, seconds: float, beat: Callable[[], None]) -> None:
-        """Sleep until the timeout, a signal, or a wake-up; drain pending wake-ups.
+    def sleep(self, seconds: float, beat: Callable[[], None], *, wakeable: bool = False) -> None:
+        """Sleep until the timeout or a stop; a `wakeable` sleep (the pause between polls) also
+        ends at a wake-up (USR1, from `/`). Pending wake-ups are drained either way.
+
+        A backoff is not wakeable: `/` polled by a load balancer every few seconds would turn
+        it into a retry loop. A wake-up that comes during one (or during a poll, from a `/`
+        that read an older state) is dropped: the next poll comes anyway.
 
         Beats every second meanwhile: a consumer waiting on purpose is alive, and the pool must
         not take a long POLL_INTERVAL_SECONDS or error backoff for a hang."""
         deadline = time.monotonic() + seconds
         while not self._stopping:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or select.select([self._wake_r], [], [], min(remaining, 1.0))[0]:
+            if remaining <= 0:
                 break
+            if select.select([self._wake_r], [], [], min(remaining, 1.0))[0]:
+                self._drain()
+                if wakeable:
+                    return
+                continue  # a stop is seen by the loop's test, a wake-up is ignored
             beat()
+        self._drain()
+
+    def _drain(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass

@@ -17,8 +17,9 @@ from pathlib import Path
 import orjson
 
 POOL_FILE = "pool.json"
-# States in which a consumer waits on a timer, so that a wake-up makes it poll at once.
-WAKEABLE_STATES = frozenset({"idle", "backoff"})
+# The state in which a wake-up makes a consumer poll at once: its pause between polls. A backoff
+# (state "backoff": a receive error, a breaker pause) is not cut short (workers/signals.py).
+WAKEABLE_STATES = frozenset({"idle"})
 
 
 @dataclass(frozen=True)

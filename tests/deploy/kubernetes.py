@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,43 @@ def scaling_problems(manifests: Manifests) -> list[str]:
         problems.append(f"maxReplicaCount {scaled['spec']['maxReplicaCount']}: {groups} active "
                         f"groups keep {useful} replicas of {settings.consumers} x "
                         f"{settings.consumer_threads} busy")
+    return problems
+
+
+def project_version() -> str:
+    version: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    return version
+
+
+def image_problems(manifests: Manifests) -> list[str]:
+    """The pod runs the project's version (pyproject.toml's, the image built from this tree),
+    never a tag that moves, such as latest."""
+    image = manifests.container["image"]
+    if image != f"shelver:{project_version()}":
+        return [f"the Deployment runs {image}, not shelver:{project_version()} (pyproject.toml)"]
+    return []
+
+
+def network_problems(manifests: Manifests) -> list[str]:
+    """A NetworkPolicy selects the pod and admits only named sources, only on the port the
+    probes and the scrape use (the kubelet's probes come from the node: always allowed)."""
+    pod_labels = manifests.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    policies = [o for o in manifests.objects if o["kind"] == "NetworkPolicy"
+                and o["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels.items()]
+    if not policies:
+        return ["no NetworkPolicy selects the pod: whoever reaches it may connect"]
+    problems, bind_port = [], manifests.bind_port()
+    for policy in policies:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        if "Ingress" not in spec.get("policyTypes", ["Ingress"]):
+            problems.append(f"NetworkPolicy {name} does not restrict ingress")
+        for rule in spec.get("ingress", []):
+            if not rule.get("from"):
+                problems.append(f"NetworkPolicy {name} admits every source")
+            ports = [_container_port(manifests, p["port"]) for p in rule.get("ports", [])]
+            if ports != [bind_port]:
+                problems.append(f"NetworkPolicy {name} admits ports {ports or 'all'}, not only "
+                                f"{bind_port} (BIND)")
     return problems
 
 

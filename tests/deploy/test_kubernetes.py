@@ -17,8 +17,10 @@ from tests.deploy.kubernetes import (
     Manifests,
     env_problems,
     grace_problems,
+    image_problems,
     kubernetes_versions,
     liveness_problems,
+    network_problems,
     probe_problems,
     reference_problems,
     scaling_problems,
@@ -49,7 +51,7 @@ def test_the_kustomization_lists_every_manifest_in_the_directory() -> None:
     assert kustomization["namespace"] == "shelver"
     assert {o["kind"] for o in Manifests.load().objects} == {
         "Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service", "ServiceMonitor",
-        "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication"}
+        "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication", "NetworkPolicy"}
 
 
 @pytest.mark.parametrize("version", kubernetes_versions())
@@ -151,6 +153,16 @@ CASES: list[tuple[Check, Mutation, str]] = [
      "port 'web', which the Service lacks"),
     (reference_problems, _set("Deployment", f"{CONTAINER}.ports.0.name", "web"),
      "targets 'http', no container port"),
+    (image_problems, _set("Deployment", f"{CONTAINER}.image", "shelver:latest"),
+     "runs shelver:latest"),
+    (network_problems, _set("NetworkPolicy", "spec.podSelector.matchLabels", {"app": "shelver"}),
+     "no NetworkPolicy selects the pod"),
+    (network_problems, _set("NetworkPolicy", "spec.policyTypes", ["Egress"]),
+     "does not restrict ingress"),
+    (network_problems, _set("NetworkPolicy", "spec.ingress.0.from", []), "admits every source"),
+    (network_problems, _set("NetworkPolicy", "spec.ingress.0.ports", []), "admits ports all"),
+    (network_problems, _set("NetworkPolicy", "spec.ingress.0.ports.0.port", 9090),
+     "admits ports [9090], not only 8000"),
 ]
 
 

@@ -5,6 +5,7 @@ under concurrent receivers)."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from bench.contenders import Reference, Target, naive
 from bench.profile import Share, load_raw, summarize, thread_cpu, thread_cpu_since
 from bench.report import machine_limit_line
 from bench.results import AwsLikeResult, DrainResult
+from bench.slow_clients import REQUEST_LINE, Attacker, ProbeResult, figures
 from bench.workload import Correctness, check, list_etags, make_workload, md5
 from tests.support.aws import wait_until
 
@@ -199,3 +201,44 @@ def test_aws_like_bounds_follow_each_designs_concurrency() -> None:
     assert result.latency_bound(result.runs["C"]) == pytest.approx(400)
     proxy = latencies.proxy("http://127.0.0.1:9", 20)
     assert (proxy.delay_seconds, proxy.jitter_seconds) == pytest.approx((0.015, 0.010))
+
+
+# -- bench/slow_clients.py -----------------------------------------------------------------------
+
+def test_slow_client_figures_count_unanswered_probes_as_failures() -> None:
+    results = [ProbeResult("/health", 0.004, 200), ProbeResult("/health", 5.0, 0),
+               ProbeResult("/health/live", 0.002, 503)]
+
+    by_path = figures(results)
+
+    assert (by_path["/health"].probes, by_path["/health"].failures) == (2, 1)
+    assert by_path["/health"].latency.max_ms == pytest.approx(4.0)  # of the answered only
+    assert by_path["/health"].statuses == {"200": 1, "none": 1}
+    assert by_path["/health/live"].statuses == {"503": 1}
+
+
+def test_the_attacker_holds_each_kind_and_reopens_what_the_server_closes() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        attacker = Attacker(server.getsockname()[1], count=6, trickle_seconds=0.2).start()
+        try:
+            accepted = [server.accept()[0] for _ in range(6)]
+            received = []
+            for conn in accepted:
+                conn.settimeout(0.5)
+                try:
+                    received.append(conn.recv(1024))
+                except TimeoutError:
+                    received.append(b"")  # idle: sends nothing
+            assert sorted(received).count(b"") == 2  # idle, partial, trickle in turn
+            assert all(data.startswith(REQUEST_LINE) for data in received if data)
+            assert all(not data.endswith(b"\r\n\r\n") for data in received)  # never complete
+            accepted[0].close()
+            reopened, _ = server.accept()  # the count stays up
+            reopened.close()
+            wait_until(lambda: sum(attacker.closed_by_server.values()) >= 1, 30, 0.05,
+                       "the attacker to count the closed connection")
+        finally:
+            attacker.stop()
+            for conn in accepted:
+                conn.close()
+        assert attacker.error is None

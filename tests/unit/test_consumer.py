@@ -8,11 +8,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
@@ -168,6 +170,63 @@ def test_a_stop_abandons_a_long_poll_that_keeps_waiting(signals: Consumer) -> No
 
     assert elapsed < 30  # not the whole wait: abandoned shortly after the stop
     assert transport.handed_back == []
+
+
+# -- a wake-up (`/`) and the consumer's waits ----------------------------------------------------
+
+class _WokenTransport(_PollingTransport):
+    """Its first receive is woken (SIGUSR1, as `/` sends) and then fails or finds nothing; its
+    second records when it came and stops the consumer."""
+
+    def __init__(self, fail_first: bool) -> None:
+        super().__init__(answer_after=0)
+        self.fail_first = fail_first
+        self.received_at: list[float] = []
+        self.stop: Callable[[], None] = lambda: None
+
+    def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
+        self.received_at.append(time.monotonic())
+        if len(self.received_at) > 1:
+            self.stop()
+            return []
+        # Woken while polling: the consumer looked idle when `/` read its state, say.
+        os.kill(os.getpid(), signal.SIGUSR1)
+        if self.fail_first:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}},
+                              "ReceiveMessage")
+        return []
+
+
+def _woken(consumer: Consumer, transport: _WokenTransport) -> float:
+    """Seconds from the woken receive to the next one."""
+    transport.stop = consumer._signals.stop
+    _consume(consumer, transport)
+    assert len(transport.received_at) == 2
+    return transport.received_at[1] - transport.received_at[0]
+
+
+def test_a_wake_up_does_not_cut_an_error_backoff_short(signals: Consumer) -> None:
+    # The first receive error backs off 1 s: a load balancer checking `/` every few seconds
+    # must not turn that into a retry loop against a failing SQS.
+    assert _woken(signals, _WokenTransport(fail_first=True)) >= 1.0
+
+
+def test_a_wake_up_does_not_cut_a_breaker_pause_short(signals: Consumer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses = iter([0.0, 1.0])  # none before the first receive, 1 s after it
+    monkeypatch.setattr(signals._breaker, "remaining", lambda: next(pauses, 0.0))
+
+    assert _woken(signals, _WokenTransport(fail_first=False)) >= 1.0
+
+
+def test_a_wake_up_cuts_the_pause_between_polls_short(tmp_path: Path,
+                                                      restore_signals: None) -> None:
+    consumer = Consumer(ConsumerSpec(
+        slot=0, restarts=0, parent_pid=os.getppid(), token="t0",
+        settings=Settings(state_dir=str(tmp_path), poll_interval_seconds=60)))
+    consumer._signals.install()
+
+    assert _woken(consumer, _WokenTransport(fail_first=False)) < 30  # not the 60 s pause
 
 
 # -- handing back what dead predecessors held ----------------------------------------------------

@@ -1,9 +1,11 @@
-"""A consumer's signals and wake-ups: a wake-up cuts a sleep short, a stop ends every sleep, a
-stop during a long poll abandons it after the grace period."""
+"""A consumer's signals and wake-ups: a wake-up cuts a wakeable sleep short (the pause between
+polls) and no other (a backoff), a stop ends every sleep, a stop during a long poll abandons it
+after the grace period."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -20,22 +22,43 @@ def test_a_wake_up_cuts_the_sleep_short_and_is_consumed():
     signals.wake()
     signals.wake()  # coalesced with the first
     started = time.monotonic()
-    signals.sleep(60, _no_beat)
+    signals.sleep(60, _no_beat, wakeable=True)
     assert time.monotonic() - started < 30
 
     started = time.monotonic()
-    signals.sleep(0.3, _no_beat)  # no leftover wake-up: this one sleeps its whole time
+    signals.sleep(0.3, _no_beat, wakeable=True)  # no leftover wake-up: it sleeps its whole time
+    assert time.monotonic() - started >= 0.29
+
+
+def test_a_wake_up_does_not_cut_a_sleep_short_that_is_not_wakeable_and_is_consumed():
+    signals = Signals()
+    signals.wake()
+    started = time.monotonic()
+    signals.sleep(0.3, _no_beat)
+    assert time.monotonic() - started >= 0.29
+    assert not signals.stopping()
+
+    started = time.monotonic()
+    signals.sleep(0.3, _no_beat, wakeable=True)  # the wake-up was dropped, not kept for later
     assert time.monotonic() - started >= 0.29
 
 
 def test_a_stop_request_ends_every_sleep_not_just_the_next():
     signals = Signals()
     signals.stop()
-    for _ in range(2):  # the first one also drains the stop's wake-up
+    for wakeable in (False, True, False):  # the first one also drains the stop's wake-up
         started = time.monotonic()
-        signals.sleep(60, _no_beat)
+        signals.sleep(60, _no_beat, wakeable=wakeable)
         assert time.monotonic() - started < 30
     assert signals.stopping()
+
+
+def test_a_stop_during_a_sleep_that_is_not_wakeable_ends_it():
+    signals = Signals()
+    threading.Timer(0.2, signals.stop).start()
+    started = time.monotonic()
+    signals.sleep(60, _no_beat)
+    assert time.monotonic() - started < 30
 
 
 def test_usr1_wakes_a_sleep_without_stopping(restore_signals: None):
@@ -43,7 +66,7 @@ def test_usr1_wakes_a_sleep_without_stopping(restore_signals: None):
     signals.install()
     signal.raise_signal(signal.SIGUSR1)
     started = time.monotonic()
-    signals.sleep(60, _no_beat)
+    signals.sleep(60, _no_beat, wakeable=True)
     assert time.monotonic() - started < 30
     assert not signals.stopping()
 
