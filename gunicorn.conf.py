@@ -47,7 +47,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from workers import preflight  # noqa: E402
+from workers.aws import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
@@ -80,7 +80,7 @@ EXIT_CONFIG = 3
 
 
 def _load_settings(server: Any) -> Settings:
-    """The settings, validated, then checked against AWS (workers/preflight.py): a bad value or
+    """The settings, validated, then checked against AWS (workers/aws/preflight.py): a bad value or
     a definite misconfiguration stops start-up with EXIT_CONFIG; AWS out of reach only warns."""
     try:
         settings = Settings.from_env()

@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
+from workers.aws.sqs import Message, SqsTransport
 from workers.crashes import ProcessingGate
 from workers.held_state import ConsumerRecord
 from workers.inflight import HeldMessages
-from workers.transport import Message, SqsTransport
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/InputQueue.fifo"
 RECEIPT_HANDLE_CHARS = 300  # AWS's are 180 to 400 characters

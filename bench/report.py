@@ -193,8 +193,8 @@ def profile_section(label: str, p: ProfileSummary) -> str:
         "All of the consumer CPU by thread, from /proc: the samples below describe the Python "
         "threads only (py-spy cannot see the CRT's C threads):", _threads(p),
         "Inside AWS calls (boto3's `BaseClient._make_api_call`, or Shelver's CRT clients, "
-        "`workers/s3crt.py`, `workers/sqscrt.py` and `awscrt`), by the function that made the "
-        "call:",
+        "`workers/aws/s3crt.py`, `workers/aws/sqscrt.py` and `awscrt`), by the function that "
+        "made the call:",
         _shares(p.aws_by_caller, ms),
         "Outside them, by the innermost function of the project's own code:",
         _shares(p.outside_aws, ms),

@@ -28,9 +28,9 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from workers import metrics
+from workers.aws.sqs import Message
 from workers.internal_errors import ConsumerThread
 from workers.processing import Outcome, Result
-from workers.transport import Message
 
 log = logging.getLogger(__name__)
 

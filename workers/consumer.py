@@ -30,7 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from workers import metrics
-from workers.aws import AWS_ERRORS, make_clients
+from workers.aws import AWS_ERRORS
+from workers.aws.clients import make_clients
+from workers.aws.errors import failure_fields, failure_reason
+from workers.aws.preflight import not_fifo
+from workers.aws.sqs import SqsTransport, discover_queue
 from workers.batches import InFlightBatches
 from workers.breaker import Breaker
 from workers.crashes import CrashRegistry
@@ -39,14 +43,11 @@ from workers.inflight import HeldMessages
 from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
-from workers.preflight import not_fifo
 from workers.processing import (
     BookProcessor,
     Outcome,
     Result,
     crash_limit_warning,
-    failure_fields,
-    failure_reason,
     visibility_changes,
 )
 from workers.queue_depth import QueueDepthSampler
@@ -55,7 +56,6 @@ from workers.settings import Settings
 from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status
 from workers.storage import BookStore
-from workers.transport import SqsTransport, discover_queue
 
 log = logging.getLogger(__name__)
 

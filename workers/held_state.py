@@ -48,7 +48,7 @@ from pathlib import Path
 
 import orjson
 
-from workers.transport import Message
+from workers.aws.sqs import Message
 
 RECOVERY_DIR = "recovery"
 _HELD = "held-"

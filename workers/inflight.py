@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from workers import metrics
+from workers.aws.sqs import Message, SqsTransport
 from workers.held_state import ConsumerRecord, ProcessingSlots
-from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
 

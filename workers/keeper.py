@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 
 from workers.aws import AWS_ERRORS
+from workers.aws.errors import failure_fields
 from workers.inflight import HeldMessages
 from workers.internal_errors import exit_at_once, exit_on_internal_error
-from workers.processing import failure_fields
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
-
 from workers import metrics
 from workers.aws import AWS_ERRORS
+from workers.aws.errors import failure_fields, failure_reason
+from workers.aws.sqs import Message, SqsTransport
 from workers.books import InvalidBook, decode_book
 from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots
 from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
-from workers.transport import Message, SqsTransport
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +82,6 @@ def crash_limit_warning(dead_letter_after: int, max_receive_count: int | None) -
             f"consumer is dead-lettered only at its receive {dead_letter_after + 1}, and SQS "
             "may move it, and the valid books behind it in its group, to the DLQ first with "
             "no reason")
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A short label for a transient failure, used in logs and as a metric label."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "client_error"))
-    return type(exc).__name__
-
-
-# Structured log fields (`extra=`, see `workers.logs`).
-def failure_fields(exc: BaseException) -> dict[str, str]:
-    return {"reason": failure_reason(exc), "error": str(exc)}
 
 
 def message_fields(message: Message, outcome: Outcome) -> dict[str, str]:

@@ -16,8 +16,8 @@ from prometheus_client import Gauge
 
 from workers import metrics
 from workers.aws import AWS_ERRORS
-from workers.processing import failure_fields
-from workers.transport import SqsTransport
+from workers.aws.errors import failure_fields
+from workers.aws.sqs import SqsTransport
 
 log = logging.getLogger(__name__)
 

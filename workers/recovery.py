@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from workers import metrics
+from workers.aws.sqs import SQS_BATCH, Message, SqsTransport
 from workers.crashes import CrashRegistry
 from workers.held_state import (
     HeldEntry,
@@ -52,7 +53,6 @@ from workers.held_state import (
     read_held,
     read_processing,
 )
-from workers.transport import SQS_BATCH, Message, SqsTransport
 
 log = logging.getLogger(__name__)
 

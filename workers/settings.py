@@ -27,6 +27,14 @@ MAX_VISIBILITY_SECONDS = 43_200
 # The keeper extends a held message when half its lease is left, checking every second: a lease
 # much shorter than this would be extended almost continuously.
 MIN_LEASE_SECONDS = 5
+# S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
+AWS_CLIENTS = ("crt", "boto3")
+# The AWS clients' connect timeout, and how much longer than WaitTimeSeconds a long poll may take
+# to answer before it counts as hung (workers.aws.clients builds the clients with both): the
+# longest a receive call can block a consumer's main loop, which does not beat meanwhile, so
+# CONSUMER_HEARTBEAT_TIMEOUT_SECONDS is checked against it.
+CONNECT_TIMEOUT_SECONDS = 3
+RECEIVE_READ_MARGIN_SECONDS = 5
 
 
 CONFIG_FILE_VARIABLE = "SHELVER_CONFIG_FILE"
@@ -88,8 +96,6 @@ class Settings:
     def check_consistency(self) -> None:
         """Cross-variable rules: each names both variables involved."""
         # A consumer blocked in a long poll does not beat; the timeouts must leave room for it.
-        from workers.aws import receive_call_limit  # boto3 is heavy; only needed here
-
         longest_receive = receive_call_limit(self.wait_time_seconds)
         if self.heartbeat_timeout_seconds <= longest_receive:
             margin = longest_receive - self.wait_time_seconds
@@ -109,6 +115,11 @@ class Settings:
                 "RETRY_BACKOFF_MAX_SECONDS must be at least RETRY_BACKOFF_BASE_SECONDS "
                 f"(got {self.retry_backoff_max_seconds:g} and {self.retry_backoff_base_seconds:g})"
             )
+
+
+def receive_call_limit(wait_time_seconds: int) -> float:
+    """The longest a ReceiveMessage call can block the consumer's main loop."""
+    return CONNECT_TIMEOUT_SECONDS + wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -164,7 +175,7 @@ def _log_level(raw: str) -> str:
 
 def _check_region(env: Mapping[str, str]) -> None:
     """Fail at start-up, not in every consumer, when boto3 would not know which region to call."""
-    from workers.aws import make_session  # boto3 is heavy; only needed here
+    from workers.aws.clients import make_session  # boto3 is heavy; only needed here
 
     if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or make_session().region_name:
         return
@@ -173,8 +184,6 @@ def _check_region(env: Mapping[str, str]) -> None:
 
 
 def _aws_client(raw: str) -> str:
-    from workers.aws import AWS_CLIENTS  # boto3 is heavy; only needed here
-
     client = raw.lower()
     if client not in AWS_CLIENTS:
         raise ValueError(f"unknown client {raw}")
@@ -188,12 +197,12 @@ def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
     if not chosen:
         return
     try:
-        from workers import s3crt, sqscrt
-        from workers.crt import UnsupportedByCrt
+        from workers.aws import s3crt, sqscrt
+        from workers.aws.crt import UnsupportedByCrt
     except ImportError as exc:
         raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
                           f"requirements/app.txt, or set {chosen[0]}=boto3") from None
-    from workers.aws import make_session
+    from workers.aws.clients import make_session
 
     session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
     try:

@@ -62,8 +62,8 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from workers.aws.s3 import S3Objects
 from workers.books import Book, object_key
-from workers.s3objects import S3Objects
 
 MAX_ATTEMPTS = 5
 CONTENT_TYPE = "application/json"

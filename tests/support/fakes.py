@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from workers.aws.sqs import Message
 from workers.held_state import ConsumerRecord
-from workers.transport import Message
 
 
 @dataclass

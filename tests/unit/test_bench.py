@@ -130,7 +130,7 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
         f"{thread};BookStore.store (workers/storage.py:79);BookStore._put (workers/storage.py:134);"
         f"{api} 6",
         f"{thread};Consumer._consume (workers/consumer.py:201);"
-        f"SqsTransport.receive (workers/transport.py:79);{api} 2",
+        f"SqsTransport.receive (workers/aws/sqs.py:79);{api} 2",
         f"{thread};Consumer._update (workers/consumer.py:120);"
         "write_atomically (workers/status.py:50);Path.write_bytes (pathlib.py:1066) 1",
         f"{thread} 1",
@@ -140,7 +140,7 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
     assert summary.aws_calls_percent == 80
     assert [(s.name, s.percent) for s in summary.aws_by_caller] == [
         ("BookStore._put (workers/storage.py)", 60),
-        ("SqsTransport.receive (workers/transport.py)", 20)]
+        ("SqsTransport.receive (workers/aws/sqs.py)", 20)]
     assert summary.outside_aws[0] == Share("write_atomically (workers/status.py)", 10)
     assert summary.by_library[0] == Share("botocore", 80)
 
@@ -149,10 +149,12 @@ def test_profile_summary_counts_the_crt_client_as_an_aws_call(tmp_path: Path) ->
     thread = "Thread.run (threading.py:982)"
     raw = tmp_path / "shelver-2.txt"
     raw.write_text("\n".join([
-        f"{thread};BookStore._put (workers/storage.py:134);CrtObjects.put (workers/s3crt.py:300);"
+        f"{thread};BookStore._put (workers/storage.py:134);"
+        "CrtObjects.put (workers/aws/s3crt.py:300);"
         "HttpRequest.__init__ (awscrt/http.py:780) 3",
         # The CRT calls back into Python on its own thread: no project code called it.
-        "_S3RequestCore._on_headers (awscrt/s3.py:960);_Answer.on_headers (workers/s3crt.py:90) 1",
+        "_S3RequestCore._on_headers (awscrt/s3.py:960);"
+        "_Answer.on_headers (workers/aws/s3crt.py:90) 1",
     ]) + "\n")
     summary = summarize(load_raw([raw]))
     assert summary.aws_calls_percent == 100

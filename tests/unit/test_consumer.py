@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
+from workers.aws.sqs import Message, QueueInfo
 from workers.consumer import Consumer, ConsumerSpec
 from workers.held_state import ConsumerRecord, recovery_dir, tokens
 from workers.inflight import HeldMessages
@@ -25,7 +26,6 @@ from workers.processing import BookProcessor
 from workers.recovery import RECEIVE_MARGIN_SECONDS
 from workers.settings import Settings
 from workers.status import read_consumer_status
-from workers.transport import Message, QueueInfo
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock, FakeTransport, msg
+from workers.aws.sqs import Message, SqsTransport
 from workers.held_state import ConsumerRecord, read_held
 from workers.inflight import HeldMessages
-from workers.transport import Message, SqsTransport
 
 TIMEOUT = 30
 CEILING = 100

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from tests.support.aws import wait_until
 from tests.support.fakes import FakeClock, FakeTransport, msg
+from workers.aws.sqs import Message, SqsTransport
 from workers.held_state import (
     ConsumerRecord,
     held_path,
@@ -29,7 +30,6 @@ from workers.held_state import (
 )
 from workers.inflight import HeldMessages
 from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
-from workers.transport import Message, SqsTransport
 
 PARENT = 4242
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tests.support.proxy import FaultProxy
-from workers.preflight import Finding, Verdict, examine, run
+from workers.aws.preflight import Finding, Verdict, examine, run
 from workers.settings import ConfigError, Settings
 
 INPUT = "Books.fifo"

@@ -19,7 +19,9 @@ from prometheus_client import REGISTRY
 
 from tests.support.aws import wait_until
 from tests.support.proxy import FaultProxy
-from workers.aws import make_s3, make_session
+from workers.aws.clients import make_s3, make_session
+from workers.aws.errors import failure_reason
+from workers.aws.sqs import Message, QueueInfo, SqsTransport
 from workers.books import Book
 from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots, read_processing
@@ -30,12 +32,10 @@ from workers.processing import (
     Result,
     backoff_seconds,
     crash_limit_warning,
-    failure_reason,
     retries_exhausted_at,
     visibility_changes,
 )
 from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
-from workers.transport import Message, QueueInfo, SqsTransport
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/in.fifo"

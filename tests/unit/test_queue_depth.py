@@ -11,8 +11,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock
+from workers.aws.sqs import SqsTransport
 from workers.queue_depth import QueueDepthSampler
-from workers.transport import SqsTransport
 
 Answer = tuple[int, int] | Exception | None
 

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
+from workers.aws.sqs import Message, QueueInfo, SqsTransport
 from workers.crashes import CrashRegistry
 from workers.held_state import (
     ConsumerRecord,
@@ -34,7 +35,6 @@ from workers.recovery import (
     receive_wait,
     recover,
 )
-from workers.transport import Message, QueueInfo, SqsTransport
 
 VISIBILITY = 60
 

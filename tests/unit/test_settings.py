@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import workers
+import workers.aws
 from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
@@ -342,8 +342,8 @@ def test_a_crt_client_refuses_a_proxy_and_names_the_fallback(
 
 def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("s3crt", "sqscrt"):  # as if awscrt were not installed
-        monkeypatch.setitem(sys.modules, f"workers.{module}", None)
-        monkeypatch.delattr(workers, module, raising=False)
+        monkeypatch.setitem(sys.modules, f"workers.aws.{module}", None)
+        monkeypatch.delattr(workers.aws, module, raising=False)
 
     with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
         load()

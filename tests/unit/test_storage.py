@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from scripts.emulator import free_port
 from tests.support.http_stub import Answer, HttpStub, s3_error
-from workers.aws import make_s3, make_session
+from workers.aws.clients import make_s3, make_session
+from workers.aws.s3 import ObjectHead, S3Objects
 from workers.books import Book, object_key
-from workers.s3objects import ObjectHead, S3Objects
 from workers.storage import (
     MAX_ATTEMPTS,
     BookStore,

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from workers.aws import make_session, make_sqs
-from workers.transport import (
+from workers.aws.clients import make_session, make_sqs
+from workers.aws.sqs import (
     DETAIL_ATTRIBUTE,
     ORIGINAL_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,

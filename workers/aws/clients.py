@@ -5,7 +5,7 @@ fork-safe and not meant to be shared across processes, and the CRT runs C thread
 its threads share these clients, which are thread-safe, with connections sized to the threads so
 no thread waits for a socket. S3 is `S3_CLIENT`'s implementation of `S3Objects`; SQS is a boto3
 client whose per-batch calls go through the CRT with `SQS_CLIENT=crt`; both configured from the
-same session and the same boto3 client settings (workers/crt.py).
+same session and the same boto3 client settings (workers/aws/crt.py).
 """
 
 from __future__ import annotations
@@ -16,27 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.parsers import ResponseParserError
 
-from workers.s3objects import Boto3Objects, S3Objects
+from workers.aws.s3 import Boto3Objects, S3Objects
+from workers.settings import CONNECT_TIMEOUT_SECONDS, RECEIVE_READ_MARGIN_SECONDS
 
 if TYPE_CHECKING:
-    from workers.crt import CrtRuntime
-
-# S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
-AWS_CLIENTS = ("crt", "boto3")
-# What a consumer's AWS call raises when AWS, or the way to it, fails: an error answer
-# (ClientError), the network or the credentials (BotoCoreError), an answer that cannot be read
-# (ResponseParserError, which is no BotoCoreError), and OSError (a socket's, or that of a state
-# file written along the call). The consumer backs off and retries on any of them; anything
-# else is a bug (`workers.internal_errors`).
-AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError, OSError)
+    from workers.aws.crt import CrtRuntime
 
 # Headroom above the processing threads: the main loop, the visibility keeper and the DLQ sends
 # also hold connections.
 _EXTRA_CONNECTIONS = 4
-CONNECT_TIMEOUT_SECONDS = 3
 # Attempts per call, the first included: a few fast retries for blips; longer outages are
 # handled by SQS visibility backoff, which survives a crash, where an in-process retry would not.
 ATTEMPTS = 3
@@ -47,8 +36,6 @@ SQS_TIMEOUT_SECONDS = 10
 # The CRT S3 client's lookup of a bucket's region (one attempt): an S3 out of reach fails the
 # write that needed it no later than the write would have failed.
 REGION_LOOKUP_TIMEOUT_SECONDS = 10
-# A long poll answers after WaitTimeSeconds at the latest; this much more means it hangs.
-RECEIVE_READ_MARGIN_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -90,7 +77,7 @@ def make_s3(session: boto3.session.Session, threads: int, s3_client: str,
     s3 = session.client("s3", config=_config(S3_TIMEOUT_SECONDS, threads + _EXTRA_CONNECTIONS))
     if s3_client == "boto3":
         return Boto3Objects(s3)
-    from workers.s3crt import CrtObjects  # awscrt is needed only when chosen
+    from workers.aws.s3crt import CrtObjects  # awscrt is needed only when chosen
 
     regions = session.client("s3", config=_config(REGION_LOOKUP_TIMEOUT_SECONDS, threads,
                                                   attempts=1)) if bucket_regions else None
@@ -108,14 +95,14 @@ def make_sqs(session: boto3.session.Session, sqs_client: str, read_timeout: floa
     sqs = session.client("sqs", config=_config(read_timeout, connections, attempts))
     if sqs_client == "boto3":
         return sqs
-    from workers.sqscrt import CrtSqs  # awscrt is needed only when chosen
+    from workers.aws.sqscrt import CrtSqs  # awscrt is needed only when chosen
 
     return CrtSqs(sqs, runtime or _runtime(session), connect_timeout=CONNECT_TIMEOUT_SECONDS,
                   read_timeout=read_timeout, attempts=attempts)
 
 
 def _runtime(session: boto3.session.Session) -> CrtRuntime:
-    from workers.crt import CrtRuntime
+    from workers.aws.crt import CrtRuntime
 
     return CrtRuntime.create(session)
 
@@ -135,20 +122,3 @@ def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_clien
         s3=make_s3(session, threads, s3_client, runtime),
     )
 
-
-def receive_call_limit(wait_time_seconds: int) -> float:
-    """The longest a ReceiveMessage call can block the consumer's main loop."""
-    return CONNECT_TIMEOUT_SECONDS + wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS
-
-
-def describe(error: BotoCoreError | ClientError, operation: str = "") -> str:
-    """One line for an error of an AWS call: `<operation>: <code>: <message>` for an error
-    answer; `<operation>: <exception class>: <message>` for a failure without one, whose
-    operation only the caller can name."""
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        code = details.get("Code") or "Error"
-        message = details.get("Message") or error.response.get(
-            "ResponseMetadata", {}).get("HTTPStatusCode", "")
-        return f"{error.operation_name}: {code}: {message}"
-    return f"{operation + ': ' if operation else ''}{type(error).__name__}: {error}"

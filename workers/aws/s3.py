@@ -9,7 +9,7 @@ answer, a `BotoCoreError` (`EndpointConnectionError`, `ConnectionClosedError`, `
 without an ETag (a proxy's page, say: S3 always sends one) is botocore's ResponseParserError in
 both, never an object whose ETag is "". `S3_CLIENT` picks it:
 
-- `crt` (default): `workers.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
+- `crt` (default): `workers.aws.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
   in C for a third of boto3's CPU or less;
 - `boto3`: `Boto3Objects` below, the fallback.
 

@@ -1,4 +1,4 @@
-"""`S3Objects` on AWS's Common Runtime (see `workers.crt`): PutObject and HeadObject through the
+"""`S3Objects` on AWS's Common Runtime (see `workers.aws.crt`): PutObject and HeadObject through the
 CRT's S3 client, for a third of boto3's CPU per call or less.
 
 - where: botocore resolves each bucket's URL once (`_Endpoints`), so the endpoint settings
@@ -6,7 +6,7 @@ CRT's S3 client, for a third of boto3's CPU per call or less.
   boto3's: path-style on a custom endpoint, plain HTTP or TLS as its URL says; virtual-hosted
   style and TLS on AWS's own endpoints;
 - which region: the bucket's own, asked of S3 once per bucket (HeadBucket's
-  `x-amz-bucket-region`, `workers.s3objects.look_up_bucket`), for the URL and the signature.
+  `x-amz-bucket-region`, `workers.aws.s3.look_up_bucket`), for the URL and the signature.
   boto3 follows S3's redirect to a bucket's region by itself; the CRT does not, and a write
   signed for the client's region into a bucket elsewhere is refused every time
   (PermanentRedirect, AuthorizationHeaderMalformed);
@@ -15,7 +15,7 @@ CRT's S3 client, for a third of boto3's CPU per call or less.
   message group. The CRT retries by itself, with one backoff scale for every error: boto3's for
   throttling (a random 0-1 s, doubling, 20 s cap), as 503 SlowDown is S3's most common transient
   answer (boto3 waits at most 50 ms, doubling, before retrying other errors);
-- failures: as botocore reports them (`_Errors`), see `workers.s3objects`. An untrusted
+- failures: as botocore reports them (`_Errors`), see `workers.aws.s3`. An untrusted
   certificate shows late: s2n, the CRT's TLS, delays its report of a refused handshake by
   10-30 s (blinding, against timing attacks), so it may end at the deadline instead.
 """
@@ -47,7 +47,7 @@ from awscrt.s3 import (
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
-from workers.crt import (
+from workers.aws.crt import (
     CrtRuntime,
     ErrorAnswers,
     SessionCredentials,
@@ -56,7 +56,7 @@ from workers.crt import (
     network_error,
     raise_failure,
 )
-from workers.s3objects import ObjectHead, look_up_bucket, object_head
+from workers.aws.s3 import ObjectHead, look_up_bucket, object_head
 
 # boto3's standard-mode backoff for throttling: the first retry waits a random 0-1 s, each next
 # one up to twice as long, never more than 20 s.

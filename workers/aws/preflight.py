@@ -11,7 +11,7 @@ before its settings are applied) and in `shelver check`:
   dead-lettered;
 - each genre bucket's region (HeadBucket's `x-amz-bucket-region`, which needs no permission);
   with S3_CLIENT=crt, that the CRT client can reach the bucket there (it signs for the bucket's
-  region, which each consumer asks S3 for itself: `workers.s3crt`).
+  region, which each consumer asks S3 for itself: `workers.aws.s3crt`).
 
 A definite misconfiguration is REFUSED: start-up stops with exit code 3 and a message naming the
 variable and what to do (a `ConfigError`, as for a bad value). What cannot be decided now is a
@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from workers.aws import describe, make_session
-from workers.s3objects import look_up_bucket
+from workers.aws.clients import make_session
+from workers.aws.errors import describe
+from workers.aws.s3 import look_up_bucket
+from workers.aws.sqs import QueueInfo, discover_queue
 from workers.settings import ConfigError, Settings
-from workers.transport import QueueInfo, discover_queue
 
 if TYPE_CHECKING:
     from workers.pool import Logger
@@ -144,8 +145,8 @@ def _buckets(settings: Settings, s3: Any) -> list[Finding]:
 def _crt_reaches(subject: str, genre: str, bucket: str, region: str) -> Finding:
     """Whether the CRT client can reach `bucket` in its region, as settings.py checked it in
     the client's region (no call: botocore says how it would)."""
-    from workers import s3crt  # awscrt is needed only when chosen
-    from workers.crt import UnsupportedByCrt
+    from workers.aws import s3crt  # awscrt is needed only when chosen
+    from workers.aws.crt import UnsupportedByCrt
 
     try:
         s3crt.check_supported(make_session(region).client("s3"), {genre: bucket})

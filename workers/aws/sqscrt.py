@@ -1,4 +1,4 @@
-"""The SQS calls a consumer makes per batch, on AWS's Common Runtime (see `workers.crt`).
+"""The SQS calls a consumer makes per batch, on AWS's Common Runtime (see `workers.aws.crt`).
 
 ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch are two tenths of a call per
 message, but each costs botocore about 1.5 ms of CPU, about as much as the whole CRT put: on the
@@ -51,7 +51,7 @@ from botocore.retries.standard import (
     ThrottlingErrorDetector,
 )
 
-from workers.crt import CrtRuntime, ErrorAnswers, check_no_proxy, network_error, raise_failure
+from workers.aws.crt import CrtRuntime, ErrorAnswers, check_no_proxy, network_error, raise_failure
 
 
 def check_supported(sqs: Any) -> None:
@@ -205,7 +205,7 @@ class CrtSqs:
             stream = self._connections.get().request(request, answer.on_response,
                                                      answer.on_body)
             stream.activate()
-            # Taken, not raised, as in workers.s3crt (where raising it leaked the request).
+            # Taken, not raised, as in workers.aws.s3crt (where raising it leaked the request).
             failure = stream.completion_future.exception(self._read_timeout)
         except TimeoutError:
             self._connections.drop()

@@ -2,10 +2,10 @@
 
 boto3 spends one to two milliseconds of CPU on every call, nearly all of it in botocore's Python
 (serialising, signing, urllib3, parsing); the CRT signs and sends the same request in C for a
-fraction of that. The calls a consumer makes per message (PutObject, HeadObject: `workers.s3crt`;
-ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch: `workers.sqscrt`) go through
-it; everything else stays on boto3, and so does all configuration: the CRT is told what boto3
-would do, never left to work it out itself.
+fraction of that. The calls a consumer makes per message (PutObject, HeadObject:
+`workers.aws.s3crt`; ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch:
+`workers.aws.sqscrt`) go through it; everything else stays on boto3, and so does all
+configuration: the CRT is told what boto3 would do, never left to work it out itself.
 
 - `CrtRuntime`: one event-loop thread and the boto3 session's credentials for every CRT client
   of the process. The CRT runs C threads of its own: create it in the process that uses it,
