@@ -31,7 +31,8 @@ from typing import Any
 import atheris
 
 with atheris.instrument_imports(include=["workers.books"]):
-    from workers.books import InvalidBook, decode_book, object_key
+    from workers.books.decode import InvalidBook, decode_book
+    from workers.books.keys import object_key
 
 from bench.workload import _body
 

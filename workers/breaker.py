@@ -2,7 +2,7 @@
 
 Receiving more would only fail more messages, and every receive of a message counts towards the
 queue's maxReceiveCount: a message still failing one receive before it is dead-lettered
-(`retries_exhausted`, workers/processing.py), valid book or not. The pause doubles
+(`retries_exhausted`, workers/books/processor.py), valid book or not. The pause doubles
 while whole batches keep failing (1, 2, 4 ... up to a cap) and ends with the first batch that
 makes progress.
 """
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from workers.processing import Outcome, Result
+from workers.books.processor import Outcome, Result
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Threads, each with one job:
   a few batches in flight (`workers.batches`), pausing while whole batches fail
   (`workers.breaker`);
 - processing threads (`CONSUMER_THREADS`): one message group each, strictly in order
-  (`workers.processing`); the one finishing a batch's last group settles the batch: deletes /
+  (`workers.books.processor`); the one finishing a batch's last group settles the batch: deletes /
   backs off / releases every message of it;
 - keeper (`workers.keeper`): extends the visibility of held messages, notices orphaning.
 
@@ -36,6 +36,14 @@ from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.preflight import not_fifo
 from workers.aws.sqs import SqsTransport, discover_queue
 from workers.batches import InFlightBatches
+from workers.books.processor import (
+    BookProcessor,
+    Outcome,
+    Result,
+    crash_limit_warning,
+    visibility_changes,
+)
+from workers.books.store import BookStore
 from workers.breaker import Breaker
 from workers.crashes import CrashRegistry
 from workers.held_state import ConsumerRecord, recovery_dir
@@ -43,19 +51,11 @@ from workers.inflight import HeldMessages
 from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
 from workers.logs import log_json_to_stderr
-from workers.processing import (
-    BookProcessor,
-    Outcome,
-    Result,
-    crash_limit_warning,
-    visibility_changes,
-)
 from workers.queue_depth import QueueDepthSampler
 from workers.recovery import receive_wait, recover
 from workers.settings import Settings
 from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status
-from workers.storage import BookStore
 
 log = logging.getLogger(__name__)
 

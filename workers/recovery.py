@@ -28,7 +28,7 @@ running out would have made it.
 Why it cannot bring back a stale version: a message released here is processed again from the
 start, and what it writes is checked against the file S3 holds then: a file already holding
 this book from the same or a later message of the group is not rewritten ("superseded",
-workers/storage.py). A write the dead process had sent and that lands late is conditional
+workers/books/store.py). A write the dead process had sent and that lands late is conditional
 (`If-None-Match: *` or `If-Match: <etag>`) on the object as that process saw it, so S3 refuses it
 if anything was written since.
 """

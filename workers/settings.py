@@ -12,11 +12,11 @@ or a mounted Kubernetes ConfigMap is meant to be used.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from workers.books import parse_genre_buckets
 from workers.logs import LOG_FORMATS, parse_log_format
 
 T = TypeVar("T")
@@ -115,6 +115,44 @@ class Settings:
                 "RETRY_BACKOFF_MAX_SECONDS must be at least RETRY_BACKOFF_BASE_SECONDS "
                 f"(got {self.retry_backoff_max_seconds:g} and {self.retry_backoff_base_seconds:g})"
             )
+
+
+# S3 bucket naming (the general-purpose subset the operators can type into GENRE_BUCKETS).
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_genre_buckets(spec: str) -> dict[str, str]:
+    """Parse ``"scifi=scifi-books, romance=romance-books"`` into ``{genre: bucket}``.
+
+    Genres are stripped and lower-cased (lookups are case-insensitive); bucket names are taken
+    as written and must be valid S3 bucket names.
+    """
+    if not spec.strip():
+        raise ValueError("genre mapping is empty: expected genre=bucket pairs separated by commas")
+    mapping: dict[str, str] = {}
+    for position, entry in enumerate(spec.split(","), start=1):
+        item = entry.strip()
+        if not item:
+            raise ValueError(f"entry {position} is empty (stray comma?)")
+        genre_text, sep, bucket_text = item.partition("=")
+        if not sep:
+            raise ValueError(f"entry {position} {item!r} has no '=': expected genre=bucket")
+        genre = genre_text.strip().lower()
+        bucket = bucket_text.strip()
+        if not genre:
+            raise ValueError(f"entry {position} {item!r} has an empty genre")
+        if not bucket:
+            raise ValueError(f"entry {position} {item!r} has an empty bucket")
+        if genre in mapping:
+            raise ValueError(f"entry {position}: genre {genre!r} is given more than once")
+        if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"entry {position}: {bucket!r} is not a valid S3 bucket name "
+                "(3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+                "or digit, no '..')"
+            )
+        mapping[genre] = bucket
+    return mapping
 
 
 def receive_call_limit(wait_time_seconds: int) -> float:

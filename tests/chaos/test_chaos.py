@@ -11,7 +11,7 @@ import pytest
 from tests.chaos.engine import REDUCED, Scenario, run_scenario, table
 from tests.chaos.scenarios import SCENARIOS, nothing
 from tests.support.aws import DEPLOYED_QUEUE, Aws
-from workers.processing import backoff_seconds, retries_exhausted_at
+from workers.books.processor import backoff_seconds, retries_exhausted_at
 from workers.settings import Settings
 
 

@@ -21,7 +21,7 @@ CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 Template = dict[str, Any]
 Grant = tuple[str, str]  # (resource as written in the template, action)
 
-# Every call Shelver's consumers make (workers/aws/sqs.py, workers/storage.py), on the resource
+# Every call Shelver's consumers make (workers/aws/sqs.py, workers/books/store.py), on the resource
 # it is made on. Batch calls are authorized by the singular action; HeadObject by s3:GetObject.
 LEAST_PRIVILEGE: frozenset[Grant] = frozenset(
     [("InputQueue.Arn", f"sqs:{action}") for action in (

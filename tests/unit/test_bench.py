@@ -127,7 +127,8 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
            "SigV4Auth.add_auth (botocore/auth.py:420)")
     raw = tmp_path / "shelver-1.txt"
     raw.write_text("\n".join([
-        f"{thread};BookStore.store (workers/storage.py:79);BookStore._put (workers/storage.py:134);"
+        f"{thread};BookStore.store (workers/books/store.py:79);"
+        "BookStore._put (workers/books/store.py:134);"
         f"{api} 6",
         f"{thread};Consumer._consume (workers/consumer.py:201);"
         f"SqsTransport.receive (workers/aws/sqs.py:79);{api} 2",
@@ -139,7 +140,7 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
     assert summary.samples == 10
     assert summary.aws_calls_percent == 80
     assert [(s.name, s.percent) for s in summary.aws_by_caller] == [
-        ("BookStore._put (workers/storage.py)", 60),
+        ("BookStore._put (workers/books/store.py)", 60),
         ("SqsTransport.receive (workers/aws/sqs.py)", 20)]
     assert summary.outside_aws[0] == Share("write_atomically (workers/status.py)", 10)
     assert summary.by_library[0] == Share("botocore", 80)
@@ -149,7 +150,7 @@ def test_profile_summary_counts_the_crt_client_as_an_aws_call(tmp_path: Path) ->
     thread = "Thread.run (threading.py:982)"
     raw = tmp_path / "shelver-2.txt"
     raw.write_text("\n".join([
-        f"{thread};BookStore._put (workers/storage.py:134);"
+        f"{thread};BookStore._put (workers/books/store.py:134);"
         "CrtObjects.put (workers/aws/s3crt.py:300);"
         "HttpRequest.__init__ (awscrt/http.py:780) 3",
         # The CRT calls back into Python on its own thread: no project code called it.
@@ -159,7 +160,7 @@ def test_profile_summary_counts_the_crt_client_as_an_aws_call(tmp_path: Path) ->
     summary = summarize(load_raw([raw]))
     assert summary.aws_calls_percent == 100
     assert [(s.name, s.percent) for s in summary.aws_by_caller] == [
-        ("BookStore._put (workers/storage.py)", 75),
+        ("BookStore._put (workers/books/store.py)", 75),
         ("(no caller: the CRT's callbacks)", 25)]
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.support.fakes import FakeClock, msg
+from workers.books.processor import Outcome, Result
 from workers.breaker import Breaker
-from workers.processing import Outcome, Result
 
 CAP = 30.0
 

@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
 from workers.aws.sqs import Message, QueueInfo
+from workers.books.processor import BookProcessor
 from workers.consumer import Consumer, ConsumerSpec
 from workers.held_state import ConsumerRecord, recovery_dir, tokens
 from workers.inflight import HeldMessages
-from workers.processing import BookProcessor
 from workers.recovery import RECEIVE_MARGIN_SECONDS
 from workers.settings import Settings
 from workers.status import read_consumer_status

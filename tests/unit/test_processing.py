@@ -22,11 +22,8 @@ from tests.support.proxy import FaultProxy
 from workers.aws.clients import make_s3, make_session
 from workers.aws.errors import failure_reason
 from workers.aws.sqs import Message, QueueInfo, SqsTransport
-from workers.books import Book
-from workers.crashes import CrashRegistry, ProcessingGate
-from workers.held_state import ProcessingSlots, read_processing
-from workers.logs import FIELDS
-from workers.processing import (
+from workers.books.decode import Book
+from workers.books.processor import (
     BookProcessor,
     Outcome,
     Result,
@@ -35,7 +32,10 @@ from workers.processing import (
     retries_exhausted_at,
     visibility_changes,
 )
-from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
+from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
+from workers.crashes import CrashRegistry, ProcessingGate
+from workers.held_state import ProcessingSlots, read_processing
+from workers.logs import FIELDS
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/in.fifo"
@@ -505,9 +505,9 @@ def test_an_unexpected_error_propagates_instead_of_becoming_an_outcome(fx: Fixtu
 
 def logged(caplog: pytest.LogCaptureFixture, fx: Fixture, m: Message) -> dict[str, object]:
     """The structured fields of the one line processing `m` logs."""
-    caplog.set_level(logging.DEBUG, logger="workers.processing")
+    caplog.set_level(logging.DEBUG, logger="workers.books.processor")
     fx.processor.process(m)
-    [record] = [r for r in caplog.records if r.name == "workers.processing"]
+    [record] = [r for r in caplog.records if r.name == "workers.books.processor"]
     return {name: record.__dict__[name] for name in FIELDS if name in record.__dict__}
 
 

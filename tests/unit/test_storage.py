@@ -18,8 +18,9 @@ from scripts.emulator import free_port
 from tests.support.http_stub import Answer, HttpStub, s3_error
 from workers.aws.clients import make_s3, make_session
 from workers.aws.s3 import ObjectHead, S3Objects
-from workers.books import Book, object_key
-from workers.storage import (
+from workers.books.decode import Book
+from workers.books.keys import object_key
+from workers.books.store import (
     MAX_ATTEMPTS,
     BookStore,
     KeyConflict,

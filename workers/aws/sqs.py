@@ -1,6 +1,6 @@
 """SQS transport: receive, batched delete, visibility changes, dead-lettering, queue discovery.
 
-Nothing here knows what a book is; processing (`workers.processing`) decides what happens to a
+Nothing here knows what a book is; processing (`workers.books.processor`) decides what happens to a
 message and this module carries it out with as few SQS calls as the API allows.
 """
 

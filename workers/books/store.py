@@ -63,7 +63,8 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from workers.aws.s3 import S3Objects
-from workers.books import Book, object_key
+from workers.books.decode import Book
+from workers.books.keys import object_key
 
 MAX_ATTEMPTS = 5
 CONTENT_TYPE = "application/json"

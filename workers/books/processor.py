@@ -23,10 +23,10 @@ from workers import metrics
 from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.sqs import Message, SqsTransport
-from workers.books import InvalidBook, decode_book
+from workers.books.decode import InvalidBook, decode_book
+from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.crashes import CrashRegistry, ProcessingGate
 from workers.held_state import ProcessingSlots
-from workers.storage import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 
 log = logging.getLogger(__name__)
 
