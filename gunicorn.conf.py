@@ -16,7 +16,7 @@ import sys
 import tempfile
 from typing import Any
 
-from workers.held_state import RECOVERY_DIR
+from workers.lease.files import RECOVERY_DIR
 
 
 def _reset_dir(path: str, keep: frozenset[str] = frozenset()) -> None:
@@ -34,7 +34,7 @@ def _reset_dir(path: str, keep: frozenset[str] = frozenset()) -> None:
 # environment, consumers receive it when spawned. Done once per master, not again on SIGHUP.
 # Leftovers of a previous run would be summed into this one's counters, or show its consumers
 # in /health; but the state dir's `recovery/` is kept: what the previous run's consumers held
-# (handed back by the first consumer started) and the crash counts (workers/held_state.py).
+# (handed back by the first consumer started) and the crash counts (workers/lease/files.py).
 if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
     for _variable, _prefix, _keep in (
             ("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-", frozenset()),

@@ -11,8 +11,8 @@ Threads, each with one job:
 
 An exception nothing expected in any of them ends the process (`workers.internal_errors`).
 
-What it holds is also kept in the state dir (`workers.held_state`); before its first receive, a
-consumer hands back what the dead consumers the pool names held (`workers.recovery`).
+What it holds is also kept in the state dir (`workers.lease.files`); before its first receive, a
+consumer hands back what the dead consumers the pool names held (`workers.lease.handback`).
 
 Signals only set flags and wake the main thread (`workers.signals`).
 """
@@ -45,14 +45,14 @@ from workers.books.processor import (
 )
 from workers.books.store import BookStore
 from workers.breaker import Breaker
-from workers.crashes import CrashRegistry
-from workers.held_state import ConsumerRecord, recovery_dir
-from workers.inflight import HeldMessages
 from workers.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
+from workers.lease.crashes import CrashRegistry
+from workers.lease.files import ConsumerRecord, recovery_dir
+from workers.lease.handback import receive_wait, recover
+from workers.lease.held import HeldMessages
 from workers.logs import log_json_to_stderr
 from workers.queue_depth import QueueDepthSampler
-from workers.recovery import receive_wait, recover
 from workers.settings import Settings
 from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status

@@ -11,10 +11,10 @@ a thread the consumer's correctness depends on.
 Going on would be a degraded mode nobody sees: the main loop still beats, /health still answers
 200. So the thread that caught the exception ends the process at once, logged with its
 traceback and counted (`shelver_internal_errors_total{thread}`); the pool replaces it, and the
-replacement hands back what it held (`workers.recovery`), as after a kill. Unlike a kill, the
+replacement hands back what it held (`workers.lease.handback`), as after a kill. Unlike a kill, the
 death is known not to be the fault of the messages in processing: their processing slots are
 cleared first (`ProcessingSlots.clear`), so the recovery counts no crash against them
-(`workers.crashes`). Errors of AWS calls (`workers.aws.AWS_ERRORS`) are expected, and handled
+(`workers.lease.crashes`). Errors of AWS calls (`workers.aws.AWS_ERRORS`) are expected, and handled
 where they happen; they never come here.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Literal, NoReturn
 
 from workers import metrics
-from workers.held_state import ProcessingSlots
+from workers.lease.files import ProcessingSlots
 
 log = logging.getLogger(__name__)
 

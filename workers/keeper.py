@@ -22,8 +22,8 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields
-from workers.inflight import HeldMessages
 from workers.internal_errors import exit_at_once, exit_on_internal_error
+from workers.lease.held import HeldMessages
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Keeper:
     def _abandon(self) -> None:
         """Orphaned and the main loop is still busy (e.g. in a long poll): hand back everything
         we hold, messages in processing included (whatever a processing thread still writes is
-        conditional on the file as it found it, see workers.recovery), then exit at once."""
+        conditional on the file as it found it, see workers.lease.handback), then exit at once."""
         held = self._held
         if held is not None:
             # If this fails they reappear after their visibility timeout anyway.

@@ -14,10 +14,10 @@ Three gunicorn facts shape it (see ../shared/FACTS.md):
 - consumers are started with the "spawn" method: a fresh interpreter inherits no listening socket
   and no boto3 state, whenever it is started.
 
-Each consumer gets a token naming its files in the state dir (`workers.held_state`), and the
+Each consumer gets a token naming its files in the state dir (`workers.lease.files`), and the
 tokens of consumers that are gone and left files there: the one it replaces, those of the
 previous run (at start-up), one killed at a stop deadline. It hands back what they held before
-receiving (`workers.recovery`).
+receiving (`workers.lease.handback`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from prometheus_client import multiprocess
 
 from workers import metrics
 from workers.consumer import ConsumerSpec, consumer_main
-from workers.held_state import absolve, recovery_dir, tokens
+from workers.lease.files import absolve, recovery_dir, tokens
 from workers.settings import Settings
 from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
 

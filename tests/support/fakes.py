@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from workers.aws.sqs import Message
-from workers.held_state import ConsumerRecord
+from workers.lease.files import ConsumerRecord
 
 
 @dataclass

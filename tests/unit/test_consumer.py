@@ -21,9 +21,9 @@ from tests.support.fakes import die
 from workers.aws.sqs import Message, QueueInfo
 from workers.books.processor import BookProcessor
 from workers.consumer import Consumer, ConsumerSpec
-from workers.held_state import ConsumerRecord, recovery_dir, tokens
-from workers.inflight import HeldMessages
-from workers.recovery import RECEIVE_MARGIN_SECONDS
+from workers.lease.files import ConsumerRecord, recovery_dir, tokens
+from workers.lease.handback import RECEIVE_MARGIN_SECONDS
+from workers.lease.held import HeldMessages
 from workers.settings import Settings
 from workers.status import read_consumer_status
 

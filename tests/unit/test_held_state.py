@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fakes import die, msg
-from workers.held_state import (
+from workers.lease.files import (
     SLOT_BYTES,
     Activity,
     ConsumerRecord,

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock, FakeTransport, msg
 from workers.aws.sqs import Message, SqsTransport
-from workers.held_state import ConsumerRecord, read_held
-from workers.inflight import HeldMessages
+from workers.lease.files import ConsumerRecord, read_held
+from workers.lease.held import HeldMessages
 
 TIMEOUT = 30
 CEILING = 100

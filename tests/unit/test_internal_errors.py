@@ -15,8 +15,8 @@ import pytest
 
 from workers import metrics
 from workers.consumer import Consumer, ConsumerSpec, consumer_main
-from workers.held_state import ConsumerRecord, processing_path, read_processing, recovery_dir
 from workers.internal_errors import ConsumerThread
+from workers.lease.files import ConsumerRecord, processing_path, read_processing, recovery_dir
 from workers.settings import Settings
 
 

@@ -20,7 +20,8 @@ from prometheus_client import REGISTRY
 from tests.support.aws import wait_until
 from tests.support.fakes import FakeClock, FakeTransport, msg
 from workers.aws.sqs import Message, SqsTransport
-from workers.held_state import (
+from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
+from workers.lease.files import (
     ConsumerRecord,
     held_path,
     processing_path,
@@ -28,8 +29,7 @@ from workers.held_state import (
     read_processing,
     tokens,
 )
-from workers.inflight import HeldMessages
-from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
+from workers.lease.held import HeldMessages
 
 PARENT = 4242
 

@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from tests.support.fakes import die
-from workers.held_state import (
+from workers.lease.files import (
     ConsumerRecord,
     processing_path,
     read_processing,

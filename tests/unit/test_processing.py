@@ -33,8 +33,8 @@ from workers.books.processor import (
     visibility_changes,
 )
 from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
-from workers.crashes import CrashRegistry, ProcessingGate
-from workers.held_state import ProcessingSlots, read_processing
+from workers.lease.crashes import CrashRegistry, ProcessingGate
+from workers.lease.files import ProcessingSlots, read_processing
 from workers.logs import FIELDS
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}

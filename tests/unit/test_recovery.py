@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
 from workers.aws.sqs import Message, QueueInfo, SqsTransport
-from workers.crashes import CrashRegistry
-from workers.held_state import (
+from workers.lease.crashes import CrashRegistry
+from workers.lease.files import (
     ConsumerRecord,
     HeldEntry,
     ProcessingSlots,
@@ -27,14 +27,14 @@ from workers.held_state import (
     processing_path,
     tokens,
 )
-from workers.inflight import HeldMessages
-from workers.recovery import (
+from workers.lease.handback import (
     RECEIVE_MARGIN_SECONDS,
     RECOVERY_MARGIN_SECONDS,
     group_chunks,
     receive_wait,
     recover,
 )
+from workers.lease.held import HeldMessages
 
 VISIBILITY = 60
 

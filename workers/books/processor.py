@@ -25,8 +25,8 @@ from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.sqs import Message, SqsTransport
 from workers.books.decode import InvalidBook, decode_book
 from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
-from workers.crashes import CrashRegistry, ProcessingGate
-from workers.held_state import ProcessingSlots
+from workers.lease.crashes import CrashRegistry, ProcessingGate
+from workers.lease.files import ProcessingSlots
 
 log = logging.getLogger(__name__)
 

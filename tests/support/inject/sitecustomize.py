@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 _PLACES = {
-    "keeper": ("workers.inflight", "HeldMessages", "extend_due"),
+    "keeper": ("workers.lease.held", "HeldMessages", "extend_due"),
     "settle": ("workers.consumer", "Consumer", "_settle_batch"),
 }
 

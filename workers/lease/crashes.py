@@ -4,9 +4,10 @@ and the gate that makes that count name the message that caused the death.
 Without this, a message that kills its consumer every time (a segfault in a parser, memory
 exhausted by one body) would be received, crash a consumer, be handed back, and so on until SQS
 moves it after `maxReceiveCount` receives, blocking its group all that time. The consumer that
-recovers a dead one's messages records the ids it was processing here (`workers.recovery`); any
-consumer of the instance that receives a message recorded `CRASH_DEAD_LETTER_AFTER` times
-dead-letters it at once, reason `crashed_consumer`, and the rest of its group goes on.
+hands back a dead one's messages records the ids it was processing here
+(`workers.lease.handback`); any consumer of the instance that receives a message recorded
+`CRASH_DEAD_LETTER_AFTER` times dead-letters it at once, reason `crashed_consumer`, and the rest
+of its group goes on.
 
 The blame is precise, so that a valid book is never dead-lettered for another's crashes:
 - A death names every message in processing at the time: the one that caused it, and
@@ -19,8 +20,8 @@ The blame is precise, so that a valid book is never dead-lettered for another's 
   the same bystanders again and again.
 - Deaths the pool decides are not the messages' doing and are not counted: a consumer killed
   for a missed heartbeat (its main loop stopped beating: a hung call, a starved machine; the
-  processing threads do not beat) or at its stop deadline (`held_state.absolve`). Nor is a stop:
-  a consumer stopping on purpose clears its processing slots itself.
+  processing threads do not beat) or at its stop deadline (`workers.lease.files.absolve`). Nor
+  is a stop: a consumer stopping on purpose clears its processing slots itself.
 - Counts expire (`CRASH_TTL_SECONDS` after the last crash recorded for the message), so deaths
   far apart and unrelated (the kernel's OOM killer choosing us for a neighbour's memory) never
   add up to a dead-letter.

@@ -9,7 +9,7 @@ One lock covers the registry and every visibility change, so an extension can ne
 release and hide a message again that we just gave back.
 
 Given a `ConsumerRecord`, the registry is also kept in the consumer's held file
-(`workers.held_state`), so that a successor can hand the messages back if this process dies.
+(`workers.lease.files`), so that a successor can hand the messages back if this process dies.
 The file only ever claims less than the truth: a message leaves it before the call that ends our
 hold on it (delete, release, backoff), and its `visible_until` moves on only after an extension
 succeeded.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from workers import metrics
 from workers.aws.sqs import Message, SqsTransport
-from workers.held_state import ConsumerRecord, ProcessingSlots
+from workers.lease.files import ConsumerRecord, ProcessingSlots
 
 log = logging.getLogger(__name__)
 

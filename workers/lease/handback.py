@@ -1,7 +1,7 @@
 """Handing back what dead consumers held, before their successor receives anything.
 
 The pool gives each new consumer the tokens of consumers that are gone and left files behind
-(`workers.held_state`): its predecessor in the slot, consumers of the previous run of the
+(`workers.lease.files`): its predecessor in the slot, consumers of the previous run of the
 instance, a consumer stopped past its deadline. The new consumer first waits until every receive
 call they had in progress can no longer be answered (`receive_wait`: SQS answers a long poll
 whose client died, and what it hands out then stays invisible for the visibility timeout; at most
@@ -12,8 +12,8 @@ whose client died, and what it hands out then stays invisible for the visibility
    consumers handed the same token never both act on it; and the file is gone before any
    message is released, so a consumer dying half-way can never make a later one release the
    same receipt handles again, after someone else has received those messages;
-2. records the ids in the processing slots as crashed (`workers.crashes`); a death the pool
-   decided, or a stop, left them blank (`held_state.absolve`, `ConsumerRecord.close`);
+2. records the ids in the processing slots as crashed (`workers.lease.crashes`); a death the pool
+   decided, or a stop, left them blank (`workers.lease.files.absolve`, `ConsumerRecord.close`);
 3. releases (visibility 0) every held message still invisible, `RECOVERY_MARGIN_SECONDS` ahead
    of now. A message whose visibility ran out may have been received by someone else already,
    and an old receipt handle must never release a message another consumer now holds;
@@ -42,8 +42,8 @@ from pathlib import Path
 
 from workers import metrics
 from workers.aws.sqs import SQS_BATCH, Message, SqsTransport
-from workers.crashes import CrashRegistry
-from workers.held_state import (
+from workers.lease.crashes import CrashRegistry
+from workers.lease.files import (
     HeldEntry,
     HeldRecord,
     TornFile,

@@ -4,7 +4,7 @@ A consumer that dies (SIGKILL, out of memory, a segfault, killed for a missed he
 hand back what it holds: those messages would stay invisible for the queue's visibility timeout,
 and their groups blocked with them. So each consumer keeps two files in `<state dir>/recovery/`
 (which survives a restart of the instance, see gunicorn.conf.py), and its successor hands the
-messages back (`workers.recovery`):
+messages back (`workers.lease.handback`):
 
 - `held-<token>.json`: the messages it holds (received, neither deleted nor given back yet) in
   receive order, each with its group, receipt handle and `visible_until`, the wall-clock time
@@ -19,7 +19,7 @@ messages back (`workers.recovery`):
 - `processing-<token>`: fixed-size slots written in place (one `pwrite` each, no allocation): one
   per processing thread, holding the id of the message it is processing or zeros, written at a
   message's start and end, so the recovery knows which message was in processing when the
-  consumer died (`workers.crashes`); and a first slot saying until when a receive call of the
+  consumer died (`workers.lease.crashes`); and a first slot saying until when a receive call of the
   consumer may still be answered. SQS answers a long poll whose client died all the same, and
   the messages of that answer stay invisible for their visibility timeout: a message handed
   back before the dead consumer's last long poll ended could be swallowed by it. A death the
