@@ -3,7 +3,7 @@
 Run: gunicorn -c gunicorn.conf.py
 
 The HTTP side is plain gunicorn (settings below, overridable with GUNICORN_CMD_ARGS or flags).
-The consumer pool is started from the server hooks: see workers/pool.py for why it looks the way
+The consumer pool is started from the server hooks: see workers/pool/ for why it looks the way
 it does. This file is executed again on SIGHUP, so module-level code must be idempotent.
 """
 
@@ -69,7 +69,7 @@ proc_name = "shelver"
 # gunicorn's own logger. Read before the settings are validated (on_starting): a bad value logs
 # as text until it stops start-up there.
 if read_log_format() == "json":
-    logger_class = "workers.gunicorn_logs.JsonLogger"
+    logger_class = "workers.pool.gunicorn_logs.JsonLogger"
 # Workers' heartbeat files: in memory where /dev/shm is there (containers, where /tmp may be a
 # disk-backed emptyDir and a read-only root leaves nothing else); else the default temp dir.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

@@ -127,7 +127,7 @@ LAST_POLL_TIMESTAMP = Gauge(
 DEAD_LETTER_REASONS = ("not_json", "duplicate_key", "not_object", "missing_field", "wrong_type",
                        "unknown_genre", "key_conflict", "crashed_consumer")
 RESTART_REASONS = ("died", "exited", "heartbeat")
-# The threads of workers.internal_errors.ConsumerThread.
+# The threads of workers.consumer.internal_errors.ConsumerThread.
 INTERNAL_ERROR_THREADS = ("keeper", "settle", "main")
 
 

@@ -18,7 +18,8 @@ import orjson
 
 POOL_FILE = "pool.json"
 # The state in which a wake-up makes a consumer poll at once: its pause between polls. A backoff
-# (state "backoff": a receive error, a breaker pause) is not cut short (workers/signals.py).
+# (state "backoff": a receive error, a breaker pause) is not cut short
+# (workers/consumer/signals.py).
 WAKEABLE_STATES = frozenset({"idle"})
 
 

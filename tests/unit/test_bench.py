@@ -130,9 +130,9 @@ def test_profile_summary_splits_aws_calls_by_caller(tmp_path: Path) -> None:
         f"{thread};BookStore.store (workers/books/store.py:79);"
         "BookStore._put (workers/books/store.py:134);"
         f"{api} 6",
-        f"{thread};Consumer._consume (workers/consumer.py:201);"
+        f"{thread};Consumer._consume (workers/consumer/loop.py:201);"
         f"SqsTransport.receive (workers/aws/sqs.py:79);{api} 2",
-        f"{thread};Consumer._update (workers/consumer.py:120);"
+        f"{thread};Consumer._update (workers/consumer/loop.py:120);"
         "write_atomically (workers/status.py:50);Path.write_bytes (pathlib.py:1066) 1",
         f"{thread} 1",
     ]) + "\n")

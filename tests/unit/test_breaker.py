@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tests.support.fakes import FakeClock, msg
 from workers.books.processor import Outcome, Result
-from workers.breaker import Breaker
+from workers.consumer.breaker import Breaker
 
 CAP = 30.0
 

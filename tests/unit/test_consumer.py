@@ -20,7 +20,8 @@ from prometheus_client import REGISTRY
 from tests.support.fakes import die
 from workers.aws.sqs import Message, QueueInfo
 from workers.books.processor import BookProcessor
-from workers.consumer import Consumer, ConsumerSpec
+from workers.consumer.loop import Consumer
+from workers.consumer.process import ConsumerSpec
 from workers.lease.files import ConsumerRecord, recovery_dir, tokens
 from workers.lease.handback import RECEIVE_MARGIN_SECONDS
 from workers.lease.held import HeldMessages

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from tests.support.aws import wait_until
 from tests.support.fakes import FakeClock, FakeTransport, msg
 from workers.aws.sqs import Message, SqsTransport
-from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
+from workers.consumer.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
 from workers.lease.files import (
     ConsumerRecord,
     held_path,

@@ -17,7 +17,9 @@ from workers.lease.files import (
     recovery_dir,
     tokens,
 )
-from workers.pool import ConsumerPool, ConsumerProcess, _Retiring, _Slot
+from workers.pool import ConsumerPool
+from workers.pool.process import ConsumerProcess
+from workers.pool.supervisor import _Retiring, _Slot
 from workers.settings import Settings
 
 

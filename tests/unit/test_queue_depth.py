@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock
 from workers.aws.sqs import SqsTransport
-from workers.queue_depth import QueueDepthSampler
+from workers.consumer.queue_depth import QueueDepthSampler
 
 Answer = tuple[int, int] | Exception | None
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,10 +40,8 @@ from workers.aws.clients import make_session
 from workers.aws.errors import describe
 from workers.aws.s3 import look_up_bucket
 from workers.aws.sqs import QueueInfo, discover_queue
+from workers.logs import Logger
 from workers.settings import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from workers.pool import Logger
 
 CONNECT_TIMEOUT_SECONDS = 2
 READ_TIMEOUT_SECONDS = 5

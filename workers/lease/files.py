@@ -212,9 +212,9 @@ class ProcessingSlots:
 
     def clear(self) -> None:
         """Blank every processing slot, for good: the process is about to die of an internal
-        error (`workers.internal_errors`), which is no message's fault, so the recovery must
-        count no crash against any. The receive slot stays: SQS may still answer a receive
-        call in progress, and the successor must wait it out."""
+        error (`workers.consumer.internal_errors`), which is no message's fault, so the
+        recovery must count no crash against any. The receive slot stays: SQS may still answer
+        a receive call in progress, and the successor must wait it out."""
         with self._lock:
             self._cleared = True
             os.pwrite(self._fd, _BLANK * (self._next - 1), SLOT_BYTES)

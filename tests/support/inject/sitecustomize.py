@@ -21,7 +21,7 @@ from typing import Any
 
 _PLACES = {
     "keeper": ("workers.lease.held", "HeldMessages", "extend_due"),
-    "settle": ("workers.consumer", "Consumer", "_settle_batch"),
+    "settle": ("workers.consumer.loop", "Consumer", "_settle_batch"),
 }
 
 

@@ -1,12 +1,13 @@
 """The one way a consumer ends on an internal error: an exception nothing expected (a bug), in
 a thread the consumer's correctness depends on.
 
-- the keeper (`workers.keeper`): without it, held messages are no longer extended, so SQS hands
-  them to another consumer while they are still being processed, and an orphan goes unnoticed;
-- the settle of a batch (`workers.batches`): it runs as a Future's done-callback, whose
+- the keeper (`workers.consumer.keeper`): without it, held messages are no longer extended, so
+  SQS hands them to another consumer while they are still being processed, and an orphan goes
+  unnoticed;
+- the settle of a batch (`workers.consumer.batches`): it runs as a Future's done-callback, whose
   exceptions concurrent.futures only logs; the batch's messages would stay held, extended up to
   VISIBILITY_CEILING_SECONDS, before anyone else could have them;
-- the main loop (`workers.consumer`): nothing would be received any more.
+- the main loop (`workers.consumer.loop`): nothing would be received any more.
 
 Going on would be a degraded mode nobody sees: the main loop still beats, /health still answers
 200. So the thread that caught the exception ends the process at once, logged with its

@@ -2,19 +2,19 @@
 
 Threads, each with one job:
 - main (this module): long-polls the queue and hands each batch to the processing threads, up to
-  a few batches in flight (`workers.batches`), pausing while whole batches fail
-  (`workers.breaker`);
+  a few batches in flight (`workers.consumer.batches`), pausing while whole batches fail
+  (`workers.consumer.breaker`);
 - processing threads (`CONSUMER_THREADS`): one message group each, strictly in order
   (`workers.books.processor`); the one finishing a batch's last group settles the batch: deletes /
   backs off / releases every message of it;
-- keeper (`workers.keeper`): extends the visibility of held messages, notices orphaning.
+- keeper (`workers.consumer.keeper`): extends the visibility of held messages, notices orphaning.
 
-An exception nothing expected in any of them ends the process (`workers.internal_errors`).
+An exception nothing expected in any of them ends the process (`workers.consumer.internal_errors`).
 
 What it holds is also kept in the state dir (`workers.lease.files`); before its first receive, a
 consumer hands back what the dead consumers the pool names held (`workers.lease.handback`).
 
-Signals only set flags and wake the main thread (`workers.signals`).
+Signals only set flags and wake the main thread (`workers.consumer.signals`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import dataclasses
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workers import metrics
 from workers.aws import AWS_ERRORS
@@ -35,7 +34,6 @@ from workers.aws.clients import make_clients
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.preflight import not_fifo
 from workers.aws.sqs import SqsTransport, discover_queue
-from workers.batches import InFlightBatches
 from workers.books.processor import (
     BookProcessor,
     Outcome,
@@ -44,41 +42,29 @@ from workers.books.processor import (
     visibility_changes,
 )
 from workers.books.store import BookStore
-from workers.breaker import Breaker
-from workers.internal_errors import ConsumerThread, exit_on_internal_error
-from workers.keeper import EXIT_ORPHANED, Keeper, die_with_parent
+from workers.consumer.batches import InFlightBatches
+from workers.consumer.breaker import Breaker
+from workers.consumer.internal_errors import ConsumerThread, exit_on_internal_error
+from workers.consumer.keeper import EXIT_ORPHANED, Keeper
+from workers.consumer.queue_depth import QueueDepthSampler
+from workers.consumer.signals import LongPollAbandoned, Signals
 from workers.lease.crashes import CrashRegistry
 from workers.lease.files import ConsumerRecord, recovery_dir
 from workers.lease.handback import receive_wait, recover
 from workers.lease.held import HeldMessages
-from workers.logs import log_json_to_stderr
-from workers.queue_depth import QueueDepthSampler
-from workers.settings import Settings
-from workers.signals import LongPollAbandoned, Signals
 from workers.status import ConsumerStatus, write_consumer_status
+
+if TYPE_CHECKING:
+    from workers.consumer.process import ConsumerSpec
 
 log = logging.getLogger(__name__)
 
-# Named exit codes (and EXIT_ORPHANED, from workers.keeper; EXIT_INTERNAL_ERROR, from
-# workers.internal_errors).
+# Named exit codes (and EXIT_ORPHANED, from workers.consumer.keeper; EXIT_INTERNAL_ERROR, from
+# workers.consumer.internal_errors).
 EXIT_OK = 0
 # Receive errors (SQS down, credentials, ...) back off exponentially up to this; so do the
 # circuit breaker's pauses.
 MAX_RECEIVE_BACKOFF_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """Everything a consumer needs, passed by the pool when it spawns one (must pickle)."""
-
-    slot: int
-    restarts: int
-    settings: Settings
-    parent_pid: int
-    # Names this consumer's files in the state dir (pids repeat after a container restart).
-    token: str
-    # Tokens of dead consumers whose messages this one hands back before receiving.
-    predecessors: tuple[str, ...] = ()
 
 
 class Consumer:
@@ -323,34 +309,3 @@ class Consumer:
         self._update(state="stopped")
         log.info("consumer %d (pid %d) stopped", self.spec.slot, self.pid)
         return code
-
-
-def consumer_main(spec: ConsumerSpec) -> None:
-    """Process entry point (multiprocessing target)."""
-    die_with_parent()
-    # Our own process group: a Ctrl-C in the terminal goes to gunicorn, which stops us in order,
-    # instead of racing the pool's restart logic.
-    os.setpgrp()
-    if spec.settings.log_format == "json":
-        log_json_to_stderr(spec.settings.log_level, slot=spec.slot)
-    else:
-        logging.basicConfig(
-            level=spec.settings.log_level,
-            format=(f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] consumer-{spec.slot}: "
-                    "%(message)s"),
-            stream=sys.stderr,
-        )
-    # botocore announces where it found credentials and endpoints at INFO, per client.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    consumer = Consumer(spec)
-    if os.getppid() != spec.parent_pid:  # the parent died before prctl took effect
-        sys.exit(EXIT_ORPHANED)
-    try:
-        code = consumer.run()
-    except Exception as exc:
-        consumer.internal_error("main", exc)  # ends the process
-        raise
-    logging.shutdown()
-    # os._exit, not sys.exit: abandoned processing threads must not hold the exit up (the
-    # interpreter would join them), and there is nothing left to flush.
-    os._exit(code)

@@ -13,7 +13,7 @@ batches in flight together never share a group and need no coordination.
 Each batch is split by message group, one processing thread per group; the thread that finishes
 a batch's last group settles the whole batch (one batched delete and visibility change), off the
 receive loop. It does so in a Future's done-callback, whose exceptions concurrent.futures would
-only log: anything that escapes it is an internal error (`workers.internal_errors`).
+only log: anything that escapes it is an internal error (`workers.consumer.internal_errors`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from workers import metrics
 from workers.aws.sqs import Message
 from workers.books.processor import Outcome, Result
-from workers.internal_errors import ConsumerThread
+from workers.consumer.internal_errors import ConsumerThread
 
 log = logging.getLogger(__name__)
 

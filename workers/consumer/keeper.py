@@ -5,7 +5,7 @@ Orphaning is caught twice: Linux sends a parent-death signal (`die_with_parent`)
 watches getppid() in case the signal never came (not Linux, or the parent died before prctl).
 
 A failed AWS call only waits for the next round; any other exception is a bug that would stop
-both jobs in silence, so it ends the consumer (`workers.internal_errors`).
+both jobs in silence, so it ends the consumer (`workers.consumer.internal_errors`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields
-from workers.internal_errors import exit_at_once, exit_on_internal_error
+from workers.consumer.internal_errors import exit_at_once, exit_on_internal_error
 from workers.lease.held import HeldMessages
 
 log = logging.getLogger(__name__)

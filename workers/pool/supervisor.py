@@ -22,7 +22,6 @@ receiving (`workers.lease.handback`).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.process
 import os
@@ -31,16 +30,15 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
-from typing import Protocol
 
 from prometheus_client import multiprocess
 
 from workers import metrics
-from workers.consumer import ConsumerSpec, consumer_main
+from workers.consumer.process import ConsumerSpec, consumer_main
 from workers.lease.files import absolve, recovery_dir, tokens
+from workers.logs import Logger
+from workers.pool.process import ConsumerProcess
 from workers.settings import Settings
 from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
 
@@ -76,54 +74,6 @@ def stop_deadline(settings: Settings) -> float:
     terminationGracePeriodSeconds) must exceed this, or it SIGKILLs a stop in progress."""
     return (HTTP_GRACEFUL_TIMEOUT_SECONDS + consumer_kill_deadline(settings)
             + STOP_OVERHEAD_SECONDS)
-
-
-class Logger(Protocol):
-    """gunicorn's logger (`server.log`); `extra` takes the structured fields of `workers.logs`."""
-
-    def info(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
-             ) -> None: ...
-    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
-                ) -> None: ...
-    def error(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
-              ) -> None: ...
-
-
-class ConsumerProcess:
-    """A spawned consumer and a pidfd that tells when it has ended."""
-
-    def __init__(self, process: BaseProcess, token: str, predecessors: tuple[str, ...]) -> None:
-        self.process = process
-        self.token = token
-        self.predecessors = predecessors  # handed to it: nobody else gets them while it lives
-        self.pid: int = process.pid or 0
-        try:
-            self._pidfd: int | None = os.pidfd_open(self.pid)
-        except ProcessLookupError:  # already gone (and reaped by gunicorn)
-            self._pidfd = None
-
-    def fileno(self) -> int:
-        """Readable once the process has ended, so `select` can watch it."""
-        assert self._pidfd is not None
-        return self._pidfd
-
-    def is_dead(self) -> bool:
-        return self._pidfd is None or bool(select.select([self._pidfd], [], [], 0)[0])
-
-    def signal(self, signum: int) -> None:
-        if self._pidfd is not None and not self.is_dead():
-            # pidfd_send_signal would be the race-free form; Python has no binding for it, and a
-            # live pidfd means the pid has not been recycled yet.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signum)
-
-    def close(self) -> None:
-        self.process.join(0)  # reaps it unless gunicorn's waitpid(-1) already did
-        # Never let multiprocessing's exit handler signal or join this pid later: it may be reused.
-        multiprocessing.process._children.discard(self.process)  # type: ignore[attr-defined]
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
 
 
 @dataclass
