@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.support.fakes import FakeClock, msg
+from workers.backoff import Backoff
 from workers.books.processor import Outcome, Result
 from workers.consumer.breaker import Breaker
 
@@ -19,7 +20,7 @@ class Fixture:
     breaker: Breaker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.breaker = Breaker(0, self.reports.append, CAP, clock=self.clock)
+        self.breaker = Breaker(0, self.reports.append, Backoff(1.0, CAP), clock=self.clock)
 
 
 def failed(reason: str = "SlowDown") -> list[Result]:

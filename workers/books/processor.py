@@ -23,6 +23,7 @@ from workers import metrics
 from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.sqs import Message, SqsTransport
+from workers.backoff import Backoff
 from workers.books.decode import InvalidBook, decode_book
 from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
 from workers.lease.crashes import CrashRegistry, ProcessingGate
@@ -254,6 +255,5 @@ def visibility_changes(results: Sequence[Result], base: float, cap: float
 
 def backoff_seconds(receive_count: int, base: float, cap: float) -> int:
     """Exponential visibility backoff for a message's n-th failed attempt, capped."""
-    exponent = min(max(receive_count - 1, 0), 30)
     # Rounded up: SQS takes whole seconds, and 0.5 s must not become an immediate retry.
-    return math.ceil(min(cap, base * 2.0**exponent))
+    return math.ceil(Backoff(base, cap).delay(max(receive_count, 1)))

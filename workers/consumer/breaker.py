@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from workers.backoff import Backoff
 from workers.books.processor import Outcome, Result
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,10 @@ class Breaker:
     # Hears why batches fail (e.g. "SlowDown") on each trip, and None once they make progress
     # again: /health needs it, since receives still succeed while S3 is down.
     report: Callable[[str | None], None]
-    max_pause: float
+    backoff: Backoff
     clock: Callable[[], float] = time.monotonic
-    _pause: float = field(default=0.0, init=False)  # seconds; grows while whole batches fail
+    _failed: int = field(default=0, init=False)  # whole batches failed in a row
+    _pause: float = field(default=0.0, init=False)  # seconds
     _paused_until: float = field(default=0.0, init=False)  # clock time
     _failing: str | None = field(default=None, init=False)
     # Batches in flight together settle on different processing threads.
@@ -39,12 +41,13 @@ class Breaker:
         retried = [r for r in results if r.outcome is Outcome.RETRY]
         with self._lock:
             if not retried or any(r.outcome.done for r in results):
-                self._pause = 0.0
+                self._failed = 0
                 if self._failing is None:
                     return
                 self._failing = None
             else:
-                self._pause = min(max(self._pause * 2, 1.0), self.max_pause)
+                self._failed += 1
+                self._pause = self.backoff.delay(self._failed)
                 self._paused_until = self.clock() + self._pause
                 self._failing = retried[0].reason
                 log.warning("consumer %d: every message of the batch failed, pausing receives "

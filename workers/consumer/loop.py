@@ -34,6 +34,7 @@ from workers.aws.clients import make_clients
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.preflight import not_fifo
 from workers.aws.sqs import SqsTransport, discover_queue
+from workers.backoff import Backoff
 from workers.books.processor import (
     BookProcessor,
     Outcome,
@@ -62,9 +63,9 @@ log = logging.getLogger(__name__)
 # Named exit codes (and EXIT_ORPHANED, from workers.consumer.keeper; EXIT_INTERNAL_ERROR, from
 # workers.consumer.internal_errors).
 EXIT_OK = 0
-# Receive errors (SQS down, credentials, ...) back off exponentially up to this; so do the
-# circuit breaker's pauses.
-MAX_RECEIVE_BACKOFF_SECONDS = 30.0
+# After a failed queue lookup or receive (SQS down, credentials, ...), and while whole batches
+# fail (the breaker): 1, 2, 4 ... 30 s.
+RECEIVE_BACKOFF = Backoff(1.0, 30.0)
 
 
 class Consumer:
@@ -84,7 +85,7 @@ class Consumer:
                                       self.settings.crash_dead_letter_after)
         self._transport: SqsTransport | None = None
         self._keeper = Keeper(spec.slot, spec.parent_pid, self._signals.stop)
-        self._breaker = Breaker(spec.slot, self._report_failing, MAX_RECEIVE_BACKOFF_SECONDS)
+        self._breaker = Breaker(spec.slot, self._report_failing, RECEIVE_BACKOFF)
 
     # -- status ---------------------------------------------------------------------------------
     def _update(self, **changes: object) -> None:
@@ -166,7 +167,7 @@ class Consumer:
     def _connect(self, sqs: object, sqs_receive: object) -> bool:
         """Find the queue, retrying with backoff: a missing queue, or one that is not FIFO (the
         preflight could not tell at start), must not become a crash loop."""
-        delay = 1.0
+        failures = 0
         while not self._signals.stopping():
             self._beat()
             unusable: str | None = None  # why the queue cannot be consumed, for now
@@ -180,12 +181,13 @@ class Consumer:
                     unusable = not_fifo(self.settings.input_queue)
                     fields = {"reason": "not_fifo", "error": unusable}
             if unusable is not None:
+                failures += 1
+                delay = RECEIVE_BACKOFF.delay(failures)
                 log.error("consumer %d cannot use queue %r, retrying in %.0f s: %s",
                           self.spec.slot, self.settings.input_queue, delay, unusable,
                           extra=fields)
                 self._update(state="backoff", last_error=f"queue lookup: {unusable}")
                 self._sleep(delay)
-                delay = min(delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue
             if queue.dead_letter_url is None:
                 log.warning("input queue %s has no RedrivePolicy: invalid messages will stay "
@@ -222,7 +224,7 @@ class Consumer:
         )
         depth = QueueDepthSampler(self.spec.slot, self._transport,
                                   self.settings.queue_sample_seconds)
-        error_delay = 1.0
+        receive_failures = 0
         while not stopping():
             if not batches.wait_for_room(stopping):
                 break
@@ -244,14 +246,15 @@ class Consumer:
                 break
             except AWS_ERRORS as exc:
                 metrics.RECEIVE_CALLS.labels(result="error").inc()
+                receive_failures += 1
+                error_delay = RECEIVE_BACKOFF.delay(receive_failures)
                 log.error("consumer %d receive failed, retrying in %.0f s: %s",
                           self.spec.slot, error_delay, exc,
                           extra=failure_fields(exc))
                 self._update(state="backoff", last_error=f"receive: {failure_reason(exc)}")
                 self._sleep(error_delay)
-                error_delay = min(error_delay * 2, MAX_RECEIVE_BACKOFF_SECONDS)
                 continue
-            error_delay = 1.0
+            receive_failures = 0
             now = time.time()
             metrics.LAST_POLL_TIMESTAMP.set(now)
             self._update(last_poll_at=now, last_error=None)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from prometheus_client import multiprocess
 
 from workers import metrics
+from workers.backoff import Backoff
 from workers.consumer.process import ConsumerSpec, consumer_main
 from workers.lease.files import absolve, recovery_dir, tokens
 from workers.logs import Logger
@@ -43,9 +44,10 @@ from workers.settings import Settings
 from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
 
 # A consumer that dies sooner than this after its start counts as crashing, and its slot's
-# restarts back off exponentially up to MAX_RESPAWN_DELAY.
+# restarts back off: the first crash is restarted at once, then 2, 4 ... MAX_RESPAWN_DELAY s.
 QUICK_CRASH_SECONDS = 10.0
 MAX_RESPAWN_DELAY = 60.0
+RESPAWN_BACKOFF = Backoff(2.0, MAX_RESPAWN_DELAY)
 # Extra time given to consumers past their own stop deadline before they are killed.
 KILL_GRACE_SECONDS = 5.0
 # gunicorn's graceful_timeout (gunicorn.conf.py reads it): how long a stop waits for the HTTP
@@ -198,9 +200,7 @@ class ConsumerPool:
             slot.process = None
             slot.restarts += 1
             slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_SECONDS else 0
-            delay = 0.0
-            if slot.quick_crashes > 1:
-                delay = min(2.0 ** (slot.quick_crashes - 1), MAX_RESPAWN_DELAY)
+            delay = RESPAWN_BACKOFF.delay(slot.quick_crashes - 1)
             slot.respawn_at = time.monotonic() + delay
             reason = "heartbeat" if slot.murdered else "exited" if clean else "died"
             slot.murdered = False
