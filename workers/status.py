@@ -9,6 +9,7 @@ them without touching AWS, and the pool reads the consumers' heartbeats from the
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import threading
 from dataclasses import dataclass
@@ -17,17 +18,32 @@ from pathlib import Path
 import orjson
 
 POOL_FILE = "pool.json"
+
+
+class ConsumerState(enum.StrEnum):
+    """What a consumer is doing, as its status file and /health say it."""
+
+    STARTING = "starting"  # spawned, looking its queue up, handing back its predecessors'
+    POLLING = "polling"  # in a receive call, nothing in processing
+    PROCESSING = "processing"  # receiving again while batches are in processing
+    IDLE = "idle"  # the pause between polls after an empty receive (POLL_INTERVAL_SECONDS)
+    BACKOFF = "backoff"  # waiting after a failed receive or queue lookup, or a breaker pause
+    STOPPED = "stopped"  # exited on purpose: the pool counts its end as "exited", not "died"
+    # /health's own, for a slot the consumer's status file cannot speak for:
+    RESTARTING = "restarting"  # no consumer in the slot (the pool is replacing it)
+    UNRESPONSIVE = "unresponsive"  # its process is gone or has not beaten for too long
+
+
 # The state in which a wake-up makes a consumer poll at once: its pause between polls. A backoff
-# (state "backoff": a receive error, a breaker pause) is not cut short
-# (workers/consumer/signals.py).
-WAKEABLE_STATES = frozenset({"idle"})
+# is not cut short (workers/consumer/signals.py).
+WAKEABLE_STATES = frozenset({ConsumerState.IDLE})
 
 
 @dataclass(frozen=True)
 class ConsumerStatus:
     slot: int
     pid: int
-    state: str
+    state: ConsumerState
     restarts: int
     started_at: float
     heartbeat_at: float
@@ -67,7 +83,7 @@ def read_consumer_status(state_dir: str | Path, pid: int) -> ConsumerStatus | No
         raw = orjson.loads(consumer_file(state_dir, pid).read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
-    return ConsumerStatus(**raw)
+    return ConsumerStatus(**{**raw, "state": ConsumerState(raw["state"])})
 
 
 def remove_consumer_status(state_dir: str | Path, pid: int) -> None:

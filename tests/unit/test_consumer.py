@@ -26,7 +26,7 @@ from workers.lease.files import ConsumerRecord, recovery_dir, tokens
 from workers.lease.handback import RECEIVE_MARGIN_SECONDS
 from workers.lease.held import HeldMessages
 from workers.settings import Settings
-from workers.status import read_consumer_status
+from workers.status import ConsumerState, read_consumer_status
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_a_long_sleep_keeps_beating(consumer: Consumer, monkeypatch: pytest.Monk
 
 
 def test_status_file_tracks_state_and_heartbeat(consumer: Consumer, tmp_path: Path):
-    consumer._beat("idle")
+    consumer._beat(ConsumerState.IDLE)
     status = read_consumer_status(tmp_path, os.getpid())
     assert status is not None
     assert status.state == "idle"

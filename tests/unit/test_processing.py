@@ -32,7 +32,14 @@ from workers.books.processor import (
     retries_exhausted_at,
     visibility_changes,
 )
-from workers.books.store import BookStore, KeyConflict, Origin, StoredBook, WriteContention
+from workers.books.store import (
+    BookStore,
+    KeyConflict,
+    Origin,
+    StoredBook,
+    StoreOutcome,
+    WriteContention,
+)
 from workers.lease.crashes import CrashRegistry, ProcessingGate
 from workers.lease.files import ProcessingSlots, read_processing
 from workers.logs import FIELDS
@@ -64,7 +71,7 @@ class FakeStore:
         failure = self.failures.get(book.id)
         if failure is not None:
             raise failure
-        outcome = "superseded" if book.id in self.superseded else "created"
+        outcome = StoreOutcome.SUPERSEDED if book.id in self.superseded else StoreOutcome.CREATED
         return StoredBook(book.bucket, f"{book.title}.json", outcome)
 
 

@@ -26,6 +26,7 @@ from workers.books.store import (
     KeyConflict,
     Origin,
     StoredBook,
+    StoreOutcome,
     WriteContention,
 )
 
@@ -94,7 +95,7 @@ class Spy:
 def test_create_writes_body_content_type_and_metadata(s3: Any, objects: S3Objects) -> None:
     book = make_book(pages=412)
     stored = BookStore(objects).store(book, Origin("msg-1"))
-    assert stored == StoredBook(bucket=BUCKET, key="Dune.json", outcome="created")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.CREATED)
     body, response = read(s3, "Dune.json")
     assert body == book.body
     assert response["ContentType"] == "application/json"
@@ -112,7 +113,7 @@ def test_same_book_replaces_its_file(s3: Any, objects: S3Objects) -> None:
     store.store(make_book(summary="old"), Origin("msg-1"))
     updated = make_book(summary="new")
     stored = store.store(updated, Origin("msg-2"))
-    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.REPLACED)
     body, response = read(s3, "Dune.json")
     assert body == updated.body
     assert response["Metadata"]["message-id"] == "msg-2"
@@ -127,7 +128,7 @@ def test_a_later_version_this_process_wrote_before_costs_one_request(
 
     stored = store.store(make_book(summary="v2"), Origin("msg-2", "g", 2, receive_count=1))
 
-    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.REPLACED)
     assert spy.calls == ["put", "put_if_match"]
     assert read(s3, "Dune.json")[0] == make_book(summary="v2").body
 
@@ -143,7 +144,7 @@ def test_a_stale_remembered_etag_falls_back_to_the_full_protocol(
 
     stored = ours.store(make_book(summary="v3"), Origin("msg-3", "g", 3, receive_count=1))
 
-    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.REPLACED)
     assert spy.calls == ["put_if_match", "put", "head", "put_if_match"]
     assert read(s3, "Dune.json")[0] == make_book(summary="v3").body
 
@@ -166,7 +167,7 @@ def test_a_redelivery_is_not_fooled_by_a_later_version_with_the_same_bytes(
 
     stored = first.store(b, Origin("m-6", "g", 6, receive_count=2))
 
-    assert stored == StoredBook(BUCKET, "Dune.json", "superseded")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.SUPERSEDED)
     assert p1.calls == ["put", "head"]  # nothing written: the refused create, the read
     body, response = read(s3, "Dune.json")
     assert body == a.body
@@ -184,7 +185,7 @@ def test_only_a_first_delivery_rests_on_the_remembered_etag(
 
     stored = store.store(make_book(summary="v2"), Origin("msg-2", "g", 2, receive_count))
 
-    assert stored == StoredBook(BUCKET, "Dune.json", "replaced")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.REPLACED)
     assert spy.calls == ["put", "head", "put_if_match"]
     assert read(s3, "Dune.json")[0] == make_book(summary="v2").body
 
@@ -197,7 +198,7 @@ def test_a_remembered_key_never_lets_another_book_overwrite_it(
 
     stored = store.store(other, Origin("msg-2"))
 
-    assert stored == StoredBook(BUCKET, "Dune~b-2.json", "created_alternate")
+    assert stored == StoredBook(BUCKET, "Dune~b-2.json", StoreOutcome.CREATED, alternate=True)
     assert read(s3, "Dune.json")[0] == make_book().body
 
 
@@ -205,7 +206,7 @@ def test_redelivery_of_same_message_is_idempotent(s3: Any, objects: S3Objects) -
     store = BookStore(objects)
     book = make_book()
     store.store(book, Origin("msg-1"))
-    assert store.store(book, Origin("msg-1")).outcome == "replaced"
+    assert store.store(book, Origin("msg-1")).reason == "replaced"
     assert read(s3, "Dune.json")[0] == book.body
 
 
@@ -221,13 +222,13 @@ def test_a_redelivered_older_message_of_the_group_never_rewinds_the_file(
     again = [fresh.store(make_book(summary="v1"), Origin("msg-1", "g", 101)),
              fresh.store(make_book(summary="v2"), Origin("msg-2", "g", 102))]
 
-    assert [a.outcome for a in again] == ["superseded", "superseded"]
+    assert [a.reason for a in again] == ["superseded", "superseded"]
     assert not any(a.written for a in again)
     body, response = read(s3, "Dune.json")
     assert body == make_book(summary="v2").body
     assert response["Metadata"] == {"book-id": "b-1", "message-id": "msg-2",
                                     "message-group": "g", "sequence-number": "102"}
-    assert fresh.store(make_book(summary="v3"), Origin("msg-3", "g", 103)).outcome == "replaced"
+    assert fresh.store(make_book(summary="v3"), Origin("msg-3", "g", 103)).reason == "replaced"
 
 
 def test_the_remembered_file_of_a_later_message_is_checked_before_skipping(
@@ -236,7 +237,7 @@ def test_the_remembered_file_of_a_later_message_is_checked_before_skipping(
     store.store(make_book(summary="v2"), Origin("msg-2", "g", 102))
     s3.delete_object(Bucket=BUCKET, Key="Dune.json")  # gone behind the cache's back
 
-    assert store.store(make_book(summary="v1"), Origin("msg-1", "g", 101)).outcome == "created"
+    assert store.store(make_book(summary="v1"), Origin("msg-1", "g", 101)).reason == "created"
 
 
 def test_order_is_kept_within_a_group_only(s3: Any, objects: S3Objects) -> None:
@@ -245,7 +246,7 @@ def test_order_is_kept_within_a_group_only(s3: Any, objects: S3Objects) -> None:
 
     stored = BookStore(objects).store(make_book(summary="from h"), Origin("msg-1", "h", 100))
 
-    assert stored.outcome == "replaced"
+    assert stored.reason == "replaced"
     assert read(s3, "Dune.json")[0] == make_book(summary="from h").body
 
 
@@ -254,7 +255,7 @@ def test_a_file_without_sequence_metadata_is_replaced_as_before(objects: S3Objec
 
     stored = BookStore(objects).store(make_book(summary="new"), Origin("msg-2", "g", 1))
 
-    assert stored.outcome == "replaced"
+    assert stored.reason == "replaced"
 
 
 def test_an_alternate_key_is_guarded_the_same_way(s3: Any, objects: S3Objects) -> None:
@@ -264,7 +265,8 @@ def test_an_alternate_key_is_guarded_the_same_way(s3: Any, objects: S3Objects) -
 
     stored = BookStore(objects).store(make_book("b-1", summary="v1"), Origin("msg-1", "g", 11))
 
-    assert stored == StoredBook(BUCKET, object_key("Dune", "b-1"), "superseded_alternate")
+    assert stored == StoredBook(BUCKET, object_key("Dune", "b-1"), StoreOutcome.SUPERSEDED,
+                                alternate=True)
     assert read(s3, object_key("Dune", "b-1"))[0] == make_book("b-1", summary="v2").body
 
 
@@ -273,7 +275,7 @@ def test_different_book_same_title_keeps_both(s3: Any, objects: S3Objects) -> No
     first, second = make_book("b-1", author="A"), make_book("b-2", author="B")
     store.store(first, Origin("msg-1"))
     stored = store.store(second, Origin("msg-2"))
-    assert stored == StoredBook(BUCKET, "Dune~b-2.json", "created_alternate")
+    assert stored == StoredBook(BUCKET, "Dune~b-2.json", StoreOutcome.CREATED, alternate=True)
     assert stored.key == object_key("Dune", "b-2")
     assert read(s3, "Dune.json")[0] == first.body
     body, response = read(s3, "Dune~b-2.json")
@@ -287,7 +289,7 @@ def test_update_of_alternate_book_replaces_only_its_file(s3: Any, objects: S3Obj
     store.store(first, Origin("msg-1"))
     store.store(make_book("b-2", summary="old"), Origin("msg-2"))
     updated = make_book("b-2", summary="new")
-    expected = StoredBook(BUCKET, "Dune~b-2.json", "replaced_alternate")
+    expected = StoredBook(BUCKET, "Dune~b-2.json", StoreOutcome.REPLACED, alternate=True)
     assert store.store(updated, Origin("msg-3")) == expected
     assert read(s3, "Dune~b-2.json")[0] == updated.body
     assert read(s3, "Dune.json")[0] == first.body
@@ -296,15 +298,15 @@ def test_update_of_alternate_book_replaces_only_its_file(s3: Any, objects: S3Obj
 def test_non_ascii_id_is_percent_encoded_in_metadata(s3: Any, objects: S3Objects) -> None:
     store = BookStore(objects)
     book = make_book("книга-1 📚", title="Война и мир")
-    assert store.store(book, Origin("msg-1")).outcome == "created"
+    assert store.store(book, Origin("msg-1")).reason == "created"
     metadata = read(s3, object_key(book.title))[1]["Metadata"]
     assert metadata["book-id"].isascii()
     assert unquote(metadata["book-id"]) == "книга-1 📚"
     # Comparing the stored id must recognise the same book again...
-    assert store.store(book, Origin("msg-2")).outcome == "replaced"
+    assert store.store(book, Origin("msg-2")).reason == "replaced"
     # ...and an ASCII id that looks like an escape must not pass for it.
     lookalike = make_book(metadata["book-id"], title="Война и мир")
-    assert store.store(lookalike, Origin("msg-3")).outcome == "created_alternate"
+    assert store.store(lookalike, Origin("msg-3")).reason == "created_alternate"
     assert read(s3, object_key(book.title))[0] == book.body
 
 
@@ -319,13 +321,13 @@ def test_keys_that_need_url_encoding_land_under_their_own_name(
 def test_ids_differing_only_in_escape_characters_stay_distinct(objects: S3Objects) -> None:
     store = BookStore(objects)
     store.store(make_book("a%41"), Origin("msg-1"))
-    assert store.store(make_book("aA"), Origin("msg-2")).outcome == "created_alternate"
+    assert store.store(make_book("aA"), Origin("msg-2")).reason == "created_alternate"
 
 
 def test_file_without_book_id_metadata_is_never_overwritten(s3: Any, objects: S3Objects) -> None:
     s3.put_object(Bucket=BUCKET, Key="Dune.json", Body=b"manual")
     stored = BookStore(objects).store(make_book(), Origin("msg-1"))
-    assert stored.outcome == "created_alternate"
+    assert stored.reason == "created_alternate"
     assert read(s3, "Dune.json")[0] == b"manual"
 
 
@@ -353,7 +355,7 @@ def test_distinct_books_get_distinct_alternate_keys(
         store.store(make_book(f"holder-{number}", title=title), Origin(f"msg-h{number}"))
     one = store.store(make_book(first[1], title=first[0]), Origin("msg-1"))
     two = store.store(make_book(second[1], title=second[0]), Origin("msg-2"))
-    assert (one.outcome, two.outcome) == ("created_alternate", "created_alternate")
+    assert (one.reason, two.reason) == ("created_alternate", "created_alternate")
     assert one.key != two.key
 
 
@@ -372,7 +374,7 @@ def test_file_deleted_before_head_starts_over(s3: Any, objects: S3Objects) -> No
     BookStore(objects).store(make_book("b-1"), Origin("msg-1"))
     spy = Spy(objects, before_head=lambda: s3.delete_object(Bucket=BUCKET, Key="Dune.json"))
     stored = BookStore(spy).store(make_book("b-2"), Origin("msg-2"))
-    assert stored == StoredBook(BUCKET, "Dune.json", "created")
+    assert stored == StoredBook(BUCKET, "Dune.json", StoreOutcome.CREATED)
     assert spy.calls == ["put", "head", "put"]
     assert read(s3, "Dune.json")[1]["Metadata"]["book-id"] == "b-2"
 
@@ -384,7 +386,7 @@ def test_file_changed_between_head_and_if_match_put_starts_over(
     v2 = make_book("b-1", summary="v2")
     spy = Spy(objects, after_head=lambda: BookStore(objects).store(v2, Origin("msg-2")))
     v3 = make_book("b-1", summary="v3")
-    assert BookStore(spy).store(v3, Origin("msg-3")).outcome == "replaced"
+    assert BookStore(spy).store(v3, Origin("msg-3")).reason == "replaced"
     assert spy.calls == ["put", "head", "put_if_match", "put", "head", "put_if_match"]
     assert read(s3, "Dune.json")[0] == v3.body
 
@@ -393,7 +395,7 @@ def test_file_deleted_between_head_and_if_match_put_starts_over(
         s3: Any, objects: S3Objects) -> None:
     BookStore(objects).store(make_book("b-1"), Origin("msg-1"))
     spy = Spy(objects, after_head=lambda: s3.delete_object(Bucket=BUCKET, Key="Dune.json"))
-    assert BookStore(spy).store(make_book("b-1"), Origin("msg-2")).outcome == "created"
+    assert BookStore(spy).store(make_book("b-1"), Origin("msg-2")).reason == "created"
     assert spy.calls == ["put", "head", "put_if_match", "put"]
 
 
@@ -408,7 +410,7 @@ def test_file_taken_by_other_book_between_head_and_put_is_not_overwritten(
 
     spy = Spy(objects, after_head=replace_by_another_book)
     stored = BookStore(spy).store(make_book("b-1", summary="mine"), Origin("msg-2"))
-    assert stored == StoredBook(BUCKET, "Dune~b-1.json", "created_alternate")
+    assert stored == StoredBook(BUCKET, "Dune~b-1.json", StoreOutcome.CREATED, alternate=True)
     assert read(s3, "Dune.json")[0] == other.body
 
 
@@ -435,7 +437,7 @@ def test_409_conditional_conflict_is_a_retryable_precondition(
     stub.script(refused("ConditionalRequestConflict", 409),
                 Answer(404),  # the key vanished before our HeadObject: start over
                 Answer(200, etag='"e1"'))
-    assert BookStore(objects).store(make_book(), Origin("msg-1")).outcome == "created"
+    assert BookStore(objects).store(make_book(), Origin("msg-1")).reason == "created"
     assert [r.method for r in stub.requests] == ["PUT", "HEAD", "PUT"]
 
 

@@ -94,7 +94,7 @@ def message_fields(message: Message, outcome: Outcome) -> dict[str, str]:
 def stored_fields(message: Message, book_id: str, stored: StoredBook) -> dict[str, str]:
     """A stored message; reason: how the book was written (created, replaced, superseded: not
     written)."""
-    return {**message_fields(message, Outcome.STORED), "reason": stored.outcome,
+    return {**message_fields(message, Outcome.STORED), "reason": stored.reason,
             "book_id": book_id, "bucket": stored.bucket, "key": stored.key}
 
 
@@ -200,7 +200,7 @@ class BookProcessor:
             return Result(message, Outcome.STORED, "superseded")
         if log.isEnabledFor(logging.DEBUG):  # the fields cost a dict per book, at every level
             log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
-                      stored.outcome, extra=stored_fields(message, book.id, stored))
+                      stored.reason, extra=stored_fields(message, book.id, stored))
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()
         metrics.observe_since_sent(metrics.MESSAGE_LAG_SECONDS, message.sent_at, time.time())
         return Result(message, Outcome.STORED)

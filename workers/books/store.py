@@ -51,6 +51,7 @@ metadata).
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import string
@@ -89,17 +90,30 @@ class WriteContention(Exception):
     """A transient failure: the key kept changing under us for ``MAX_ATTEMPTS`` rounds."""
 
 
+class StoreOutcome(enum.Enum):
+    """How `BookStore.store` filed a book."""
+
+    CREATED = "created"  # the key was free
+    REPLACED = "replaced"  # the key held this book: it now holds this message's version
+    # Not written: the key holds this book from the same or a later message of the group.
+    SUPERSEDED = "superseded"
+
+
 @dataclass(frozen=True)
 class StoredBook:
     bucket: str
     key: str
-    # "created" | "replaced" | "superseded" (not written: the file holds a later message of the
-    # group), each with "_alternate" when the book went to its alternate key.
-    outcome: str
+    outcome: StoreOutcome
+    alternate: bool = False  # the key is the book's alternate key, `object_key(title, id)`
 
     @property
     def written(self) -> bool:
-        return not self.outcome.startswith(SUPERSEDED)
+        return self.outcome is not StoreOutcome.SUPERSEDED
+
+    @property
+    def reason(self) -> str:
+        """How it was filed, as the log field `reason` says it: created, replaced_alternate..."""
+        return f"{self.outcome.value}_alternate" if self.alternate else self.outcome.value
 
 
 @dataclass(frozen=True)
@@ -167,9 +181,11 @@ def metadata_id(value: str) -> str:
     return encoded
 
 
-# `_write_if_ours` when the key belongs to another book.
-_TAKEN = "taken"
-SUPERSEDED = "superseded"
+class _NotOurs(enum.Enum):
+    """Why `_write_if_ours` did not write a key, unless it was superseded."""
+
+    TAKEN = "taken"  # another book owns it
+    CHANGED = "changed"  # it changed between our requests: start the round over
 
 
 class _Owners:
@@ -232,36 +248,43 @@ class BookStore:
         known = self._owners.get(book.bucket, key) if origin.first_delivery else None
         if known is not None and known.book_id == own_id and not known.supersedes(origin):
             if self._put(book, key, origin, own_id, if_match=known.etag):
-                return StoredBook(book.bucket, key, "replaced")
+                return StoredBook(book.bucket, key, StoreOutcome.REPLACED)
             self._owners.forget(book.bucket, key)  # changed since: take the full protocol
         outcome = self._write_if_ours(book, key, origin, own_id)
-        if outcome != _TAKEN:
-            return StoredBook(book.bucket, key, outcome) if outcome else None
+        if outcome is _NotOurs.CHANGED:
+            return None
+        if outcome is not _NotOurs.TAKEN:
+            return StoredBook(book.bucket, key, outcome)
         # The alternate key is written conditionally too: a title containing '~' could make it
         # another book's file, and we never overwrite those.
         alternate = object_key(book.title, book.id)
         outcome = self._write_if_ours(book, alternate, origin, own_id)
-        if outcome == _TAKEN:
+        if outcome is _NotOurs.CHANGED:
+            return None
+        if outcome is _NotOurs.TAKEN:
             raise KeyConflict(
                 f"s3://{book.bucket}/{key} and s3://{book.bucket}/{alternate} both belong "
                 f"to other books; book {book.id!r} was not stored"
             )
-        return StoredBook(book.bucket, alternate, f"{outcome}_alternate") if outcome else None
+        return StoredBook(book.bucket, alternate, outcome, alternate=True)
 
-    def _write_if_ours(self, book: Book, key: str, origin: Origin, own_id: str) -> str | None:
-        """Write `key` if it is free ("created") or holds this book ("replaced"), unless it holds
-        this book from a later message of the group (`SUPERSEDED`, nothing written); `_TAKEN` if
-        another book owns it; None if it changed between our requests."""
+    def _write_if_ours(self, book: Book, key: str, origin: Origin, own_id: str
+                       ) -> StoreOutcome | _NotOurs:
+        """Write `key` if it is free (CREATED) or holds this book (REPLACED), unless it holds
+        this book from the same or a later message of the group (SUPERSEDED, nothing written);
+        TAKEN if another book owns it; CHANGED if it changed between our requests."""
         if self._put(book, key, origin, own_id, if_none_match=True):
-            return "created"
+            return StoreOutcome.CREATED
         existing = self._head(book.bucket, key)
         if existing is None:
-            return None
+            return _NotOurs.CHANGED
         if existing.book_id != own_id:
-            return _TAKEN
+            return _NotOurs.TAKEN
         if existing.supersedes(origin):
-            return SUPERSEDED
-        return "replaced" if self._put(book, key, origin, own_id, if_match=existing.etag) else None
+            return StoreOutcome.SUPERSEDED
+        if self._put(book, key, origin, own_id, if_match=existing.etag):
+            return StoreOutcome.REPLACED
+        return _NotOurs.CHANGED
 
     def _put(
         self,

@@ -53,7 +53,7 @@ from workers.lease.crashes import CrashRegistry
 from workers.lease.files import ConsumerRecord, recovery_dir
 from workers.lease.handback import receive_wait, recover
 from workers.lease.held import HeldMessages
-from workers.status import ConsumerStatus, write_consumer_status
+from workers.status import ConsumerState, ConsumerStatus, write_consumer_status
 
 if TYPE_CHECKING:
     from workers.consumer.process import ConsumerSpec
@@ -75,7 +75,7 @@ class Consumer:
         self.pid = os.getpid()
         self._signals = Signals()
         self._status = ConsumerStatus(
-            slot=spec.slot, pid=self.pid, state="starting", restarts=spec.restarts,
+            slot=spec.slot, pid=self.pid, state=ConsumerState.STARTING, restarts=spec.restarts,
             started_at=time.time(), heartbeat_at=time.time(),
         )
         self._status_lock = threading.Lock()
@@ -93,7 +93,7 @@ class Consumer:
             self._status = dataclasses.replace(self._status, **changes)  # type: ignore[arg-type]
             write_consumer_status(self.settings.state_dir, self._status)
 
-    def _beat(self, state: str | None = None) -> None:
+    def _beat(self, state: ConsumerState | None = None) -> None:
         now = time.time()
         if state in (None, self._status.state) and now - self._status.heartbeat_at < 0.5:
             return  # the pool reads heartbeats in seconds: no need to rewrite the file
@@ -118,7 +118,7 @@ class Consumer:
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
         self._signals.install()
-        self._update(state="starting")
+        self._update(state=ConsumerState.STARTING)
         metrics.init_consumer_series(self.settings.genre_buckets)
         self._keeper.start()
         clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds,
@@ -186,7 +186,7 @@ class Consumer:
                 log.error("consumer %d cannot use queue %r, retrying in %.0f s: %s",
                           self.spec.slot, self.settings.input_queue, delay, unusable,
                           extra=fields)
-                self._update(state="backoff", last_error=f"queue lookup: {unusable}")
+                self._update(state=ConsumerState.BACKOFF, last_error=f"queue lookup: {unusable}")
                 self._sleep(delay)
                 continue
             if queue.dead_letter_url is None:
@@ -229,12 +229,12 @@ class Consumer:
             if not batches.wait_for_room(stopping):
                 break
             if (pause := self._breaker.remaining()) > 0:
-                self._beat("backoff")
+                self._beat(ConsumerState.BACKOFF)
                 self._sleep(pause)
             if stopping():
                 break
             depth.sample_if_due()
-            self._beat("processing" if batches else "polling")
+            self._beat(ConsumerState.PROCESSING if batches else ConsumerState.POLLING)
             # Before the call: SQS starts the messages' visibility timeout after this, never
             # before, so the held file never claims them invisible for longer than they are.
             polled_at = time.monotonic()
@@ -251,7 +251,8 @@ class Consumer:
                 log.error("consumer %d receive failed, retrying in %.0f s: %s",
                           self.spec.slot, error_delay, exc,
                           extra=failure_fields(exc))
-                self._update(state="backoff", last_error=f"receive: {failure_reason(exc)}")
+                self._update(state=ConsumerState.BACKOFF,
+                             last_error=f"receive: {failure_reason(exc)}")
                 self._sleep(error_delay)
                 continue
             receive_failures = 0
@@ -261,7 +262,7 @@ class Consumer:
             if not messages:
                 metrics.RECEIVE_CALLS.labels(result="empty").inc()
                 if self.settings.poll_interval_seconds and not batches:
-                    self._beat("idle")
+                    self._beat(ConsumerState.IDLE)
                     self._sleep(self.settings.poll_interval_seconds, wakeable=True)
                 continue
             metrics.RECEIVE_CALLS.labels(result="messages").inc()
@@ -309,6 +310,6 @@ class Consumer:
             self._held.forget([r.message for r in results])
 
     def _finish(self, code: int) -> int:
-        self._update(state="stopped")
+        self._update(state=ConsumerState.STOPPED)
         log.info("consumer %d (pid %d) stopped", self.spec.slot, self.pid)
         return code

@@ -41,7 +41,13 @@ from workers.lease.files import absolve, recovery_dir, tokens
 from workers.logs import Logger
 from workers.pool.process import ConsumerProcess
 from workers.settings import Settings
-from workers.status import PoolSlot, read_consumer_status, remove_consumer_status, write_pool
+from workers.status import (
+    ConsumerState,
+    PoolSlot,
+    read_consumer_status,
+    remove_consumer_status,
+    write_pool,
+)
 
 # A consumer that dies sooner than this after its start counts as crashing, and its slot's
 # restarts back off: the first crash is restarted at once, then 2, 4 ... MAX_RESPAWN_DELAY s.
@@ -291,7 +297,7 @@ class ConsumerPool:
         process.close()
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
         remove_consumer_status(self.settings.state_dir, pid)
-        return status is not None and status.state == "stopped"
+        return status is not None and status.state is ConsumerState.STOPPED
 
     def _wait_for_deaths(self, timeout: float) -> None:
         watched = [s.process for s in self._slots if s.process and not s.process.is_dead()]
