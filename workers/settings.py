@@ -89,8 +89,6 @@ class Settings:
                 raise ConfigError(f"{path} line {line.number}: {exc}") from None
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
-        _check_region(env)
-        _check_crt_clients(settings, env)
         return settings
 
     def check_consistency(self) -> None:
@@ -211,48 +209,11 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _check_region(env: Mapping[str, str]) -> None:
-    """Fail at start-up, not in every consumer, when boto3 would not know which region to call."""
-    from workers.aws.clients import make_session  # boto3 is heavy; only needed here
-
-    if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or make_session().region_name:
-        return
-    raise ConfigError("AWS_REGION is not set (nor AWS_DEFAULT_REGION, nor a region in the AWS "
-                      "profile): expected a region name such as us-east-1")
-
-
 def _aws_client(raw: str) -> str:
     client = raw.lower()
     if client not in AWS_CLIENTS:
         raise ValueError(f"unknown client {raw}")
     return client
-
-
-def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
-    """A CRT client must be installed, and able to reach AWS the way boto3 would."""
-    chosen = [name for name, client in (("S3_CLIENT", settings.s3_client),
-                                        ("SQS_CLIENT", settings.sqs_client)) if client == "crt"]
-    if not chosen:
-        return
-    try:
-        from workers.aws import s3crt, sqscrt
-        from workers.aws.crt import UnsupportedByCrt
-    except ImportError as exc:
-        raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
-                          f"requirements/app.txt, or set {chosen[0]}=boto3") from None
-    from workers.aws.clients import make_session
-
-    session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
-    try:
-        if settings.s3_client == "crt":
-            s3crt.check_supported(session.client("s3"), settings.genre_buckets)
-    except UnsupportedByCrt as exc:
-        raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
-    try:
-        if settings.sqs_client == "crt":
-            sqscrt.check_supported(session.client("sqs"))
-    except UnsupportedByCrt as exc:
-        raise ConfigError(f"SQS_CLIENT=crt cannot be used: {exc}; set SQS_CLIENT=boto3") from None
 
 
 # Settings field -> (environment variable, accepted form).

@@ -1,8 +1,14 @@
 """The start-up preflight: what the settings name, asked of AWS once, before any consumer starts.
 
-`workers.settings` parses and validates without calling AWS. This module asks AWS whether what
-the settings name can work, in the gunicorn master (gunicorn.conf.py: at start, and on a reload
-before its settings are applied) and in `shelver check`:
+`workers.settings` parses and validates without calling AWS, or anything of AWS's. This module
+checks the settings against AWS, in the gunicorn master (gunicorn.conf.py: at start, and on a
+reload before its settings are applied) and in `shelver` (every command checks the environment,
+`shelver check` asks AWS too).
+
+First what botocore can tell without a call (`check_environment`): the region boto3 would call,
+and, for S3_CLIENT=crt or SQS_CLIENT=crt, that awscrt is installed and that boto3 would not reach
+AWS in a way the CRT clients do not (through a proxy, a special endpoint). Then AWS itself
+(`examine`):
 
 - INPUT_QUEUE is a FIFO queue: Shelver keeps each message group in order, and a standard queue's
   messages have no group (each consumer checks again when it looks the queue up);
@@ -29,7 +35,9 @@ no answer is not asked again: AWS out of reach costs at most one timeout per ser
 from __future__ import annotations
 
 import enum
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +79,48 @@ def not_fifo(input_queue: str) -> str:
 
 def bucket_subject(genre: str, bucket: str) -> str:
     return f"bucket {bucket} (genre {genre})"
+
+
+def check_environment(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """What botocore tells without calling AWS: raise `ConfigError` when boto3 would not know
+    which region to call, or a CRT client chosen cannot be used (awscrt not installed, or AWS
+    reached in a way it does not do)."""
+    env = os.environ if env is None else env
+    _check_region(env)
+    _check_crt_clients(settings, env)
+
+
+def _check_region(env: Mapping[str, str]) -> None:
+    """Fail at start-up, not in every consumer, when boto3 would not know which region to call."""
+    if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or make_session().region_name:
+        return
+    raise ConfigError("AWS_REGION is not set (nor AWS_DEFAULT_REGION, nor a region in the AWS "
+                      "profile): expected a region name such as us-east-1")
+
+
+def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
+    """A CRT client must be installed, and able to reach AWS the way boto3 would."""
+    chosen = [name for name, client in (("S3_CLIENT", settings.s3_client),
+                                        ("SQS_CLIENT", settings.sqs_client)) if client == "crt"]
+    if not chosen:
+        return
+    try:
+        from workers.aws import s3crt, sqscrt  # awscrt is needed only when chosen
+        from workers.aws.crt import UnsupportedByCrt
+    except ImportError as exc:
+        raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
+                          f"requirements/app.txt, or set {chosen[0]}=boto3") from None
+    session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
+    try:
+        if settings.s3_client == "crt":
+            s3crt.check_supported(session.client("s3"), settings.genre_buckets)
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
+    try:
+        if settings.sqs_client == "crt":
+            sqscrt.check_supported(session.client("sqs"))
+    except UnsupportedByCrt as exc:
+        raise ConfigError(f"SQS_CLIENT=crt cannot be used: {exc}; set SQS_CLIENT=boto3") from None
 
 
 def examine(settings: Settings, sqs: Any, s3: Any) -> list[Finding]:
@@ -141,8 +191,8 @@ def _buckets(settings: Settings, s3: Any) -> list[Finding]:
 
 
 def _crt_reaches(subject: str, genre: str, bucket: str, region: str) -> Finding:
-    """Whether the CRT client can reach `bucket` in its region, as settings.py checked it in
-    the client's region (no call: botocore says how it would)."""
+    """Whether the CRT client can reach `bucket` in its region, as `check_environment` checked
+    it in the client's region (no call: botocore says how it would)."""
     from workers.aws import s3crt  # awscrt is needed only when chosen
     from workers.aws.crt import UnsupportedByCrt
 
@@ -155,8 +205,9 @@ def _crt_reaches(subject: str, genre: str, bucket: str, region: str) -> Finding:
 
 
 def run(settings: Settings, log: Logger) -> None:
-    """The preflight of the gunicorn master: log what was found, and raise `ConfigError` with
-    every refusal."""
+    """The preflight of the gunicorn master: check the environment, ask AWS, log what was
+    found, and raise `ConfigError` with every refusal."""
+    check_environment(settings)
     started = time.monotonic()
     session = make_session()
     findings = examine(settings, session.client("sqs", config=_CONFIG),
