@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,39 @@ def read_consumer_status(state_dir: str | Path, pid: int) -> ConsumerStatus | No
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
     return ConsumerStatus(**{**raw, "state": ConsumerState(raw["state"])})
+
+
+class StatusWriter:
+    """A consumer's status file, written by its threads through this one object."""
+
+    def __init__(self, state_dir: str | Path, status: ConsumerStatus) -> None:
+        self._state_dir = state_dir
+        self._status = status
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ConsumerState:
+        return self._status.state
+
+    def update(self, **changes: object) -> None:
+        with self._lock:
+            self._status = dataclasses.replace(self._status, **changes)  # type: ignore[arg-type]
+            write_consumer_status(self._state_dir, self._status)
+
+    def beat(self, state: ConsumerState | None = None) -> None:
+        """The heartbeat the pool watches, and the state, if it changed."""
+        now = time.time()
+        if state in (None, self._status.state) and now - self._status.heartbeat_at < 0.5:
+            return  # the pool reads heartbeats in seconds: no need to rewrite the file
+        changes: dict[str, object] = {"heartbeat_at": now}
+        if state is not None:
+            changes["state"] = state
+        self.update(**changes)
+
+    def failing(self, reason: str | None) -> None:
+        """Why whole batches fail (S3 down, say), or None once they make progress: /health
+        reads it, as receives still succeed meanwhile and the poll age alone cannot tell."""
+        self.update(failing=reason, failing_at=None if reason is None else time.time())
 
 
 def remove_consumer_status(state_dir: str | Path, pid: int) -> None:

@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 from tests.support.aws import wait_until
 from tests.support.fakes import msg
 from workers.aws.sqs import Message
-from workers.books.processor import Outcome, Result
 from workers.consumer.batches import InFlightBatches
 from workers.consumer.internal_errors import ConsumerThread
+from workers.lease.settle import Outcome, Result
 
 # Upper bound for anything that should happen at once: never reached unless broken.
 PATIENCE = 30.0

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from tests.support.fakes import FakeClock, msg
 from workers.backoff import Backoff
-from workers.books.processor import Outcome, Result
 from workers.consumer.breaker import Breaker
+from workers.lease.settle import Outcome, Result
 
 CAP = 30.0
 

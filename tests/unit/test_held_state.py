@@ -169,13 +169,13 @@ def test_a_close_keeps_what_is_still_held(tmp_path: Path) -> None:
     assert read_processing(record.processing.path) == Activity()  # no crash to count
 
 
-def test_cleared_slots_stay_clear_and_the_receive_stays_marked(tmp_path: Path) -> None:
+def test_absolved_slots_stay_blank_and_the_receive_stays_marked(tmp_path: Path) -> None:
     slots = ProcessingSlots(tmp_path, "tok", threads=2, wall=lambda: 1000.0)
     slots.begin("m-main")
     with pytest.raises(Abandoned), slots.receiving(20):
         raise Abandoned  # a long poll SQS may still answer
 
-    slots.clear()  # the process is about to die of a bug, not of its messages
+    slots.absolve()  # the process is about to die of a bug, not of its messages
     late = threading.Thread(target=slots.begin, args=("m-late",))  # a thread's next message
     late.start()
     late.join()

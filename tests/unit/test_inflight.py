@@ -1,18 +1,19 @@
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock, FakeTransport, msg
-from workers.aws.sqs import Message, SqsTransport
+from workers.aws.sqs import Message
 from workers.lease.files import ConsumerRecord, read_held
 from workers.lease.held import HeldMessages
+from workers.lease.settle import Action, Settlement, settle
 
 TIMEOUT = 30
 CEILING = 100
@@ -36,7 +37,7 @@ START = 1_000.0
 def make(timeout: int = TIMEOUT, ceiling: int = CEILING) -> Fixture:
     clock = FakeClock(START)
     transport = FakeTransport()
-    held = HeldMessages(cast(SqsTransport, transport), timeout, ceiling, clock=clock)
+    held = HeldMessages(transport, timeout, ceiling, clock=clock)
     return Fixture(clock, transport, held)
 
 
@@ -127,10 +128,17 @@ def test_forgotten_messages_are_never_extended(fx: Fixture) -> None:
     assert fx.held.held_messages() == [msg("b")]
 
 
-def test_give_back_passes_the_timeouts_through_and_stops_tracking(fx: Fixture) -> None:
+def let_go(held: HeldMessages, transport: FakeTransport, changes: list[tuple[Message, int]]
+           ) -> None:
+    """Settle these messages with the visibility each is given (`workers.lease.settle`)."""
+    settle(transport, [Settlement(m, Action.RELEASE, seconds) for m, seconds in changes],
+           held=held)
+
+
+def test_settling_passes_the_timeouts_through_and_stops_holding(fx: Fixture) -> None:
     fx.held.hold([msg("a"), msg("b"), msg("c")], START)
 
-    fx.held.give_back([(msg("a"), 0), (msg("b"), 8)])
+    let_go(fx.held, fx.transport, [(msg("a"), 0), (msg("b"), 8)])
 
     assert fx.transport.calls == [[("a", 0), ("b", 8)]]
     assert len(fx.held) == 1
@@ -141,15 +149,15 @@ def test_give_back_passes_the_timeouts_through_and_stops_tracking(fx: Fixture) -
                for call in fx.transport.calls)
 
 
-def test_give_back_of_nothing_calls_nothing(fx: Fixture) -> None:
-    fx.held.give_back([])
+def test_settling_nothing_calls_nothing(fx: Fixture) -> None:
+    let_go(fx.held, fx.transport, [])
 
     assert fx.transport.calls == []
 
 
-def test_a_message_held_again_after_give_back_is_tracked_anew(fx: Fixture) -> None:
+def test_a_message_held_again_after_its_release_is_held_anew(fx: Fixture) -> None:
     fx.held.hold([msg("a")], START)
-    fx.held.give_back([(msg("a"), 0)])
+    let_go(fx.held, fx.transport, [(msg("a"), 0)])
     fx.held.hold([msg("a")], START + 20)
 
     assert fx.at(21) == 0  # due from its new receive time, not the old one
@@ -170,24 +178,25 @@ class BlockingTransport(FakeTransport):
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         if not self.entered.is_set():
             self.entered.set()
             self.release.wait(30)
         return super().change_visibility(changes)
 
 
-def test_a_give_back_cannot_be_overtaken_by_an_extension_in_progress() -> None:
+def test_a_release_cannot_be_overtaken_by_an_extension_in_progress() -> None:
     clock = FakeClock(START)
     transport = BlockingTransport()
-    held = HeldMessages(cast(SqsTransport, transport), TIMEOUT, CEILING, clock=clock)
+    held = HeldMessages(transport, TIMEOUT, CEILING, clock=clock)
     held.hold([msg("a")], START)
     clock.now = START + 20
 
     extender = threading.Thread(target=held.extend_due)
     extender.start()
     assert transport.entered.wait(30)
-    giver = threading.Thread(target=held.give_back, args=([(msg("a"), 0)],))
+    giver = threading.Thread(target=let_go, args=(held, transport, [(msg("a"), 0)]))
     giver.start()
     giver.join(0.2)
     # Still waiting for the lock the extension holds (cannot fail when the lock works).
@@ -222,7 +231,7 @@ def recorded(tmp_path: Path) -> Recorded:
     clock = FakeClock(START)
     transport = FakeTransport()
     record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
-    held = HeldMessages(cast(SqsTransport, transport), TIMEOUT, CEILING, clock=clock,
+    held = HeldMessages(transport, TIMEOUT, CEILING, clock=clock,
                         record=record, wall=lambda: clock.now - START + WALL)
     return Recorded(Fixture(clock, transport, held), record)
 
@@ -237,24 +246,25 @@ def test_the_held_file_follows_every_hold_and_release(recorded: Recorded) -> Non
     held.forget([msg("a", "g1")])
     assert recorded.file() == [("b", WALL + TIMEOUT), ("c", WALL + 5 + TIMEOUT)]
 
-    held.give_back([(msg("c", "g2"), 0)])
+    let_go(held, recorded.fx.transport, [(msg("c", "g2"), 0)])
     assert recorded.file() == [("b", WALL + TIMEOUT)]
 
 
-def test_a_message_leaves_the_file_before_it_is_given_back(recorded: Recorded) -> None:
+def test_a_message_leaves_the_file_before_it_is_released(recorded: Recorded) -> None:
     # A death between the two must not let a successor release it again: by then another
     # consumer may hold it.
     seen: list[list[tuple[str, float]]] = []
     original = recorded.fx.transport.change_visibility
 
-    def change_visibility(changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         seen.append(recorded.file())
         return original(changes)
 
     recorded.fx.transport.change_visibility = change_visibility  # type: ignore[method-assign]
     recorded.fx.held.hold([msg("a"), msg("b")], START)
 
-    recorded.fx.held.give_back([(msg("a"), 0)])
+    let_go(recorded.fx.held, recorded.fx.transport, [(msg("a"), 0)])
 
     assert seen == [[("b", WALL + TIMEOUT)]]
 

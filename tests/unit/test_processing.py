@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import boto3
 import orjson
@@ -21,17 +22,9 @@ from tests.support.aws import wait_until
 from tests.support.proxy import FaultProxy
 from workers.aws.clients import make_s3, make_session
 from workers.aws.errors import failure_reason
-from workers.aws.sqs import Message, QueueInfo, SqsTransport
+from workers.aws.sqs import Message, QueueInfo
 from workers.books.decode import Book
-from workers.books.processor import (
-    BookProcessor,
-    Outcome,
-    Result,
-    backoff_seconds,
-    crash_limit_warning,
-    retries_exhausted_at,
-    visibility_changes,
-)
+from workers.books.processor import BookProcessor, crash_limit_warning, retries_exhausted_at
 from workers.books.store import (
     BookStore,
     KeyConflict,
@@ -40,8 +33,10 @@ from workers.books.store import (
     StoreOutcome,
     WriteContention,
 )
+from workers.consumer.groups import GroupRunner
 from workers.lease.crashes import CrashRegistry, ProcessingGate
 from workers.lease.files import ProcessingSlots, read_processing
+from workers.lease.settle import Outcome, Result, dead_letter
 from workers.logs import FIELDS
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
@@ -93,11 +88,24 @@ class Fixture:
     transport: FakeTransport
     processor: BookProcessor
 
+    def process(self, m: Message) -> Result:
+        """What became of one message: the processor's decision, a dead letter sent."""
+        return self.runner(lambda: False).one(m)
+
+    def process_group(self, messages: list[Message], stopping: Callable[[], bool]
+                      ) -> list[Result]:
+        return self.runner(stopping).run(messages)
+
+    def runner(self, stopping: Callable[[], bool]) -> GroupRunner:
+        """As a consumer's processing thread runs a group (workers.consumer.groups)."""
+        return GroupRunner(self.processor.process,
+                           functools.partial(dead_letter, self.transport), stopping)
+
 
 def make(dead_letter_url: str | None = DLQ, max_receive_count: int | None = None) -> Fixture:
     store = FakeStore()
     transport = FakeTransport(QueueInfo(QUEUE, 30, dead_letter_url, max_receive_count))
-    processor = BookProcessor(cast(BookStore, store), cast(SqsTransport, transport), GENRES)
+    processor = BookProcessor(store, GENRES, max_receive_count=max_receive_count)
     return Fixture(store, transport, processor)
 
 
@@ -142,7 +150,7 @@ def test_a_valid_book_is_stored_and_counted(fx: Fixture) -> None:
     put_timed = Delta("shelver_s3_put_seconds_count")
     m = message("b-1")
 
-    result = fx.processor.process(m)
+    result = fx.process(m)
 
     assert result == Result(m, Outcome.STORED)
     assert result.outcome.done
@@ -159,8 +167,8 @@ def test_a_stored_book_reports_its_lag_since_it_was_sent(fx: Fixture) -> None:
     lagged = Delta("shelver_message_lag_seconds_count")
     sent_90_seconds_ago = dataclasses.replace(message("b-1"), sent_at=time.time() - 90)
 
-    fx.processor.process(sent_90_seconds_ago)
-    fx.processor.process(message("b-2"))  # no SentTimestamp: nothing to tell
+    fx.process(sent_90_seconds_ago)
+    fx.process(message("b-2"))  # no SentTimestamp: nothing to tell
 
     assert (lagged.value, within_minutes.value, within_a_minute.value) == (1, 1, 0)
 
@@ -172,7 +180,7 @@ def test_only_a_written_book_reports_lag(fx: Fixture) -> None:
     sent = time.time() - 5
 
     for m in (message("b-1"), message("b-2"), message("b-3", body="not json")):
-        fx.processor.process(dataclasses.replace(m, sent_at=sent))
+        fx.process(dataclasses.replace(m, sent_at=sent))
 
     assert lagged.value == 0
 
@@ -180,8 +188,8 @@ def test_only_a_written_book_reports_lag(fx: Fixture) -> None:
 def test_the_write_carries_the_message_group_sequence_number_and_receive_count(
         fx: Fixture) -> None:
     first = message("b-1", group="g-7", sequence=12345678901234567890)
-    fx.processor.process(first)
-    fx.processor.process(dataclasses.replace(first, receive_count=2))
+    fx.process(first)
+    fx.process(dataclasses.replace(first, receive_count=2))
 
     assert fx.store.origins == [Origin("m-b-1", "g-7", 12345678901234567890, 1),
                                 Origin("m-b-1", "g-7", 12345678901234567890, 2)]
@@ -194,7 +202,7 @@ def test_a_superseded_message_is_done_but_not_counted_as_stored(fx: Fixture) -> 
     fx.store.superseded.add("b-1")
     m = message("b-1", sequence=5)
 
-    result = fx.processor.process(m)
+    result = fx.process(m)
 
     assert result == Result(m, Outcome.STORED, "superseded")
     assert result.outcome.done
@@ -219,7 +227,7 @@ def test_an_invalid_book_is_dead_lettered_with_its_reason(
     timed = Delta("shelver_processing_seconds_count")
     m = message(body=body)
 
-    result = fx.processor.process(m)
+    result = fx.process(m)
 
     assert result.outcome is Outcome.DEAD_LETTERED
     assert result.outcome.done
@@ -239,7 +247,7 @@ def test_without_a_dead_letter_queue_an_invalid_book_stays_on_the_queue() -> Non
     retried = Delta("shelver_messages_retried_total", reason="not_json")
     dead = Delta("shelver_messages_dead_lettered_total", reason="not_json")
 
-    result = fx.processor.process(message(body="{oops"))
+    result = fx.process(message(body="{oops"))
 
     assert result.outcome is Outcome.RETRY
     assert not result.outcome.done  # not deleted
@@ -267,7 +275,7 @@ def test_a_transient_storage_failure_is_retried_not_deleted(
     retried = Delta("shelver_messages_retried_total", reason=reason)
     stored = Delta("shelver_books_stored_total", genre="scifi")
 
-    result = fx.processor.process(message("b-1"))
+    result = fx.process(message("b-1"))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, reason)
     assert not result.outcome.done
@@ -281,7 +289,7 @@ def test_a_key_conflict_is_dead_lettered_as_key_conflict(fx: Fixture) -> None:
     fx.store.failures["b-1"] = conflict
     dead = Delta("shelver_messages_dead_lettered_total", reason="key_conflict")
 
-    result = fx.processor.process(message("b-1"))
+    result = fx.process(message("b-1"))
 
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, "key_conflict")
     assert [(m.message_id, r, d) for m, r, d in fx.transport.dead_lettered] == [
@@ -295,7 +303,7 @@ def test_a_failed_dead_letter_send_is_retried_not_deleted(fx: Fixture) -> None:
     retried = Delta("shelver_messages_retried_total", reason="ServiceUnavailable")
     dead = Delta("shelver_messages_dead_lettered_total", reason="not_json")
 
-    result = fx.processor.process(message(body="nope"))
+    result = fx.process(message(body="nope"))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "ServiceUnavailable")
     assert retried.value == 1
@@ -336,7 +344,7 @@ def test_a_failure_at_the_last_receive_kept_is_dead_lettered_as_retries_exhauste
     retried = Delta("shelver_messages_retried_total", reason="AccessDenied")
     m = message("b-1", receive_count=receive_count)
 
-    result = fx.processor.process(m)
+    result = fx.process(m)
 
     assert (result.outcome, result.reason) == (Outcome.DEAD_LETTERED, "retries_exhausted")
     [(sent, reason, detail)] = fx.transport.dead_lettered
@@ -350,7 +358,7 @@ def test_a_failure_before_the_last_receive_kept_is_retried() -> None:
     fx = make(max_receive_count=4)
     fx.store.failures["b-1"] = client_error("AccessDenied", 403)
 
-    result = fx.processor.process(message("b-1", receive_count=2))
+    result = fx.process(message("b-1", receive_count=2))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "AccessDenied")
     assert fx.transport.dead_lettered == []
@@ -360,7 +368,7 @@ def test_without_a_redrive_policy_a_failure_is_retried_whatever_the_count() -> N
     fx = make(dead_letter_url=None, max_receive_count=None)
     fx.store.failures["b-1"] = client_error("SlowDown", 503)
 
-    result = fx.processor.process(message("b-1", receive_count=10_000))
+    result = fx.process(message("b-1", receive_count=10_000))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "SlowDown")
 
@@ -371,7 +379,7 @@ def test_an_exhausted_message_whose_dead_letter_send_fails_is_retried_at_the_rec
     fx.store.failures["b-1"] = client_error("SlowDown", 503)
     fx.transport.dead_letter_error = client_error("ServiceUnavailable", 503, "SendMessage")
 
-    result = fx.processor.process(message("b-1", receive_count=3))
+    result = fx.process(message("b-1", receive_count=3))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "ServiceUnavailable")
 
@@ -384,7 +392,7 @@ def test_the_followers_of_an_exhausted_head_are_processed_at_once() -> None:
     group = [message("head", receive_count=3), message("f-1", receive_count=3),
              message("f-2", receive_count=3)]
 
-    results = fx.processor.process_group(group, never)
+    results = fx.process_group(group, never)
 
     assert outcomes(results) == [("m-head", Outcome.DEAD_LETTERED, "retries_exhausted"),
                                  ("m-f-1", Outcome.STORED, ""), ("m-f-2", Outcome.STORED, "")]
@@ -399,7 +407,7 @@ def test_a_follower_received_with_its_head_every_time_has_no_retry_left_of_its_o
     group = [message("head", receive_count=3), message("f-1", receive_count=3),
              message("f-2", receive_count=3), message("f-3", receive_count=3)]
 
-    results = fx.processor.process_group(group, never)
+    results = fx.process_group(group, never)
 
     assert outcomes(results) == [("m-head", Outcome.DEAD_LETTERED, "retries_exhausted"),
                                  ("m-f-1", Outcome.STORED, ""),
@@ -417,12 +425,11 @@ def crash_registry(tmp_path: Path, crashed: dict[str, int]) -> CrashRegistry:
 
 def test_a_message_that_crashed_its_consumers_too_often_is_dead_lettered(tmp_path: Path) -> None:
     fx = make()
-    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
-                                 GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 3,
-                                                                           "m-b-2": 2}))
+    fx.processor = BookProcessor(fx.store, GENRES,
+                                 crashes=crash_registry(tmp_path, {"m-b-1": 3, "m-b-2": 2}))
     dead = Delta("shelver_messages_dead_lettered_total", reason="crashed_consumer")
 
-    results = fx.processor.process_group([message("b-1"), message("b-2")], lambda: False)
+    results = fx.process_group([message("b-1"), message("b-2")], lambda: False)
 
     assert outcomes(results) == [("m-b-1", Outcome.DEAD_LETTERED, "crashed_consumer"),
                                  ("m-b-2", Outcome.STORED, "")]
@@ -436,10 +443,9 @@ def test_a_message_that_crashed_its_consumers_too_often_is_dead_lettered(tmp_pat
 def test_without_a_dead_letter_queue_a_crashing_message_is_backed_off_unprocessed(
         tmp_path: Path) -> None:
     fx = make(dead_letter_url=None)
-    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
-                                 GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 5}))
+    fx.processor = BookProcessor(fx.store, GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 5}))
 
-    result = fx.processor.process(message("b-1"))
+    result = fx.process(message("b-1"))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "crashed_consumer")
     assert fx.store.calls == []
@@ -450,8 +456,8 @@ def test_a_message_with_a_recorded_crash_is_processed_alone(tmp_path: Path) -> N
     fx = make()
     slots = ProcessingSlots(tmp_path, "tok", threads=2)
     gate = ProcessingGate()
-    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
-                                 GENRES, crashes=crash_registry(tmp_path, {"m-suspect": 1}),
+    fx.processor = BookProcessor(fx.store, GENRES,
+                                 crashes=crash_registry(tmp_path, {"m-suspect": 1}),
                                  slots=slots, gate=gate)
     in_processing: dict[str, list[str]] = {}
     ordinary_may_finish = threading.Event()
@@ -465,9 +471,9 @@ def test_a_message_with_a_recorded_crash_is_processed_alone(tmp_path: Path) -> N
 
     fx.store.store = store  # type: ignore[method-assign]
     with ThreadPoolExecutor(2) as threads:
-        ordinary = threads.submit(fx.processor.process, message("ordinary"))
+        ordinary = threads.submit(fx.process, message("ordinary"))
         wait_until(lambda: "ordinary" in in_processing, 30, 0.001, "the ordinary one stored")
-        suspect = threads.submit(fx.processor.process, message("suspect"))
+        suspect = threads.submit(fx.process, message("suspect"))
         # Until the suspect waits its turn, or (without the gate) is being stored already.
         wait_until(lambda: gate.waiting or "suspect" in in_processing, 30, 0.001,
                    "the suspect to wait or be stored")
@@ -481,8 +487,7 @@ def test_a_message_with_a_recorded_crash_is_processed_alone(tmp_path: Path) -> N
 def test_the_processing_slot_names_the_message_while_it_is_processed(tmp_path: Path) -> None:
     fx = make()
     slots = ProcessingSlots(tmp_path, "tok", threads=1)
-    fx.processor = BookProcessor(cast(BookStore, fx.store), cast(SqsTransport, fx.transport),
-                                 GENRES, slots=slots)
+    fx.processor = BookProcessor(fx.store, GENRES, slots=slots)
     during: list[list[str]] = []
     original = fx.store.store
 
@@ -493,9 +498,9 @@ def test_the_processing_slot_names_the_message_while_it_is_processed(tmp_path: P
     fx.store.store = store  # type: ignore[method-assign]
     fx.store.failures["b-2"] = RuntimeError("bug")
 
-    fx.processor.process(message("b-1"))
+    fx.process(message("b-1"))
     with pytest.raises(RuntimeError):
-        fx.processor.process(message("b-2"))
+        fx.process(message("b-2"))
 
     assert during == [["m-b-1"], ["m-b-2"]]
     assert read_processing(slots.path).in_processing == []  # blank after each, error or not
@@ -505,16 +510,19 @@ def test_an_unexpected_error_propagates_instead_of_becoming_an_outcome(fx: Fixtu
     # The consumer turns it into an internal_error retry of the whole group.
     fx.store.failures["b-1"] = RuntimeError("bug")
     with pytest.raises(RuntimeError, match="bug"):
-        fx.processor.process(message("b-1"))
+        fx.process(message("b-1"))
 
 
 # -- structured log fields (LOG_FORMAT=json) ------------------------------------------------------
 
 def logged(caplog: pytest.LogCaptureFixture, fx: Fixture, m: Message) -> dict[str, object]:
-    """The structured fields of the one line processing `m` logs."""
-    caplog.set_level(logging.DEBUG, logger="workers.books.processor")
-    fx.processor.process(m)
-    [record] = [r for r in caplog.records if r.name == "workers.books.processor"]
+    """The structured fields of the one line processing `m` logs (the processor's, or the
+    dead-letter send's)."""
+    loggers = ("workers.books.processor", "workers.lease.settle")
+    for logger in loggers:
+        caplog.set_level(logging.DEBUG, logger=logger)
+    fx.process(m)
+    [record] = [r for r in caplog.records if r.name in loggers]
     return {name: record.__dict__[name] for name in FIELDS if name in record.__dict__}
 
 
@@ -576,10 +584,6 @@ def test_failure_reason_labels() -> None:
     assert failure_reason(TimeoutError()) == "TimeoutError"
 
 
-def test_only_stored_and_dead_lettered_are_done() -> None:
-    assert {o for o in Outcome if o.done} == {Outcome.STORED, Outcome.DEAD_LETTERED}
-
-
 # -- a message group -----------------------------------------------------------------------------
 
 def never() -> bool:
@@ -589,7 +593,7 @@ def never() -> bool:
 def test_a_group_is_processed_in_order(fx: Fixture) -> None:
     group = [message("a"), message(body="bad"), message("c")]
 
-    results = fx.processor.process_group(group, never)
+    results = fx.process_group(group, never)
 
     # A dead-lettered message is finished with: it does not hold the group up.
     assert [r.message for r in results] == group
@@ -603,7 +607,7 @@ def test_a_retry_stops_the_group_and_releases_the_rest_in_order(fx: Fixture) -> 
     fx.store.failures["b"] = client_error("SlowDown", 503)
     group = [message("a"), message("b"), message("c"), message("d")]
 
-    results = fx.processor.process_group(group, never)
+    results = fx.process_group(group, never)
 
     assert outcomes(results) == [
         ("m-a", Outcome.STORED, ""),
@@ -619,7 +623,7 @@ def test_an_invalid_message_without_dlq_stops_the_group() -> None:
     fx = make(dead_letter_url=None)
     group = [message(body="bad"), message("b")]
 
-    results = fx.processor.process_group(group, never)
+    results = fx.process_group(group, never)
 
     assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RELEASED]
     assert fx.store.calls == []
@@ -631,7 +635,7 @@ def test_stopping_releases_the_rest_of_the_group(fx: Fixture) -> None:
     def after_first_store() -> bool:
         return len(fx.store.calls) >= 1
 
-    results = fx.processor.process_group(group, after_first_store)
+    results = fx.process_group(group, after_first_store)
 
     assert outcomes(results) == [
         ("m-a", Outcome.STORED, ""),
@@ -644,7 +648,7 @@ def test_stopping_releases_the_rest_of_the_group(fx: Fixture) -> None:
 def test_stopping_before_the_first_message_processes_nothing(fx: Fixture) -> None:
     group = [message("a"), message("b")]
 
-    results = fx.processor.process_group(group, lambda: True)
+    results = fx.process_group(group, lambda: True)
 
     assert [(r.message, r.outcome) for r in results] == [
         (group[0], Outcome.RELEASED), (group[1], Outcome.RELEASED)
@@ -653,7 +657,7 @@ def test_stopping_before_the_first_message_processes_nothing(fx: Fixture) -> Non
 
 
 def test_an_empty_group_gives_no_results(fx: Fixture) -> None:
-    assert fx.processor.process_group([], never) == []
+    assert fx.process_group([], never) == []
 
 
 # -- with the real BookStore, each S3_CLIENT, over HTTP -------------------------------------------
@@ -666,16 +670,15 @@ def s3(empty_moto_server: str, aws_at: Callable[[str], None]) -> Any:
     return client
 
 
-def real_processor(s3_client: str) -> tuple[BookProcessor, FakeTransport]:
-    transport = FakeTransport(QueueInfo(QUEUE, 30, DLQ))
+def real_processor(s3_client: str) -> BookProcessor:
     # The faults below are counted per write: no HeadBucket for the CRT's region lookup.
     store = BookStore(make_s3(make_session(), threads=1, s3_client=s3_client,
                               bucket_regions=False))
-    return BookProcessor(store, cast(SqsTransport, transport), GENRES), transport
+    return BookProcessor(store, GENRES)
 
 
 def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any, s3_client: str) -> None:
-    processor, _ = real_processor(s3_client)
+    processor = real_processor(s3_client)
     m = message("b-9", title="Dune", genre=" SCIFI ")
 
     result = processor.process(m)
@@ -687,12 +690,11 @@ def test_the_body_is_stored_verbatim_in_the_genre_bucket(s3: Any, s3_client: str
 
 def test_a_missing_bucket_is_retried_not_dead_lettered(s3: Any, s3_client: str) -> None:
     # romance-books was never created: an operator error, not the message's fault.
-    processor, transport = real_processor(s3_client)
+    processor = real_processor(s3_client)
 
     result = processor.process(message("b-1", genre="romance"))
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "NoSuchBucket")
-    assert transport.dead_lettered == []
 
 
 @pytest.mark.parametrize(("fault", "reason"), [
@@ -708,61 +710,9 @@ def test_s3_faults_are_retried_with_the_same_reason_whichever_client(
     with FaultProxy(empty_moto_server) as proxy:
         proxy.configure(**fault)
         aws_at(proxy.url)
-        processor, transport = real_processor(s3_client)
+        processor = real_processor(s3_client)
 
         result = processor.process(message("b-1"))
 
         assert (result.outcome, result.reason) == (Outcome.RETRY, reason)
         assert proxy.counters()["requests"] == 3  # the same attempts, too
-    assert transport.dead_lettered == []
-
-
-# -- backoff -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(
-    ("receive_count", "expected"),
-    [(0, 2), (1, 2), (2, 4), (3, 8), (4, 16), (8, 256), (9, 300), (10, 300), (10_000, 300)],
-)
-def test_backoff_doubles_per_receive_and_is_capped(receive_count: int, expected: int) -> None:
-    seconds = backoff_seconds(receive_count, 2.0, 300.0)
-
-    assert seconds == expected
-    assert isinstance(seconds, int)  # SQS visibility timeouts are whole seconds
-
-
-def test_backoff_never_exceeds_the_cap_even_when_the_base_does() -> None:
-    assert backoff_seconds(1, 50.0, 30.0) == 30
-
-
-def test_a_positive_backoff_base_never_gives_a_zero_second_backoff() -> None:
-    assert backoff_seconds(1, 0.5, 300.0) >= 1
-
-
-
-# -- what happens to the messages not finished with ----------------------------------------------
-
-def test_the_messages_behind_a_failed_one_wait_as_long_as_it_does() -> None:
-    # Released at once, they were handed out by LocalStack before the failed message came back
-    # from its backoff: the chaos suite saw version 1 of a book written after version 4.
-    head = message("b", receive_count=3)
-    results = [Result(message("a"), Outcome.STORED),
-               Result(head, Outcome.RETRY, "SlowDown"),
-               Result(message("c"), Outcome.RELEASED, "behind_retry"),
-               Result(message("d"), Outcome.RELEASED, "behind_retry"),
-               Result(message("e", group="other"), Outcome.RELEASED, "shutdown")]
-
-    changes = visibility_changes(results, base=2.0, cap=300.0)
-
-    delay = backoff_seconds(3, 2.0, 300.0)
-    assert [(m.message_id, seconds) for m, seconds in changes] == [
-        ("m-b", delay), ("m-c", delay), ("m-d", delay), ("m-e", 0)]
-
-
-def test_a_group_failed_as_a_whole_waits_for_its_most_retried_message() -> None:
-    # An internal error fails every message of the group, whatever each one's receive count.
-    results = [Result(message("a", receive_count=4), Outcome.RETRY, "internal_error"),
-               Result(message("b", receive_count=1), Outcome.RETRY, "internal_error")]
-
-    changes = visibility_changes(results, base=1.0, cap=300.0)
-
-    assert [seconds for _, seconds in changes] == [8, 8]

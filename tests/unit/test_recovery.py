@@ -20,7 +20,6 @@ from workers.aws.sqs import Message, QueueInfo, SqsTransport
 from workers.lease.crashes import CrashRegistry
 from workers.lease.files import (
     ConsumerRecord,
-    HeldEntry,
     ProcessingSlots,
     held_path,
     owner_alive,
@@ -30,11 +29,11 @@ from workers.lease.files import (
 from workers.lease.handback import (
     RECEIVE_MARGIN_SECONDS,
     RECOVERY_MARGIN_SECONDS,
-    group_chunks,
     receive_wait,
     recover,
 )
 from workers.lease.held import HeldMessages
+from workers.lease.settle import Action, Settlement, settle
 
 VISIBILITY = 60
 
@@ -110,7 +109,7 @@ def test_a_consumer_is_recovered_once_even_if_two_are_given_it(fx: Fixture) -> N
 
     assert fx.recover("dead") == 0
 
-    assert fx.receive() == []  # the old handle did not release it from its new holder
+    assert fx.receive() == []  # the old handle did not hand it back from its new holder
     assert [m.body for m in again] == ["a1"]
 
 
@@ -188,29 +187,6 @@ def test_messages_of_another_queue_are_not_handed_back_here(fx: Fixture) -> None
     assert fx.receive() == []
 
 
-def entry(group: str, n: int) -> HeldEntry:
-    return HeldEntry(f"{group}-{n}", group, f"rh-{group}-{n}", 0.0)
-
-
-def test_groups_are_never_split_across_batch_calls() -> None:
-    entries = ([entry("a", n) for n in range(4)] + [entry("b", n) for n in range(5)]
-               + [entry("c", n) for n in range(3)] + [entry("d", n) for n in range(1)])
-
-    chunks = group_chunks(entries)
-
-    assert [[e.message_id for e in c] for c in chunks] == [
-        [f"a-{n}" for n in range(4)] + [f"b-{n}" for n in range(5)],
-        [f"c-{n}" for n in range(3)] + ["d-0"],
-    ]
-
-
-def test_a_group_keeps_its_receive_order_even_interleaved() -> None:
-    entries = [entry("a", 0), entry("b", 0), entry("a", 1), entry("b", 1)]
-
-    assert [[e.message_id for e in c] for c in group_chunks(entries)] == [
-        ["a-0", "a-1", "b-0", "b-1"]]
-
-
 def test_the_wait_covers_the_latest_receive_still_answerable(tmp_path: Path) -> None:
     idle = ProcessingSlots(tmp_path, "idle", 1)
     polling = ProcessingSlots(tmp_path, "polling", 1, wall=lambda: 1000.0)
@@ -240,13 +216,14 @@ def test_recovery_works_with_what_the_keeper_wrote(fx: Fixture) -> None:
     assert [m.body for m in fx.receive()] == ["long"]
 
 
-def test_a_message_given_back_before_the_death_is_not_released_again(fx: Fixture) -> None:
+def test_a_message_backed_off_before_the_death_is_not_handed_back_again(fx: Fixture) -> None:
     fx.send([("g1", "backoff"), ("g2", "kept")])
     messages = {m.body: m for m in fx.receive()}
     record = ConsumerRecord(fx.directory, "dead", fx.transport.queue.url, threads=1)
     held = HeldMessages(fx.transport, VISIBILITY, 3600, record=record)
     held.hold(list(messages.values()), time.monotonic())
-    held.give_back([(messages["backoff"], 30)])  # a retry backoff: invisible for 30 s
+    # A retry backoff: invisible for 30 s.
+    settle(fx.transport, [Settlement(messages["backoff"], Action.BACK_OFF, 30)], held=held)
     die(record)
 
     assert fx.recover("dead") == 1
@@ -282,5 +259,5 @@ def test_a_live_consumer_s_messages_are_never_handed_back(fx: Fixture) -> None:
         owner.join(30)
 
     assert not owner_alive(fx.directory, "alive")
-    assert fx.recover("alive") == 0  # rh-0 is no real handle: nothing to release, but claimed
+    assert fx.recover("alive") == 0  # rh-0 is no real handle: nothing to hand back, but claimed
     assert tokens(fx.directory) == set()

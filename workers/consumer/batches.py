@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from workers import metrics
 from workers.aws.sqs import Message
-from workers.books.processor import Outcome, Result
 from workers.consumer.internal_errors import ConsumerThread
+from workers.lease.settle import Outcome, Result
 
 log = logging.getLogger(__name__)
 

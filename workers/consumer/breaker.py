@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from workers.backoff import Backoff
-from workers.books.processor import Outcome, Result
+from workers.lease.settle import Outcome, Result
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ a thread the consumer's correctness depends on.
 Going on would be a degraded mode nobody sees: the main loop still beats, /health still answers
 200. So the thread that caught the exception ends the process at once, logged with its
 traceback and counted (`shelver_internal_errors_total{thread}`); the pool replaces it, and the
-replacement hands back what it held (`workers.lease.handback`), as after a kill. Unlike a kill, the
-death is known not to be the fault of the messages in processing: their processing slots are
-cleared first (`ProcessingSlots.clear`), so the recovery counts no crash against them
-(`workers.lease.crashes`). Errors of AWS calls (`workers.aws.AWS_ERRORS`) are expected, and handled
-where they happen; they never come here.
+replacement hands back what it held (`workers.lease.handback`), as after a kill. Unlike a kill,
+the death is known not to be the fault of the messages in processing: it is absolved first
+(`ProcessingSlots.absolve`), so the recovery counts no crash against them
+(`workers.lease.crashes`). Errors of AWS calls (`workers.aws.AWS_ERRORS`) are expected, and
+handled where they happen; they never come here.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def exit_on_internal_error(slot: int, thread: ConsumerThread, exc: BaseException
     `processing`: the consumer's slots, None before it has its files."""
     try:
         if processing is not None:
-            processing.clear()
+            processing.absolve()
         log.critical("consumer %d: internal error in the %s thread; exiting, for the pool to "
                      "replace this consumer: %r", slot, thread, exc, exc_info=exc,
                      extra={"reason": type(exc).__name__})

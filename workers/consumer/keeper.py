@@ -24,6 +24,7 @@ from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields
 from workers.consumer.internal_errors import exit_at_once, exit_on_internal_error
 from workers.lease.held import HeldMessages
+from workers.lease.settle import Transport, hand_back, settle
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Keeper:
     parent: Callable[[], int] = os.getppid
     exit_now: Callable[[int], object] = exit_at_once
     _held: HeldMessages | None = field(default=None, init=False)
+    _transport: Transport | None = field(default=None, init=False)
     _orphaned_at: float | None = field(default=None, init=False)
 
     @property
@@ -67,10 +69,11 @@ class Keeper:
     def start(self) -> None:
         threading.Thread(target=self._run, name="keeper", daemon=True).start()
 
-    def keep(self, held: HeldMessages) -> None:
-        """From now on, extend these messages' visibility (the queue is known only after the
-        keeper started: it watches the parent while the consumer looks the queue up)."""
-        self._held = held
+    def keep(self, held: HeldMessages, transport: Transport) -> None:
+        """From now on, extend these messages' visibility, and hand them back through
+        `transport` if orphaned (the queue is known only after the keeper started: it watches
+        the parent while the consumer looks the queue up)."""
+        self._held, self._transport = held, transport
 
     def _run(self) -> None:
         try:
@@ -100,16 +103,16 @@ class Keeper:
             self._orphaned_at = self.clock()
             self.stop()
         elif self.clock() - self._orphaned_at > ORPHAN_GRACE_SECONDS:
-            self._abandon()
+            self._hand_back()
 
-    def _abandon(self) -> None:
+    def _hand_back(self) -> None:
         """Orphaned and the main loop is still busy (e.g. in a long poll): hand back everything
         we hold, messages in processing included (whatever a processing thread still writes is
         conditional on the file as it found it, see workers.lease.handback), then exit at once."""
-        held = self._held
-        if held is not None:
+        held, transport = self._held, self._transport
+        if held is not None and transport is not None:
             # If this fails they reappear after their visibility timeout anyway.
             with contextlib.suppress(*AWS_ERRORS):
-                held.give_back([(m, 0) for m in held.held_messages()])
+                settle(transport, hand_back(held.held_messages()), held=held)
             held.close()  # a stop, not a crash: what was in processing does not count
         self.exit_now(EXIT_ORPHANED)

@@ -11,21 +11,29 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Gauge
 
 from workers import metrics
 from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields
-from workers.aws.sqs import SqsTransport
 
 log = logging.getLogger(__name__)
+
+
+class Depths(Protocol):
+    """What sampling needs of the SQS transport (`workers.aws.sqs.SqsTransport`)."""
+
+    def depth(self) -> tuple[int, int] | None: ...
+
+    def dead_letter_depth(self) -> tuple[int, int] | None: ...
 
 
 @dataclass(eq=False)
 class QueueDepthSampler:
     slot: int
-    transport: SqsTransport
+    transport: Depths
     every_seconds: float
     clock: Callable[[], float] = time.monotonic
     _next_sample: float = field(default=0.0, init=False)  # clock time; the first call samples

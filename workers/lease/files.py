@@ -23,8 +23,9 @@ messages back (`workers.lease.handback`):
   consumer may still be answered. SQS answers a long poll whose client died all the same, and
   the messages of that answer stay invisible for their visibility timeout: a message handed
   back before the dead consumer's last long poll ended could be swallowed by it. A death the
-  messages did not cause is cleared from it (`absolve`, or `ConsumerRecord.close` for a stop),
-  so that it counts for none of them.
+  messages did not cause is absolved: its processing slots are blanked (`absolve`,
+  `ProcessingSlots.absolve`), or the file removed for a stop (`ConsumerRecord.close`), so that it
+  counts for none of them.
 
 Files are named by a token the pool gives each consumer, not by pid: pids start again at 1 in the
 new pid namespace of a restarted container, and a new consumer could be given a dead one's pid.
@@ -175,7 +176,7 @@ class ProcessingSlots:
         self._local = threading.local()
         self._next = 1
         self._lock = threading.Lock()
-        self._cleared = False
+        self._absolved = False
 
     def _write(self, text: str, offset: int) -> None:
         os.pwrite(self._fd, text.encode()[:SLOT_BYTES].ljust(SLOT_BYTES, b"\0"), offset)
@@ -191,8 +192,8 @@ class ProcessingSlots:
 
     def begin(self, message_id: str) -> None:
         offset = self._offset()
-        with self._lock:  # never after `clear`
-            if not self._cleared:
+        with self._lock:  # never after `absolve`
+            if not self._absolved:
                 self._write(message_id, offset)
 
     def end(self) -> None:
@@ -210,14 +211,13 @@ class ProcessingSlots:
             raise
         os.pwrite(self._fd, _BLANK, 0)
 
-    def clear(self) -> None:
+    def absolve(self) -> None:
         """Blank every processing slot, for good: the process is about to die of an internal
         error (`workers.consumer.internal_errors`), which is no message's fault, so the
-        recovery must count no crash against any. The receive slot stays: SQS may still answer
-        a receive call in progress, and the successor must wait it out."""
+        recovery must count no crash against any (as `absolve` does for a dead consumer)."""
         with self._lock:
-            self._cleared = True
-            os.pwrite(self._fd, _BLANK * (self._next - 1), SLOT_BYTES)
+            self._absolved = True
+            _blank_processing_slots(self._fd)
 
     def remove(self) -> None:
         """No message of ours counts as crashed: we stop on purpose. The descriptor stays open,
@@ -227,20 +227,25 @@ class ProcessingSlots:
 
 def absolve(directory: Path, token: str) -> None:
     """What this dead consumer was processing does not count as crashed: the pool decided its
-    death (a kill for a missed heartbeat, or at its stop deadline), not its messages. Blanks its
-    processing slots in place, and keeps the receive slot: its successor must still wait out its
-    last long poll before handing anything back. Only for a consumer known dead: a live one
-    would write its slots again."""
+    death (a kill for a missed heartbeat, or at its stop deadline), not its messages. Only for a
+    consumer known dead: a live one would write its slots again (`ProcessingSlots.absolve` is a
+    live consumer's own)."""
     try:
         fd = os.open(processing_path(directory, token), os.O_RDWR)
     except FileNotFoundError:
         return
     try:
-        size = os.fstat(fd).st_size
-        if size > SLOT_BYTES:
-            os.pwrite(fd, bytes(size - SLOT_BYTES), SLOT_BYTES)
+        _blank_processing_slots(fd)
     finally:
         os.close(fd)
+
+
+def _blank_processing_slots(fd: int) -> None:
+    """Blank a processing file's slots in place, and keep its receive slot: SQS may still answer
+    a receive call in progress, and the successor must wait it out before handing back."""
+    size = os.fstat(fd).st_size
+    if size > SLOT_BYTES:
+        os.pwrite(fd, bytes(size - SLOT_BYTES), SLOT_BYTES)
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,24 @@ whose client died, and what it hands out then stays invisible for the visibility
 1. checks that its owner is dead (`owner_alive`: the lock a live consumer holds on its file),
    then claims the files: reads the held file and unlinks it. Only one unlink succeeds, so two
    consumers handed the same token never both act on it; and the file is gone before any
-   message is released, so a consumer dying half-way can never make a later one release the
-   same receipt handles again, after someone else has received those messages;
+   message is handed back, so a consumer dying half-way can never make a later one hand back
+   the same receipt handles again, after someone else has received those messages;
 2. records the ids in the processing slots as crashed (`workers.lease.crashes`); a death the pool
    decided, or a stop, left them blank (`workers.lease.files.absolve`, `ConsumerRecord.close`);
-3. releases (visibility 0) every held message still invisible, `RECOVERY_MARGIN_SECONDS` ahead
-   of now. A message whose visibility ran out may have been received by someone else already,
-   and an old receipt handle must never release a message another consumer now holds;
-4. counts the messages released (`shelver_messages_recovered_total`).
+3. hands back (visibility 0, `workers.lease.settle`) every held message still invisible,
+   `RECOVERY_MARGIN_SECONDS` ahead of now. A message whose visibility ran out may have been
+   received by someone else already, and an old receipt handle must never make visible a
+   message another consumer now holds;
+4. counts the messages handed back (`shelver_messages_recovered_total`).
 
 Why this keeps FIFO order: a consumer holds either all or none of a group's received messages
 (SQS FIFO hands out no message of a group with messages in flight), and its held file lists them
-in receive order. They are released in one ChangeMessageVisibilityBatch call per group, so the
+in receive order. They are handed back in one ChangeMessageVisibilityBatch call per group, so the
 group becomes visible again all at once, at its oldest message, exactly as a visibility timeout
 running out would have made it.
 
-Why it cannot bring back a stale version: a message released here is processed again from the
-start, and what it writes is checked against the file S3 holds then: a file already holding
+Why it cannot bring back a stale version: a message handed back here is processed again from
+the start, and what it writes is checked against the file S3 holds then: a file already holding
 this book from the same or a later message of the group is not rewritten ("superseded",
 workers/books/store.py). A write the dead process had sent and that lands late is conditional
 (`If-None-Match: *` or `If-Match: <etag>`) on the object as that process saw it, so S3 refuses it
@@ -37,11 +38,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from workers import metrics
-from workers.aws.sqs import SQS_BATCH, Message, SqsTransport
+from workers.aws.sqs import Message, QueueInfo
 from workers.lease.crashes import CrashRegistry
 from workers.lease.files import (
     HeldEntry,
@@ -53,11 +55,21 @@ from workers.lease.files import (
     read_held,
     read_processing,
 )
+from workers.lease.settle import Transport as SettleTransport
+from workers.lease.settle import hand_back, settle
 
 log = logging.getLogger(__name__)
 
-# A held message is released only if SQS keeps it invisible at least this much longer: time
-# for our release to reach SQS, retries included, before the message could be handed out again.
+
+class Transport(SettleTransport, Protocol):
+    """What handing back needs of the SQS transport (`workers.aws.sqs.SqsTransport`)."""
+
+    @property
+    def queue(self) -> QueueInfo: ...
+
+
+# A held message is handed back only if SQS keeps it invisible at least this much longer: time
+# for the call to reach SQS, retries included, before the message could be handed out again.
 RECOVERY_MARGIN_SECONDS = 2.0
 # A dead consumer's receive call may be answered this long after its long poll's end (network).
 RECEIVE_MARGIN_SECONDS = 1.0
@@ -74,12 +86,12 @@ def receive_wait(predecessors: Sequence[str], directory: Path,
 def recover(
     predecessors: Sequence[str],
     directory: Path,
-    transport: SqsTransport,
+    transport: Transport,
     crashes: CrashRegistry,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Hand back what these dead consumers held; return how many messages were released."""
-    released = 0
+    """Hand back what these dead consumers held; return how many messages were handed back."""
+    handed_back = 0
     for token in predecessors:
         if owner_alive(directory, token):
             log.warning("consumer %s is alive: not handing back what it holds", token)
@@ -101,11 +113,11 @@ def recover(
             log.warning("not handing back %d message(s) of %s: this consumer reads %s",
                         len(record.entries), record.queue_url, transport.queue.url)
             continue
-        released += _release(token, record.entries, transport, clock)
-    return released
+        handed_back += _hand_back(token, record.entries, transport, clock)
+    return handed_back
 
 
-def _claim(token: str, held: Path, transport: SqsTransport) -> HeldRecord | None:
+def _claim(token: str, held: Path, transport: Transport) -> HeldRecord | None:
     """Read the held file and unlink it; None if there is none: the consumer never held
     anything (its processing file, blank then, is all it left), or another consumer claimed it
     first (only one unlink succeeds)."""
@@ -124,38 +136,16 @@ def _claim(token: str, held: Path, transport: SqsTransport) -> HeldRecord | None
     return record
 
 
-def _release(token: str, entries: list[HeldEntry], transport: SqsTransport,
-             clock: Callable[[], float]) -> int:
+def _hand_back(token: str, entries: list[HeldEntry], transport: Transport,
+               clock: Callable[[], float]) -> int:
     deadline = clock() + RECOVERY_MARGIN_SECONDS
     live = [e for e in entries if e.visible_until > deadline]
     if len(live) < len(entries):
         log.info("consumer %s: %d held message(s) not handed back: their visibility may have "
                  "run out", token, len(entries) - len(live))
-    released = 0
-    for chunk in group_chunks(live):
-        messages = [Message(e.message_id, e.receipt_handle, "", e.group_id, 0) for e in chunk]
-        # A handle may be invalid by now (the message was deleted before the death): fine.
-        failed = transport.change_visibility([(m, 0) for m in messages],
-                                             failure_level=logging.INFO)
-        released += len(messages) - len(failed)
-    metrics.MESSAGES_RECOVERED.inc(released)
-    return released
-
-
-def group_chunks(entries: Iterable[HeldEntry], size: int = SQS_BATCH) -> list[list[HeldEntry]]:
-    """Entries in order, cut into batch calls without splitting a group: each group becomes
-    visible in one call. A group never has more than a receive's worth (10) in flight; the
-    transport would split a larger one, in order."""
-    groups: dict[str, list[HeldEntry]] = {}
-    for entry in entries:
-        groups.setdefault(entry.group_id, []).append(entry)
-    chunks: list[list[HeldEntry]] = []
-    current: list[HeldEntry] = []
-    for group in groups.values():
-        if current and len(current) + len(group) > size:
-            chunks.append(current)
-            current = []
-        current.extend(group)
-    if current:
-        chunks.append(current)
-    return chunks
+    messages = [Message(e.message_id, e.receipt_handle, "", e.group_id, 0) for e in live]
+    # A handle may be invalid by now (the message was deleted before the death): fine.
+    settled = settle(transport, hand_back(messages), failure_level=logging.INFO)
+    handed_back = len(messages) - len(settled.not_changed)
+    metrics.MESSAGES_RECOVERED.inc(handed_back)
+    return handed_back

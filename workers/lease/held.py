@@ -1,30 +1,33 @@
-"""Messages a consumer holds, and the heartbeat that keeps them invisible while it does.
+"""Messages a consumer holds, and the extensions that keep them invisible while it does.
 
 A FIFO message that becomes visible again while we still work on it would be delivered to another
-consumer: a duplicate write, and possibly an out-of-order one. So every message between receive
-and delete/release is registered here and its visibility is extended before it runs out, up to
-a ceiling after which we let SQS redeliver it (the consumer is presumably stuck).
+consumer: a duplicate write, and possibly an out-of-order one. So every message between its
+receive and its settlement (`workers.lease.settle`) is held here and its visibility is extended
+before it runs out, up to a ceiling after which we let SQS hand it out again (the consumer is
+presumably stuck).
 
-One lock covers the registry and every visibility change, so an extension can never land after a
-release and hide a message again that we just gave back.
+One lock covers the held set and every visibility change, so an extension can never land after a
+back-off, release or hand-back and hide again a message that was just made visible.
 
 Given a `ConsumerRecord`, the registry is also kept in the consumer's held file
 (`workers.lease.files`), so that a successor can hand the messages back if this process dies.
 The file only ever claims less than the truth: a message leaves it before the call that ends our
-hold on it (delete, release, backoff), and its `visible_until` moves on only after an extension
-succeeded.
+hold on it (delete, back off, release, hand back), and its `visible_until` moves on only after an
+extension succeeded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from workers import metrics
-from workers.aws.sqs import Message, SqsTransport
+from workers.aws.sqs import Message
 from workers.lease.files import ConsumerRecord, ProcessingSlots
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,17 @@ class _Held:
     visible_at: float  # monotonic: when SQS will hand the message out again
 
 
+class Visibility(Protocol):
+    """What holding needs of the SQS transport (`workers.aws.sqs.SqsTransport`)."""
+
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]: ...
+
+
 class HeldMessages:
     def __init__(
         self,
-        transport: SqsTransport,
+        transport: Visibility,
         lease_seconds: int,
         ceiling_seconds: int,
         clock: Callable[[], float] = time.monotonic,
@@ -50,7 +60,7 @@ class HeldMessages:
         record: ConsumerRecord | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._transport = transport
+        self.transport = transport
         # How long a receive or an extension keeps a message invisible: messages of a consumer
         # that died (or of a receive answer that reached no one) are free again this soon.
         self._timeout = lease_seconds
@@ -86,21 +96,23 @@ class HeldMessages:
             self._persist()
 
     def forget(self, messages: Sequence[Message]) -> None:
-        """Stop tracking messages that are being deleted (an extension after delete is harmless)."""
+        """Stop holding these messages (an extension landing after their delete is harmless)."""
         with self._lock:
-            for m in messages:
-                self._held.pop(m.receipt_handle, None)
-            self._persist()
+            self._drop(messages)
 
-    def give_back(self, changes: Sequence[tuple[Message, int]]) -> None:
-        """Stop tracking these messages and set their visibility (0 = release now, >0 = backoff)."""
-        if not changes:
-            return
+    @contextlib.contextmanager
+    def letting_go(self, messages: Sequence[Message]) -> Iterator[None]:
+        """Stop holding these messages, and keep every extension out until the block ends: the
+        block makes them visible (`workers.lease.settle`), and no extension may hide them again
+        after that."""
         with self._lock:
-            for m, _ in changes:
-                self._held.pop(m.receipt_handle, None)
-            self._persist()
-            self._transport.change_visibility(changes)
+            self._drop(messages)
+            yield
+
+    def _drop(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            self._held.pop(m.receipt_handle, None)
+        self._persist()
 
     def close(self) -> None:
         """This process stops on purpose: see `ConsumerRecord.close`."""
@@ -130,7 +142,7 @@ class HeldMessages:
             ]
             if not due:
                 return 0
-            failed = self._transport.change_visibility([(h.message, self._timeout) for h in due])
+            failed = self.transport.change_visibility([(h.message, self._timeout) for h in due])
             failed_handles = {m.receipt_handle for m in failed}
             for h in due:
                 if h.message.receipt_handle not in failed_handles:
