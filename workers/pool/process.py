@@ -1,14 +1,53 @@
 """A consumer process as the pool sees it: spawned with multiprocessing's "spawn", watched
 through a pidfd (gunicorn's master reaps any child with waitpid(-1), so `Process.is_alive()` and
-`exitcode` lie once it has; a pidfd is readable when the process ends, whoever reaps it)."""
+`exitcode` lie once it has; a pidfd is readable when the process ends, whoever reaps it).
+
+`Process` is what the pool needs of one; the unit tests of its supervision implement it with a
+fake, as gunicorn's tests fake `waitpid` for its arbiter.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import multiprocessing.process
 import os
 import select
+from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+from workers.consumer.process import ConsumerSpec, consumer_main
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class Process(Protocol):
+    token: str  # names its files in the state dir
+    predecessors: tuple[str, ...]  # the dead consumers whose messages it hands back
+    pid: int
+
+    def fileno(self) -> int: ...
+
+    def is_dead(self) -> bool: ...
+
+    def signal(self, signum: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def spawn(spec: ConsumerSpec) -> ConsumerProcess:
+    """Start a consumer: a fresh interpreter ("spawn"), which inherits no listening socket and
+    no boto3 state, whenever it is started."""
+    process = _SPAWN.Process(target=consumer_main, args=(spec,),
+                             name=f"shelver-consumer-{spec.slot}", daemon=True)
+    process.start()
+    return ConsumerProcess(process, spec.token, spec.predecessors)
+
+
+def wait_for_any_death(processes: Sequence[Process], timeout: float) -> None:
+    """Until one of `processes` has ended, or `timeout` seconds."""
+    select.select(processes, [], [], timeout)
 
 
 class ConsumerProcess:

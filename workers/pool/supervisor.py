@@ -22,24 +22,22 @@ receiving (`workers.lease.handback`).
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.process
 import os
-import select
 import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 from prometheus_client import multiprocess
 
 from workers import metrics
 from workers.backoff import Backoff
-from workers.consumer.process import ConsumerSpec, consumer_main
+from workers.consumer.process import ConsumerSpec
 from workers.lease.files import absolve, recovery_dir, tokens
 from workers.logs import Logger
-from workers.pool.process import ConsumerProcess
+from workers.pool.process import Process, spawn, wait_for_any_death
 from workers.settings import Settings
 from workers.status import (
     ConsumerState,
@@ -87,7 +85,7 @@ def stop_deadline(settings: Settings) -> float:
 @dataclass
 class _Slot:
     index: int
-    process: ConsumerProcess | None = None
+    process: Process | None = None
     started_at: float = 0.0  # monotonic
     started_wall: float = 0.0
     restarts: int = 0
@@ -98,7 +96,7 @@ class _Slot:
 
 @dataclass
 class _Retiring:
-    process: ConsumerProcess
+    process: Process
     kill_at: float
 
 
@@ -106,6 +104,12 @@ class _Retiring:
 class ConsumerPool:
     settings: Settings
     log: Logger
+    _: KW_ONLY
+    # What the supervision runs on; the unit tests give it fakes.
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    spawn: Callable[[ConsumerSpec], Process] = spawn
+    wait_for_any_death: Callable[[Sequence[Process], float], None] = wait_for_any_death
     _slots: list[_Slot] = field(default_factory=list)
     _retiring: list[_Retiring] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -114,7 +118,6 @@ class ConsumerPool:
     _published: list[PoolSlot] | None = None
 
     def __post_init__(self) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
         self._master_pid = os.getpid()
 
     # -- called from gunicorn hooks (main thread): set state, the pool thread acts on it --------
@@ -160,7 +163,7 @@ class ConsumerPool:
         self._slots = self._slots[:count] + [_Slot(i) for i in range(len(self._slots), count)]
 
     def spawn_due_consumers(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for slot in self._slots:
             if slot.process is None and now >= slot.respawn_at:
                 self.spawn_consumer(slot)
@@ -170,12 +173,10 @@ class ConsumerPool:
         spec = ConsumerSpec(slot=slot.index, restarts=slot.restarts, settings=self.settings,
                             parent_pid=self._master_pid, token=uuid.uuid4().hex,
                             predecessors=predecessors)
-        process = self._ctx.Process(target=consumer_main, args=(spec,),
-                                    name=f"shelver-consumer-{slot.index}", daemon=True)
-        process.start()
-        slot.process = ConsumerProcess(process, spec.token, predecessors)
-        slot.started_at = time.monotonic()
-        slot.started_wall = time.time()
+        process = self.spawn(spec)
+        slot.process = process
+        slot.started_at = self.clock()
+        slot.started_wall = self.wall()
         self.log.info("consumer %d started (pid %s)%s", slot.index, process.pid,
                       f", handing back what {len(predecessors)} dead consumer(s) held"
                       if predecessors else "",
@@ -202,12 +203,12 @@ class ConsumerPool:
                 # messages it was processing (its successor still hands them back).
                 absolve(recovery_dir(self.settings.state_dir), process.token)
             clean = self._forget(process)
-            lived = time.monotonic() - slot.started_at
+            lived = self.clock() - slot.started_at
             slot.process = None
             slot.restarts += 1
             slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_SECONDS else 0
             delay = RESPAWN_BACKOFF.delay(slot.quick_crashes - 1)
-            slot.respawn_at = time.monotonic() + delay
+            slot.respawn_at = self.clock() + delay
             reason = "heartbeat" if slot.murdered else "exited" if clean else "died"
             slot.murdered = False
             metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
@@ -221,12 +222,12 @@ class ConsumerPool:
                 absolve(recovery_dir(self.settings.state_dir), retiring.process.token)
                 self._forget(retiring.process)
                 self._retiring.remove(retiring)
-            elif time.monotonic() > retiring.kill_at:
+            elif self.clock() > retiring.kill_at:
                 self.kill(retiring.process)
 
     def murder_stale_consumers(self) -> None:
         """SIGKILL consumers whose main loop stopped beating; the reaper then replaces them."""
-        now = time.time()
+        now = self.wall()
         for slot in self._slots:
             process = slot.process
             if process is None:
@@ -252,9 +253,9 @@ class ConsumerPool:
             slot.respawn_at = 0.0
             slot.quick_crashes = 0
 
-    def retire(self, process: ConsumerProcess) -> None:
+    def retire(self, process: Process) -> None:
         self.terminate(process)
-        kill_at = time.monotonic() + consumer_kill_deadline(self.settings)
+        kill_at = self.clock() + consumer_kill_deadline(self.settings)
         self._retiring.append(_Retiring(process, kill_at))
 
     def stop_consumers(self) -> None:
@@ -283,14 +284,14 @@ class ConsumerPool:
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def terminate(process: ConsumerProcess) -> None:
+    def terminate(process: Process) -> None:
         process.signal(signal.SIGTERM)
 
     @staticmethod
-    def kill(process: ConsumerProcess) -> None:
+    def kill(process: Process) -> None:
         process.signal(signal.SIGKILL)
 
-    def _forget(self, process: ConsumerProcess) -> bool:
+    def _forget(self, process: Process) -> bool:
         """Clean up after a dead consumer; True if it exited cleanly (said so in its status)."""
         pid = process.pid
         status = read_consumer_status(self.settings.state_dir, pid)
@@ -303,6 +304,6 @@ class ConsumerPool:
         watched = [s.process for s in self._slots if s.process and not s.process.is_dead()]
         watched += [r.process for r in self._retiring if not r.process.is_dead()]
         if watched:
-            select.select(watched, [], [], timeout)
+            self.wait_for_any_death(watched, timeout)
         else:
             self._stop.wait(timeout)
