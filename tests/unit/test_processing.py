@@ -33,7 +33,7 @@ from workers.books.store import (
     StoreOutcome,
     WriteContention,
 )
-from workers.consumer.groups import GroupRunner
+from workers.consumer.batches import GroupRunner
 from workers.lease.crashes import CrashRegistry, ProcessingGate
 from workers.lease.files import ProcessingSlots, read_processing
 from workers.lease.settle import Outcome, Result, dead_letter
@@ -97,7 +97,7 @@ class Fixture:
         return self.runner(stopping).run(messages)
 
     def runner(self, stopping: Callable[[], bool]) -> GroupRunner:
-        """As a consumer's processing thread runs a group (workers.consumer.groups)."""
+        """As a consumer's processing thread runs a group (workers.consumer.batches)."""
         return GroupRunner(self.processor.process,
                            functools.partial(dead_letter, self.transport), stopping)
 

@@ -10,10 +10,17 @@ ten groups still holds the next receive back until threads free up, so a consume
 `group_limit` + 9 groups. SQS FIFO never hands out a group that has messages in flight, so
 batches in flight together never share a group and need no coordination.
 
-Each batch is split by message group, one processing thread per group; the thread that finishes
-a batch's last group settles the whole batch (one batched delete and visibility change), off the
-receive loop. It does so in a Future's done-callback, whose exceptions concurrent.futures would
-only log: anything that escapes it is an internal error (`workers.consumer.internal_errors`).
+Each batch is split by message group, one processing thread per group (`GroupRunner`), strictly
+in order: each message is processed (`workers.books.processor`: the processor decides, the store
+writes) and, when so decided, dead-lettered (`workers.lease.settle.dead_letter`) before the next
+one starts, so a group's dead letters keep its order too. The first message to be retried stops
+the group: the ones after it are released, to be handed out again only after it. At a stop, the
+messages not started are released.
+
+The thread that finishes a batch's last group settles the whole batch (`workers.lease.settle`:
+one batched delete and visibility change), off the receive loop. It does so in a Future's
+done-callback, whose exceptions concurrent.futures would only log: anything that escapes it is
+an internal error (`workers.consumer.internal_errors`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,44 @@ from workers.consumer.internal_errors import ConsumerThread
 from workers.lease.settle import Outcome, Result
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupRunner:
+    """One message group, on one processing thread, strictly in order (module docstring)."""
+
+    # What should happen to one message (`BookProcessor.process`).
+    process: Callable[[Message], Result]
+    # Sends a message decided DEAD_LETTERED to the DLQ: the same result, or a RETRY if it
+    # could not be sent (`workers.lease.settle.dead_letter`).
+    dead_letter: Callable[[Result], Result]
+    stopping: Callable[[], bool]
+
+    def run(self, messages: Sequence[Message]) -> list[Result]:
+        results: list[Result] = []
+        for index, message in enumerate(messages):
+            if self.stopping():
+                results.extend(Result(m, Outcome.RELEASED, "shutdown") for m in messages[index:])
+                break
+            result = self.one(message)
+            results.append(result)
+            if result.outcome is Outcome.RETRY:
+                results.extend(Result(m, Outcome.RELEASED, "behind_retry")
+                               for m in messages[index + 1:])
+                break
+        return results
+
+    def one(self, message: Message) -> Result:
+        """Process one message, and dead-letter it if so decided."""
+        started = time.perf_counter()
+        try:
+            result = self.process(message)
+            if result.outcome is Outcome.DEAD_LETTERED:
+                result = self.dead_letter(result)
+            return result
+        finally:
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
 
 
 @dataclass(eq=False)

@@ -6,7 +6,7 @@ Threads, each with one job:
   a few batches in flight (`workers.consumer.batches`), pausing while whole batches fail
   (`workers.consumer.breaker`);
 - processing threads (`CONSUMER_THREADS`): one message group each, strictly in order
-  (`workers.consumer.groups`); the one finishing a batch's last group settles the batch
+  (`workers.consumer.batches`); the one finishing a batch's last group settles the batch
   (`workers.lease.settle`): deletes, backs off and releases every message of it;
 - keeper (`workers.consumer.keeper`): extends the visibility of held messages, notices orphaning.
 
@@ -37,9 +37,8 @@ from workers.aws.sqs import Message, QueueInfo, SqsTransport, discover_queue
 from workers.backoff import Backoff
 from workers.books.processor import BookProcessor, crash_limit_warning
 from workers.books.store import BookStore
-from workers.consumer.batches import InFlightBatches
+from workers.consumer.batches import GroupRunner, InFlightBatches
 from workers.consumer.breaker import Breaker
-from workers.consumer.groups import GroupRunner
 from workers.consumer.internal_errors import ConsumerThread, exit_on_internal_error
 from workers.consumer.keeper import EXIT_ORPHANED, Keeper
 from workers.consumer.queue_depth import Depths, QueueDepthSampler
