@@ -30,7 +30,7 @@ from typing import Any
 
 import atheris
 
-with atheris.instrument_imports(include=["workers.books"]):
+with atheris.instrument_imports(include=["workers.books.decode", "workers.books.keys"]):
     from workers.books.decode import InvalidBook, decode_book
     from workers.books.keys import object_key
 

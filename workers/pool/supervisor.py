@@ -1,8 +1,9 @@
 """The consumer pool: a supervisor for consumer processes, run by the gunicorn master.
 
 gunicorn's arbiter knows nothing of these processes, so the pool supervises them itself, from
-one thread of the master, in the arbiter's style: `spawn_`, `reap_`, `murder_`, `manage_`.
-Three gunicorn facts shape it (see ../shared/FACTS.md):
+one thread of the master, in the arbiter's style: `manage_consumers` is a loop of named steps,
+`reap_`, `murder_`, `replace_`, `spawn_`, `publish`. Three gunicorn facts shape it (measured:
+docs/architecture.md, "Facts the design rests on"):
 - the master reaps ANY child with waitpid(-1), so `Process.is_alive()`/`exitcode` lie once it has;
   deaths are detected through a pidfd per consumer instead (readable when the process ends,
   whoever reaps it), and a consumer reports a clean exit in its status file. multiprocessing's
@@ -11,8 +12,8 @@ Three gunicorn facts shape it (see ../shared/FACTS.md):
 - HTTP workers are forked from the master and inherit multiprocessing's child list;
   gunicorn.conf.py clears it in post_fork, and the pool drops reaped processes from it so that
   nothing signals a reused pid;
-- consumers are started with the "spawn" method: a fresh interpreter inherits no listening socket
-  and no boto3 state, whenever it is started.
+- consumers are started with the "spawn" method (`workers.pool.process.spawn`): a fresh
+  interpreter inherits no listening socket and no boto3 state, whenever it is started.
 
 Each consumer gets a token naming its files in the state dir (`workers.lease.files`), and the
 tokens of consumers that are gone and left files there: the one it replaces, those of the
