@@ -1,6 +1,6 @@
 """Settling (workers/lease/settle.py): what each outcome becomes, how long a failed message and
 the messages behind it wait, and how the calls are cut; the settle and dead-letter calls
-themselves against a fake transport. Against moto: test_transport.py, test_dead_letter.py."""
+themselves against a fake transport. Against moto: test_sqs.py, test_dead_letter.py."""
 
 from __future__ import annotations
 

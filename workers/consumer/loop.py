@@ -46,7 +46,7 @@ from workers.consumer.signals import LongPollAbandoned, Signals
 from workers.lease import handback
 from workers.lease.crashes import CrashRegistry
 from workers.lease.files import ConsumerRecord, recovery_dir
-from workers.lease.handback import receive_wait, recover
+from workers.lease.handback import hand_back_from, receive_wait
 from workers.lease.held import HeldMessages
 from workers.lease.settle import (
     DeadLetterQueue,
@@ -191,7 +191,8 @@ class Consumer:
         if self._signals.stopping():
             return  # the files stay for the next consumer
         try:
-            handed_back = recover(self.spec.predecessors, directory, transport, self._crashes)
+            handed_back = hand_back_from(self.spec.predecessors, directory, transport,
+                                         self._crashes)
         except AWS_ERRORS as exc:
             # Their messages then come back when their visibility timeout runs out.
             log.error("consumer %d could not hand back its predecessors' messages: %s",

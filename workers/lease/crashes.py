@@ -28,7 +28,7 @@ The blame is precise, so that a valid book is never dead-lettered for another's 
 
 The count is per instance: it lives in `<state dir>/recovery/crash-counts.json`, which survives a
 restart of the instance but is not shared with other instances (a message crashing consumers on
-several pods is counted on each). Several consumers may recover at once, so updates take an
+several pods is counted on each). Several consumers may hand back at once, so updates take an
 exclusive `flock` and replace the file atomically; readers need no lock and reload only when the
 file changed (one `stat` per received batch).
 """

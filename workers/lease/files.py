@@ -6,7 +6,7 @@ and their groups blocked with them. So each consumer keeps two files in `<state 
 (which survives a restart of the instance, see gunicorn.conf.py), and its successor hands the
 messages back (`workers.lease.handback`):
 
-- `held-<token>.json`: the messages it holds (received, neither deleted nor given back yet) in
+- `held-<token>.json`: the messages it holds (received, not settled yet) in
   receive order, each with its group, receipt handle and `visible_until`, the wall-clock time
   until which SQS keeps it invisible at least. Rewritten whole at each receive, settle and
   visibility extension (a few times per batch), in place: one `pwrite` of a header (CRC-32 and

@@ -15,7 +15,7 @@ whose client died, and what it hands out then stays invisible for the visibility
 2. records the ids in the processing slots as crashed (`workers.lease.crashes`); a death the pool
    decided, or a stop, left them blank (`workers.lease.files.absolve`, `ConsumerRecord.close`);
 3. hands back (visibility 0, `workers.lease.settle`) every held message still invisible,
-   `RECOVERY_MARGIN_SECONDS` ahead of now. A message whose visibility ran out may have been
+   `HAND_BACK_MARGIN_SECONDS` ahead of now. A message whose visibility ran out may have been
    received by someone else already, and an old receipt handle must never make visible a
    message another consumer now holds;
 4. counts the messages handed back (`shelver_messages_recovered_total`).
@@ -70,7 +70,7 @@ class Transport(SettleTransport, Protocol):
 
 # A held message is handed back only if SQS keeps it invisible at least this much longer: time
 # for the call to reach SQS, retries included, before the message could be handed out again.
-RECOVERY_MARGIN_SECONDS = 2.0
+HAND_BACK_MARGIN_SECONDS = 2.0
 # A dead consumer's receive call may be answered this long after its long poll's end (network).
 RECEIVE_MARGIN_SECONDS = 1.0
 
@@ -83,7 +83,7 @@ def receive_wait(predecessors: Sequence[str], directory: Path,
     return max((end + RECEIVE_MARGIN_SECONDS - clock() for end in ends), default=0.0)
 
 
-def recover(
+def hand_back_from(
     predecessors: Sequence[str],
     directory: Path,
     transport: Transport,
@@ -138,7 +138,7 @@ def _claim(token: str, held: Path, transport: Transport) -> HeldRecord | None:
 
 def _hand_back(token: str, entries: list[HeldEntry], transport: Transport,
                clock: Callable[[], float]) -> int:
-    deadline = clock() + RECOVERY_MARGIN_SECONDS
+    deadline = clock() + HAND_BACK_MARGIN_SECONDS
     live = [e for e in entries if e.visible_until > deadline]
     if len(live) < len(entries):
         log.info("consumer %s: %d held message(s) not handed back: their visibility may have "

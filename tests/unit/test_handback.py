@@ -27,10 +27,10 @@ from workers.lease.files import (
     tokens,
 )
 from workers.lease.handback import (
+    HAND_BACK_MARGIN_SECONDS,
     RECEIVE_MARGIN_SECONDS,
-    RECOVERY_MARGIN_SECONDS,
+    hand_back_from,
     receive_wait,
-    recover,
 )
 from workers.lease.held import HeldMessages
 from workers.lease.settle import Action, Settlement, settle
@@ -70,8 +70,8 @@ class Fixture:
         die(record)
         return record
 
-    def recover(self, *tokens: str) -> int:
-        return recover(tokens, self.directory, self.transport, self.crashes)
+    def hand_back(self, *tokens: str) -> int:
+        return hand_back_from(tokens, self.directory, self.transport, self.crashes)
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_a_dead_consumer_s_messages_are_visible_again_at_once(fx: Fixture) -> No
     fx.dead_consumer("dead", held)
     before = recovered_total()
 
-    assert fx.recover("dead") == 3
+    assert fx.hand_back("dead") == 3
 
     assert sorted(m.body for m in fx.receive()) == ["a1", "a2", "b1"]
     assert recovered_total() - before == 3
@@ -104,10 +104,10 @@ def test_a_dead_consumer_s_messages_are_visible_again_at_once(fx: Fixture) -> No
 def test_a_consumer_is_recovered_once_even_if_two_are_given_it(fx: Fixture) -> None:
     fx.send([("g1", "a1")])
     fx.dead_consumer("dead", fx.receive())
-    assert fx.recover("dead") == 1
+    assert fx.hand_back("dead") == 1
     again = fx.receive()  # someone else holds it now, under a new receipt handle
 
-    assert fx.recover("dead") == 0
+    assert fx.hand_back("dead") == 0
 
     assert fx.receive() == []  # the old handle did not hand it back from its new holder
     assert [m.body for m in again] == ["a1"]
@@ -119,11 +119,11 @@ def test_messages_whose_visibility_may_have_run_out_are_left_alone(fx: Fixture) 
     # As if "old" was received VISIBILITY - 1 s ago: its timeout ends within the margin.
     record = ConsumerRecord(fx.directory, "dead", fx.transport.queue.url, threads=1)
     now = time.time()
-    record.held.write([(messages["old"], now + RECOVERY_MARGIN_SECONDS - 1),
+    record.held.write([(messages["old"], now + HAND_BACK_MARGIN_SECONDS - 1),
                        (messages["fresh"], now + VISIBILITY)])
     die(record)
 
-    assert fx.recover("dead") == 1
+    assert fx.hand_back("dead") == 1
 
     assert [m.body for m in fx.receive()] == ["fresh"]
 
@@ -134,7 +134,7 @@ def test_messages_deleted_before_the_death_are_no_error(fx: Fixture) -> None:
     fx.dead_consumer("dead", list(messages.values()))
     fx.transport.delete([messages["done"]])  # deleted, and then the consumer died
 
-    assert fx.recover("dead") == 1
+    assert fx.hand_back("dead") == 1
 
     assert [m.body for m in fx.receive()] == ["pending"]
 
@@ -144,7 +144,7 @@ def test_messages_in_processing_are_counted_as_crashed(fx: Fixture) -> None:
     held = fx.receive()
     fx.dead_consumer("dead", held, in_processing=held[0].message_id)
 
-    fx.recover("dead")
+    fx.hand_back("dead")
 
     assert fx.crashes.crashes(held[0].message_id) == 1
     assert fx.crashes.crashes(held[1].message_id) == 0
@@ -154,7 +154,7 @@ def test_messages_in_processing_are_counted_as_crashed(fx: Fixture) -> None:
 def test_a_consumer_that_held_nothing_only_leaves_files_to_remove(fx: Fixture) -> None:
     os.close(os.open(processing_path(fx.directory, "early"), os.O_CREAT | os.O_WRONLY))
 
-    assert fx.recover("early") == 0
+    assert fx.hand_back("early") == 0
 
     assert tokens(fx.directory) == set()
 
@@ -167,7 +167,7 @@ def test_a_held_file_torn_by_the_death_hands_nothing_back_but_still_counts(
     path = held_path(fx.directory, "dead")
     path.write_bytes(path.read_bytes()[:-5])
 
-    assert fx.recover("dead") == 0
+    assert fx.hand_back("dead") == 0
 
     assert fx.receive() == []  # back after its visibility timeout: nothing trusted a torn list
     assert fx.crashes.crashes(held[0].message_id) == 1
@@ -181,7 +181,7 @@ def test_messages_of_another_queue_are_not_handed_back_here(fx: Fixture) -> None
     record.held.write([(held[0], time.time() + VISIBILITY)])
     die(record)
 
-    assert fx.recover("dead") == 0
+    assert fx.hand_back("dead") == 0
 
     assert not held_path(fx.directory, "dead").exists()
     assert fx.receive() == []
@@ -211,7 +211,7 @@ def test_recovery_works_with_what_the_keeper_wrote(fx: Fixture) -> None:
     # The wall clock reads 50 s later than it did at the receive.
     late = time.time() + VISIBILITY - 10
 
-    assert recover(["dead"], fx.directory, fx.transport, fx.crashes,
+    assert hand_back_from(["dead"], fx.directory, fx.transport, fx.crashes,
                    clock=lambda: late) == 1
     assert [m.body for m in fx.receive()] == ["long"]
 
@@ -226,7 +226,7 @@ def test_a_message_backed_off_before_the_death_is_not_handed_back_again(fx: Fixt
     settle(fx.transport, [Settlement(messages["backoff"], Action.BACK_OFF, 30)], held=held)
     die(record)
 
-    assert fx.recover("dead") == 1
+    assert fx.hand_back("dead") == 1
 
     assert [m.body for m in fx.receive()] == ["kept"]
 
@@ -252,12 +252,12 @@ def test_a_live_consumer_s_messages_are_never_handed_back(fx: Fixture) -> None:
         assert ready.wait(60)
         assert owner_alive(fx.directory, "alive")
 
-        assert fx.recover("alive") == 0
+        assert fx.hand_back("alive") == 0
         assert tokens(fx.directory) == {"alive"}  # nothing claimed, nothing removed
     finally:
         owner.kill()
         owner.join(30)
 
     assert not owner_alive(fx.directory, "alive")
-    assert fx.recover("alive") == 0  # rh-0 is no real handle: nothing to hand back, but claimed
+    assert fx.hand_back("alive") == 0  # rh-0 is no real handle: nothing to hand back, but claimed
     assert tokens(fx.directory) == set()
