@@ -196,26 +196,8 @@ class ConsumerPool:
 
     def reap_consumers(self) -> None:
         for slot in self._slots:
-            process = slot.process
-            if process is None or not process.is_dead():
-                continue
-            if slot.murdered:
-                # We killed it for its main loop, which processes nothing: not a crash of the
-                # messages it was processing (its successor still hands them back).
-                absolve(recovery_dir(self.settings.state_dir), process.token)
-            clean = self._forget(process)
-            lived = self.clock() - slot.started_at
-            slot.process = None
-            slot.restarts += 1
-            slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_SECONDS else 0
-            delay = RESPAWN_BACKOFF.delay(slot.quick_crashes - 1)
-            slot.respawn_at = self.clock() + delay
-            reason = "heartbeat" if slot.murdered else "exited" if clean else "died"
-            slot.murdered = False
-            metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
-            self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
-                           slot.index, process.pid, reason, lived, delay,
-                           extra={"slot": slot.index, "reason": reason})
+            if slot.process is not None and slot.process.is_dead():
+                self._reap(slot, slot.process)
         for retiring in list(self._retiring):
             if retiring.process.is_dead():
                 # Stopped on purpose, killed at most for overrunning its stop deadline: what it
@@ -225,6 +207,26 @@ class ConsumerPool:
                 self._retiring.remove(retiring)
             elif self.clock() > retiring.kill_at:
                 self.kill(retiring.process)
+
+    def _reap(self, slot: _Slot, process: Process) -> None:
+        """A slot's consumer has ended: count why, and schedule its replacement."""
+        if slot.murdered:
+            # We killed it for its main loop, which processes nothing: not a crash of the
+            # messages it was processing (its successor still hands them back).
+            absolve(recovery_dir(self.settings.state_dir), process.token)
+        clean = self._forget(process)
+        lived = self.clock() - slot.started_at
+        slot.process = None
+        slot.restarts += 1
+        slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_SECONDS else 0
+        delay = RESPAWN_BACKOFF.delay(slot.quick_crashes - 1)
+        slot.respawn_at = self.clock() + delay
+        reason = "heartbeat" if slot.murdered else "exited" if clean else "died"
+        slot.murdered = False
+        metrics.CONSUMER_RESTARTS.labels(reason=reason).inc()
+        self.log.error("consumer %d (pid %s) %s after %.1f s; restarting in %.0f s",
+                       slot.index, process.pid, reason, lived, delay,
+                       extra={"slot": slot.index, "reason": reason})
 
     def murder_stale_consumers(self) -> None:
         """SIGKILL consumers whose main loop stopped beating; the reaper then replaces them."""
