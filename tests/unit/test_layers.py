@@ -114,3 +114,22 @@ def test_the_lifecycle_table_is_the_settle_module_s() -> None:
     table = docstring[start:docstring.index("\n\n", start)]
     assert table.count("\n") > 10
     assert f"```\n{table}\n```" in ARCHITECTURE.read_text()
+
+
+def test_only_the_settle_module_ends_a_hold() -> None:
+    # Deletes, dead letters and visibility changes of a consumer's messages: workers.lease.settle
+    # alone, but for the extensions of the held set (workers.lease.held). A call on `self` is a
+    # part's own method (the group runner's dead_letter is settle.dead_letter, handed to it).
+    allowed = {"workers.lease.settle": {"delete", "change_visibility", "dead_letter"},
+               "workers.lease.held": {"change_visibility"}}
+    calls = []
+    for module, path in modules().items():
+        if module.startswith(("workers.aws", "workers.cli")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "self")
+                    and node.func.attr in {"delete", "change_visibility", "dead_letter"}
+                    and node.func.attr not in allowed.get(module, set())):
+                calls.append(f"{module}:{node.lineno} {node.func.attr}")
+    assert calls == []

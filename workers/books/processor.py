@@ -81,7 +81,8 @@ def stored_fields(message: Message, book_id: str, stored: StoredBook) -> dict[st
             "book_id": book_id, "bucket": stored.bucket, "key": stored.key}
 
 
-def dead_letter(message: Message, invalid: InvalidBook, book_id: str | None = None) -> Result:
+def _dead_lettered(message: Message, invalid: InvalidBook, book_id: str | None = None
+                   ) -> Result:
     """The decision to dead-letter a message; `book_id` when the book itself could be read."""
     return Result(message, Outcome.DEAD_LETTERED, invalid.reason, invalid.detail, book_id)
 
@@ -113,7 +114,7 @@ class BookProcessor:
         """What should happen to `message`, its book stored if it can be."""
         crashes = 0 if self._crashes is None else self._crashes.crashes(message.message_id)
         if self._crashes is not None and crashes >= self._crashes.dead_letter_after:
-            return dead_letter(message, InvalidBook(
+            return _dead_lettered(message, InvalidBook(
                 "crashed_consumer",
                 f"a consumer died {crashes} time(s) while processing this message"))
         if crashes:
@@ -134,14 +135,14 @@ class BookProcessor:
         try:
             book = decode_book(message.body, self._genre_buckets)
         except InvalidBook as invalid:
-            return dead_letter(message, invalid)
+            return _dead_lettered(message, invalid)
         try:
             with metrics.S3_PUT_SECONDS.time():
                 stored = self._store.store(book, Origin(
                     message.message_id, message.group_id, message.sequence,
                     message.receive_count))
         except KeyConflict as conflict:
-            return dead_letter(message, InvalidBook("key_conflict", str(conflict)), book.id)
+            return _dead_lettered(message, InvalidBook("key_conflict", str(conflict)), book.id)
         except (*AWS_ERRORS, WriteContention) as exc:
             return self._failed(message, book, exc)
         if not stored.written:
@@ -162,7 +163,7 @@ class BookProcessor:
         """A failed write: retried, unless the message has spent the receives SQS leaves it."""
         reason = failure_reason(exc)
         if self._exhausted_at is not None and message.receive_count >= self._exhausted_at:
-            return dead_letter(message, InvalidBook(
+            return _dead_lettered(message, InvalidBook(
                 "retries_exhausted",
                 f"failed at receive {message.receive_count} of the queue's maxReceiveCount "
                 f"{self._max_receive_count}, after which SQS would move it with no reason: "

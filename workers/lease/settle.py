@@ -2,9 +2,10 @@
 
 A message is held from its receive until one of these actions ends the hold. The processor
 decides what became of it (`Outcome`, in a `Result`); `plan` turns outcomes into actions;
-`settle` carries them out, batched, and is the only code that deletes a message or changes its
-visibility for good. The one other write about a message, its copy to the dead-letter queue,
-is `dead_letter`, also here: it comes before the message's delete, in its group's order.
+`settle` carries them out, batched: no other code of a consumer deletes a message or sets its
+visibility but to extend it (`workers.lease.held`). The one other write about a message, its
+copy to the dead-letter queue, is `dead_letter`, also here: it comes before the message's
+delete, in its group's order.
 
 The message lifecycle, from its receive (it is then held, its visibility extended while it is):
 
