@@ -25,10 +25,11 @@ Context in: a message may carry its producer's context in two places,
   digits, so it converts both ways without loss; `Sampled=1` is sampled, anything else (0, the
   undecided `?`, none) is not.
 With both, `traceparent` wins: it is what the producing code itself put on the message, while
-`AWSTraceHeader` may be infrastructure's (a Lambda function's own segment under active tracing,
-an SDK adding `X-Amzn-Trace-Id` on its own), at best the same context and often its parent; and
-only the W3C form carries `tracestate`. A different `AWSTraceHeader` context is not dropped: the
-process span links to it.
+`AWSTraceHeader` may be infrastructure's: inside Lambda, botocore sends the function's own X-Ray
+context (`_X_AMZN_TRACE_ID`) as `X-Amzn-Trace-Id` with every call, which SQS then stores, so a
+producer's span context in `traceparent` sits beside its Lambda's, at best the same and usually
+its parent; and only the W3C form carries `tracestate`. A different `AWSTraceHeader` context is
+not dropped: the process span links to it.
 
 Context out (the DLQ copy of a message, `shelver send`): SQS takes at most 10 message attributes.
 The context always goes as `AWSTraceHeader`, which counts toward neither that limit nor the
@@ -363,10 +364,11 @@ class Tracing(Protocol):
         """A batch delete ("delete") or visibility change ("change_visibility") of these
         messages' (their process spans' contexts)."""
 
-    def hand_back(self, queue_url: str, consumers: int, released: int,
+    def hand_back(self, queue_url: str, started_ns: int, consumers: int, released: int,
                   crashed: Sequence[str]) -> None:
-        """Record the hand-back of what dead consumers held: how many consumers, how many
-        messages released, and the ids of those in processing when theirs died."""
+        """Record a finished hand-back, begun at `started_ns`, of what dead consumers held: how
+        many consumers, how many messages released, and the ids of those in processing when
+        theirs died."""
 
     def install_log_fields(self) -> None:
         """Give every log record of this process the ids of the current span (see
@@ -434,7 +436,7 @@ class TracingOff:
                ) -> AbstractContextManager[Span]:
         return _NO_SPAN_CONTEXT
 
-    def hand_back(self, queue_url: str, consumers: int, released: int,
+    def hand_back(self, queue_url: str, started_ns: int, consumers: int, released: int,
                   crashed: Sequence[str]) -> None:
         pass
 

@@ -340,13 +340,14 @@ class OtelTracing:
                 _record_failure(span, error)
                 raise
 
-    def hand_back(self, queue_url: str, consumers: int, released: int,
+    def hand_back(self, queue_url: str, started_ns: int, consumers: int, released: int,
                   crashed: Sequence[str]) -> None:
         span = self._tracer.start_span(
             f"hand_back {queue_name(queue_url)}", context=_ROOT, kind=SpanKind.CLIENT,
             attributes={**_sqs_attributes(queue_url, "settle", "hand_back",
                                           SETTLE_CALLS["change_visibility"]),
-                        MESSAGING_BATCH_COUNT: released, CONSUMERS: consumers})
+                        MESSAGING_BATCH_COUNT: released, CONSUMERS: consumers},
+            start_time=started_ns)
         for message_id in crashed:
             span.add_event("crashed_consumer", {MESSAGING_MESSAGE_ID: message_id})
         span.end()

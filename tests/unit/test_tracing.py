@@ -58,7 +58,7 @@ def test_with_no_configuration_nothing_from_opentelemetry_is_imported() -> None:
         "    assert span.outgoing(3) is tracing.NOTHING_OUT\n"
         "with t.s3('PutObject', 'bucket', 'key'): pass\n"
         "assert t.received('q', 0, [None]) is None\n"
-        "t.install_log_fields(); t.hand_back('q', 1, 1, ['m']); assert t.shutdown(1)\n"
+        "t.install_log_fields(); t.hand_back('q', 0, 1, 1, ['m']); assert t.shutdown(1)\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
@@ -484,7 +484,7 @@ def test_a_settle_links_the_process_spans_and_a_hand_back_names_the_crashed_mess
             carriers.append(span.carrier())
     with traced.tracing.settle("delete", QUEUE, carriers):
         pass
-    traced.tracing.hand_back(QUEUE, consumers=1, released=4, crashed=["m-3"])
+    traced.tracing.hand_back(QUEUE, started_ns=5_000, consumers=1, released=4, crashed=["m-3"])
 
     first, second, delete, hand_back = traced.spans()
     assert delete.name == "delete InputQueue.fifo" and delete.kind is SpanKind.CLIENT
@@ -494,6 +494,7 @@ def test_a_settle_links_the_process_spans_and_a_hand_back_names_the_crashed_mess
             delete.attributes["messaging.batch.message_count"]) == (
         "settle", "DeleteMessageBatch", 2)
     assert hand_back.name == "hand_back InputQueue.fifo" and hand_back.parent is None
+    assert hand_back.start_time == 5_000
     assert hand_back.attributes is not None
     assert hand_back.attributes["messaging.batch.message_count"] == 4
     assert [(e.name, dict(e.attributes or {})) for e in hand_back.events] == [
