@@ -199,6 +199,9 @@ class TraceCarrier:
     traceparent: str | None = None
     tracestate: str | None = None
     aws_trace_header: str | None = None
+    # A span of this process: its SDK context, so that linking to it parses nothing. Not part of
+    # what travels, nor of what the carrier equals.
+    span_context: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> TraceCarrier | None:

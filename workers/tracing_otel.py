@@ -4,6 +4,7 @@ behind the `Tracing` verbs. The docstring of `workers.tracing` says what each sp
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -116,12 +117,14 @@ def carrier_of(context: SpanContext) -> TraceCarrier | None:
     return TraceCarrier(
         traceparent=f"00-{ids.trace_id}-{ids.span_id}-{int(context.trace_flags):02x}",
         tracestate=context.trace_state.to_header() or None,
-        aws_trace_header=aws_trace_header(ids))
+        aws_trace_header=aws_trace_header(ids), span_context=context)
 
 
+@functools.lru_cache(maxsize=256)
 def contexts_of(carrier: TraceCarrier | None) -> tuple[SpanContext | None, SpanContext | None]:
     """(the context to continue, the other one the message carries if it names another span):
-    traceparent wins over AWSTraceHeader (`workers.tracing` says why)."""
+    traceparent wins over AWSTraceHeader (`workers.tracing` says why). Cached: a receive span's
+    context is linked from each of its up to ten process spans."""
     if carrier is None:
         return None, None
     w3c = None
@@ -145,7 +148,8 @@ def _links(carriers: Sequence[TraceCarrier | None]) -> list[Link]:
     seen = set()
     links = []
     for carrier in carriers:
-        context, _ = contexts_of(carrier)
+        context = (carrier.span_context if carrier is not None
+                   and carrier.span_context is not None else contexts_of(carrier)[0])
         if context is not None and (context.trace_id, context.span_id) not in seen:
             seen.add((context.trace_id, context.span_id))
             links.append(Link(context))
