@@ -86,6 +86,7 @@ class Aws:
             "FifoQueue": "true",
             "ContentBasedDeduplication": deployed_dlq["ContentBasedDeduplication"],
             "MessageRetentionPeriod": deployed_dlq["MessageRetentionPeriod"],
+            "MaximumMessageSize": deployed_dlq["MaximumMessageSize"],
         })["QueueUrl"]
         dlq_arn = self.attributes(dlq_url)["QueueArn"]
         redrive = orjson.loads(deployed["RedrivePolicy"])
@@ -94,6 +95,7 @@ class Aws:
             "FifoQueue": "true",
             "ContentBasedDeduplication": deployed["ContentBasedDeduplication"],
             "VisibilityTimeout": str(visibility_timeout or deployed["VisibilityTimeout"]),
+            "MaximumMessageSize": deployed["MaximumMessageSize"],
             "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
                                            "maxReceiveCount": max_receive_count
                                            or redrive["maxReceiveCount"]}).decode(),
