@@ -64,8 +64,8 @@ def test_the_key_is_deployed_but_localstack_leaves_the_buckets_at_its_defaults(
         by_default = protections(plain)
     finally:
         aws.delete_bucket(plain)
-    assert by_default[1]["Rules"] == [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": False}]
+    assert by_default[1]["Rules"] == [{"ApplyServerSideEncryptionByDefault": {
+        "SSEAlgorithm": "AES256"}, "BucketKeyEnabled": False}]
     for bucket in ("scifi", "romance", "payloads"):
         assert protections(bucket) == by_default
 
