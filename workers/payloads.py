@@ -3,7 +3,7 @@
 A producer using AWS's extended client libraries (Java, Python, ...) with a record larger than
 256 KB (or with ``always_through_s3``) puts the record in an S3 bucket and sends, instead, a
 message whose body points at it. What amazon-sqs-extended-client 1.0.1 (PyPI) sends, as seen
-on the wire (docs/operations.md has the requests)::
+on the wire (tests/unit/test_payloads.py and tests/e2e/test_payloads_emulator.py hold it)::
 
     MessageBody: ["software.amazon.payloadoffloading.PayloadS3Pointer",
                   {"s3BucketName": "acme-payloads", "s3Key": "8a499dfa-1104-...-3ca2c6bb2677"}]

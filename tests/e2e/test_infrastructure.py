@@ -1,34 +1,18 @@
 """What `osls deploy --stage local` of serverless.yml created in LocalStack: the consumer
-policy, the buckets' protections and the queues' limits are deployed, not only declared."""
+policy, the key and the queues' limits are deployed, not only declared (the buckets'
+protections LocalStack does not deploy: see below)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import boto3
-
 from tests.support.aws import DEPLOYED_DLQ, DEPLOYED_QUEUE, Aws
 
-STACK = "shelver-local"
 
-
-def client(aws_env: dict[str, str], service: str) -> Any:
-    return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-                        region_name=aws_env["AWS_REGION"],
-                        aws_access_key_id=aws_env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=aws_env["AWS_SECRET_ACCESS_KEY"])
-
-
-def outputs(aws_env: dict[str, str]) -> dict[str, str]:
-    stack = client(aws_env, "cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
-    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-
-
-def test_the_consumer_policy_is_deployed_on_the_stacks_resources(aws_env: dict[str, str]
-                                                                 ) -> None:
-    deployed = outputs(aws_env)
-    iam = client(aws_env, "iam")
+def test_the_consumer_policy_is_deployed_on_the_stacks_resources(aws: Aws) -> None:
+    deployed = aws.stack_outputs()
+    iam = aws.client("iam")
     policy = iam.get_policy(PolicyArn=deployed["ConsumerPolicyArn"])["Policy"]
     document = iam.get_policy_version(PolicyArn=policy["Arn"],
                                       VersionId=policy["DefaultVersionId"])["PolicyVersion"]
@@ -43,16 +27,15 @@ def test_the_consumer_policy_is_deployed_on_the_stacks_resources(aws_env: dict[s
                          f"arn:aws:s3:::{deployed['PayloadBucketName']}/*"}
 
 
-def test_the_key_is_deployed_but_localstack_leaves_the_buckets_at_its_defaults(
-        aws: Aws, aws_env: dict[str, str]) -> None:
+def test_the_key_is_deployed_but_localstack_leaves_the_buckets_at_its_defaults(aws: Aws) -> None:
     """LocalStack 2026.3.0's CloudFormation makes an AWS::S3::Bucket without its
     BucketEncryption or PublicAccessBlockConfiguration (its provider applies versioning, CORS,
     object lock, tags, website and notifications only): the deployed buckets are encrypted and
     private only as any bucket it makes is. What serverless.yml declares for them (SSE-KMS with
     the stack's key, all public access blocked) is checked on the template, in
     tests/deploy/test_iam.py; e2e tests that need SSE-KMS ask for it in the request."""
-    deployed = outputs(aws_env)
-    key = client(aws_env, "kms").describe_key(KeyId=deployed["KeyArn"])["KeyMetadata"]
+    deployed = aws.stack_outputs()
+    key = aws.client("kms").describe_key(KeyId=deployed["KeyArn"])["KeyMetadata"]
     assert key["KeyState"] == "Enabled"
 
     def protections(bucket: str) -> tuple[Any, Any]:
