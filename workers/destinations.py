@@ -11,6 +11,9 @@ separated by commas), where ``*`` stands for every genre and a genre's own entry
     GENRE_BUCKET_OWNERS=*=111122223333
     GENRE_STORAGE_CLASSES=*=STANDARD_IA,romance=STANDARD
 
+In YAML (a Kubernetes ConfigMap) quote a value that starts with ``*``, which YAML reads as an
+alias: ``GENRE_BUCKET_OWNERS: "*=111122223333"``; a SHELVER_CONFIG_FILE line needs no quotes.
+
 - ``GENRE_KEY_PREFIXES``: a prefix ending in ``/``, of ``A-Z a-z 0-9 ! - _ . ' ( ) /`` (S3's
   safe characters but ``*``, which an IAM resource would read as a wildcard), no empty, ``.`` or
   ``..`` segment, at most 256 bytes (the book's own key keeps 768); the book's key follows it.

@@ -7,14 +7,17 @@ import functools
 import re
 import string
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workers import destinations
+from workers import settings as shelver_settings
 from workers.books import parse_genre_buckets
 from workers.destinations import (
     BUCKET_KEY_HEADER,
@@ -35,6 +38,7 @@ from workers.destinations import (
     parse_storage_classes,
     request_headers,
 )
+from workers.settings import read_config_file
 
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 OTHER_KEY = "arn:aws-us-gov:kms:us-gov-west-1:444455556666:key/mrk-1234abcd12ab34cd56ef1234567890ab"
@@ -70,10 +74,19 @@ def test_todays_genre_buckets_alone_are_destinations_with_no_options() -> None:
         assert destination.key("Dune.json") == "Dune.json"
 
 
-def test_the_module_docstrings_example_parses_as_it_says() -> None:
+def _docstring_example() -> str:
+    """The variables the module docstring shows, one per line."""
     assert destinations.__doc__ is not None
-    example = destinations.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
-    env = dict(line.strip().split("=", 1) for line in example.splitlines())
+    block = destinations.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    return "\n".join(line.strip() for line in block.splitlines())
+
+
+def _example_env() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in _docstring_example().splitlines())
+
+
+def test_the_module_docstrings_example_parses_as_it_says() -> None:
+    env = _example_env()
     assert set(env) == {"GENRE_BUCKETS", "GENRE_KEY_PREFIXES", "GENRE_ENCRYPTION",
                         "GENRE_BUCKET_OWNERS", "GENRE_STORAGE_CLASSES"}
     assert parse(env) == {
@@ -82,6 +95,23 @@ def test_the_module_docstrings_example_parses_as_it_says() -> None:
         "romance": Destination("romance", "acme-romance", "books/romance/",
                                Encryption(Sse.KMS, KEY), "111122223333", "STANDARD"),
     }
+
+
+def test_the_example_fits_a_config_file_and_a_configmap_with_star_values_quoted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Until workers/settings.py reads these variables, its file reader is told of them here:
+    # what is tested is that its line syntax carries their values unchanged.
+    monkeypatch.setattr(shelver_settings, "_FILE_VARIABLES", tuple(_example_env()))
+    example = _docstring_example()
+    config = tmp_path / "shelver.env"
+    config.write_text(example + "\n")
+    from_file = {name: line.value for name, line in read_config_file(str(config)).items()}
+    assert from_file == _example_env()
+    quoted = "data:\n" + "".join(f"  {name}: {value!r}\n".replace("'", '"')
+                                  for name, value in _example_env().items())
+    assert yaml.safe_load(quoted)["data"] == _example_env()
+    with pytest.raises(yaml.YAMLError):  # unquoted, a value starting with * is an alias
+        yaml.safe_load("data:\n  GENRE_BUCKET_OWNERS: *=111122223333\n")
 
 
 def test_a_genres_own_entry_wins_over_every_genre() -> None:
