@@ -54,7 +54,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from workers import metrics
 from workers.aws import AWS_ERRORS
@@ -68,19 +68,22 @@ log = logging.getLogger(__name__)
 class Outcome(enum.Enum):
     """What became of a message; the value is the log field `outcome`."""
 
+    # The message is finished with and must be deleted from the input queue. An attribute, not
+    # a property: it is asked of every message.
+    done: bool
+
     STORED = "stored"
     DEAD_LETTERED = "dead_lettered"
     RETRY = "retry"
     RELEASED = "released"
 
-    @property
-    def done(self) -> bool:
-        """The message is finished with and must be deleted from the input queue."""
-        return self in (Outcome.STORED, Outcome.DEAD_LETTERED)
+    def __init__(self, value: str) -> None:
+        self.done = value in ("stored", "dead_lettered")
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
+    """What should happen, or has happened, to one message. A tuple: one is made per message."""
+
     message: Message
     outcome: Outcome
     reason: str = ""
@@ -99,8 +102,9 @@ class Action(enum.Enum):
     HAND_BACK = "hand back"
 
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(NamedTuple):
+    """One final action; a tuple, as a batch makes ten of them on the hot path."""
+
     message: Message
     action: Action
     seconds: int = 0  # its visibility from now on; for all but DELETE
