@@ -3,11 +3,13 @@
 The proxies a counted drain goes through (bench.awslike) keep a journal of every request the
 contender sent; `count` turns it into billed requests by operation ("SQS ReceiveMessage",
 "S3 PutObject"), and `Bill` those into requests per book and dollars per million books
-(bench.prices has the prices).
+(bench.prices has the prices). `Idle` is the other part of a bill: what a consumer asks for an
+hour when there is nothing to receive.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -67,3 +69,33 @@ class Bill:
         extra = [(op, self.usd_per_million_books(op) - other.usd_per_million_books(op))
                  for op in set(self.requests) | set(other.requests)]
         return sorted(((op, usd) for op, usd in extra if usd > 0), key=lambda e: -e[1])
+
+
+HOURS_A_MONTH = 730  # as AWS prices a month
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The requests of a consumer with nothing to receive: one long poll after another in each
+    receive loop, and, for Shelver, the queue-depth samples each consumer takes before a receive
+    once `sample_seconds` have passed (two calls: the input queue and its DLQ)."""
+
+    receivers: int  # receive loops (B: its threads; Shelver: CONSUMERS)
+    wait_seconds: int  # the long poll (WAIT_TIME_SECONDS), at least 1
+    samplers: int = 0  # consumers sampling the queues (Shelver: CONSUMERS)
+    sample_seconds: float = 15.0  # QUEUE_SAMPLE_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.wait_seconds < 1:
+            raise ValueError(f"wait_seconds={self.wait_seconds}: an idle consumer's requests "
+                             "have a rate only with long polls (at least 1 s)")
+
+    def requests_per_hour(self) -> dict[str, float]:
+        # A sample falls due during a long poll and is taken before the next receive.
+        every = math.ceil(self.sample_seconds / self.wait_seconds) * self.wait_seconds
+        return {"SQS ReceiveMessage": self.receivers * 3600 / self.wait_seconds,
+                "SQS GetQueueAttributes": self.samplers * 2 * 3600 / every}
+
+    def usd_per_month(self) -> float:
+        return sum(n * HOURS_A_MONTH * price(*split(op)).usd_per_million / 1_000_000
+                   for op, n in self.requests_per_hour().items())

@@ -98,7 +98,9 @@ class Options:
     aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (4, 8), (8, 8))
     profile: bool = True
     bill: bool = True
-    aws_like_only: bool = False  # only the AWS-like part, printed, nothing written
+    # One part alone ("cpu", "aws-like" or "bill"), Shelver in the sweep's shapes; printed,
+    # nothing written: to compare configurations quickly.
+    only: str | None = None
     out_dir: Path = REPO / "docs"
     quick: bool = False
     note: str = ""  # printed above the generated results, e.g. "noisy: a test suite ran"
@@ -358,9 +360,10 @@ class Bench:
         return result
 
     # -- the bill -------------------------------------------------------------------------------
-    def bill(self, tuned: dict[str, str]) -> dict[str, dict[str, DrainResult]]:
-        """A, B, C and D (`tuned`) again through proxies that only count their requests, on the
-        bench's workload and on one without later versions."""
+    def bill(self, shelvers: dict[str, tuple[str, dict[str, str]]]
+             ) -> dict[str, dict[str, DrainResult]]:
+        """A, B, C and `shelvers` (name: label and configuration) again through proxies that
+        only count their requests, on the bench's workload and on one without later versions."""
         workloads = {workload_name(self.workload): self.workload}
         if self.workload.updates:
             plain = make_workload(self.options.books, self.options.groups, uuid.uuid4().hex[:8],
@@ -372,7 +375,8 @@ class Bench:
             "B": ("B reference", {"threads": threads},
                   self.process_contender("reference", "--threads", threads)),
             "C": ("C Shelver, defaults", DEFAULT_CONFIG, self.shelver({})),
-            "D": ("D Shelver, tuned", tuned, self.shelver(tuned)),
+            **{name: (label, config, self.shelver(config))
+               for name, (label, config) in shelvers.items()},
         }
         bills: dict[str, dict[str, DrainResult]] = {}
         for name, workload in workloads.items():
@@ -409,9 +413,28 @@ class Bench:
         print(report.machine_limit_line(runs), flush=True)
         latency = self.latency()
         aws_like = self.aws_like(Latencies())
-        bill = self.bill(best) if self.options.bill else {}
+        bill = self.bill({"D": ("D Shelver, tuned", best)}) if self.options.bill else {}
         profiles = self.profiles(reference) if self.options.profile else {}
         return Results(runs, sweep, latency, health_latency, probed, profiles, aws_like, bill)
+
+    def run_part(self, part: str) -> str:
+        """One part alone (`Options.only`), as a table."""
+        if part == "aws-like":
+            return report.aws_like_table(self.aws_like(Latencies()))
+        shapes = {f"{c}x{t}": {"CONSUMERS": str(c), "CONSUMER_THREADS": str(t)}
+                  for c, t in self.options.sweep}
+        if part == "bill":
+            bills = self.bill({shape: (f"Shelver {shape}", config)
+                               for shape, config in shapes.items()})
+            return "\n".join(f"\n{workload}:\n{report.requests_table(runs)}\n"
+                             f"{report.cost_table(runs)}" for workload, runs in bills.items())
+        threads = str(self.options.reference_threads)
+        runs = [self.drain("B", "B reference", {"threads": threads},
+                           self.process_contender("reference", "--threads", threads)),
+                self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG, self.shelver({}))]
+        runs += [self.drain("sweep", f"sweep {shape}", config, self.shelver(config))
+                 for shape, config in shapes.items()]
+        return report.versus_b_table(runs)
 
     def profiles(self, reference: MakeContender) -> dict[str, ProfileSummary]:
         executable = py_spy()
@@ -505,8 +528,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
                              "1x4,1x8,2x4,2x8,3x4,3x8)")
     parser.add_argument("--aws-like-sweep", type=shapes, metavar="CxT,...",
                         help="the same with AWS-like latency (default 1x4,2x4,2x16,4x8,8x8)")
-    parser.add_argument("--aws-like-only", action="store_true",
-                        help="only the AWS-like part (B, C, the sweep), printed; nothing written")
+    parser.add_argument("--only", choices=PARTS,
+                        help="one part alone, printed, nothing written: cpu (B, C, the --sweep "
+                             "shapes), aws-like (B, C, the --aws-like-sweep shapes) or bill "
+                             "(A, B, C, the --sweep shapes, requests counted)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 300 books, 2-point sweeps, 5 s of latency, no profile, "
                              "results in .run/bench instead of docs/")
@@ -525,7 +550,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     changes = {"books": args.books, "update_every": args.update_every, "sweep": args.sweep,
                "aws_like_sweep": args.aws_like_sweep}
     options = dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None},
-                                  bill=args.bill, aws_like_only=args.aws_like_only)
+                                  bill=args.bill, only=args.only)
     if args.profile is not None:
         options = dataclasses.replace(options, profile=args.profile)
     if args.out is not None:
@@ -533,6 +558,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     options = dataclasses.replace(options, note=args.note)
     command = ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
     return options, shlex.join(command)
+
+
+PARTS = ("cpu", "aws-like", "bill")
 
 
 def shapes(text: str) -> tuple[tuple[int, int], ...]:
@@ -557,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         info = machine(aws_env["AWS_ENDPOINT_URL"])
         bench = Bench(options, aws_env, emulator_pgid, run_dir)
         try:
-            if options.aws_like_only:
-                print(report.aws_like_table(bench.aws_like(Latencies())), flush=True)
+            if options.only is not None:
+                print(bench.run_part(options.only), flush=True)
                 return 0
             results = bench.run_all()
         finally:

@@ -23,17 +23,25 @@ import pytest
 
 from bench import prices
 from bench.awslike import COUNTING, Latencies
-from bench.bill import Bill, count
+from bench.bill import Bill, Idle, count
 from bench.contenders import Reference, Target, naive
 from bench.measure import Percentiles
 from bench.profile import Share, load_raw, summarize, thread_cpu, thread_cpu_since
-from bench.report import cost_table, machine_limit_line, pays_for, per_core_table, targets
+from bench.report import (
+    cost_table,
+    idle_table,
+    machine_limit_line,
+    pays_for,
+    per_core_table,
+    targets,
+)
 from bench.results import AwsLikeResult, DrainResult, LatencyResult, Results
 from bench.run import parse_args
 from bench.slow_clients import REQUEST_LINE, Attacker, ProbeResult, figures
 from bench.workload import Correctness, check, list_etags, make_workload, md5
 from tests.support.aws import wait_until
 from tests.support.proxy import Exchange, FaultProxy, Operation, operation
+from workers.settings import Settings
 
 
 @dataclass
@@ -332,6 +340,27 @@ def test_a_bill_is_requests_per_book_times_the_list_price() -> None:
     assert b.more_than(c) == []
 
 
+def test_idle_consumers_pay_for_their_long_polls_and_depth_samples() -> None:
+    reference = Idle(receivers=8, wait_seconds=20)
+    shelver = Idle(receivers=2, wait_seconds=20, samplers=2, sample_seconds=15)
+
+    assert reference.requests_per_hour() == {"SQS ReceiveMessage": 1440,
+                                             "SQS GetQueueAttributes": 0}
+    # A sample due after 15 s waits for the 20 s poll to end: two calls every 20 s.
+    assert shelver.requests_per_hour() == {"SQS ReceiveMessage": 360,
+                                           "SQS GetQueueAttributes": 720}
+    assert Idle(1, 5, 1, 15).requests_per_hour()["SQS GetQueueAttributes"] == 480
+    # 730 hours: 1,051,200 receives at $0.50 a million; 262,800 at $0.50 and 525,600 at $0.40.
+    assert reference.usd_per_month() == pytest.approx(0.5256)
+    assert shelver.usd_per_month() == pytest.approx(0.1314 + 0.21024)
+    with pytest.raises(ValueError, match="long polls"):
+        Idle(receivers=1, wait_seconds=0)
+    rows = idle_table(8, 20, Settings(consumers=2, wait_time_seconds=20,
+                                      queue_sample_seconds=15)).splitlines()
+    assert rows[2] == "| B reference, 8 threads | 1440 | 0 | 0.53 |"
+    assert rows[3] == "| C Shelver, defaults (2 consumers) | 360 | 720 | 0.34 |"
+
+
 def test_the_cost_table_says_what_shelver_pays_more_for() -> None:
     runs = {"B": drain_result("B", 300, 2.0, requests=REFERENCE),
             "C": drain_result("C", 400, 2.0, requests=SHELVER)}
@@ -406,9 +435,9 @@ def test_the_proxies_answer_keep_alive_clients_without_nagles_delay(
 
 def test_the_sweeps_and_the_workload_are_options() -> None:
     options, _ = parse_args(["--quick", "--update-every", "0", "--aws-like-sweep", "2x4,4x16",
-                             "--no-bill"])
-    assert (options.update_every, options.aws_like_sweep, options.bill) == (
-        0, ((2, 4), (4, 16)), False)
+                             "--no-bill", "--only", "aws-like"])
+    assert (options.update_every, options.aws_like_sweep, options.bill, options.only) == (
+        0, ((2, 4), (4, 16)), False, "aws-like")
     assert options.sweep == ((1, 4), (2, 8))  # --quick's
     for wrong in ("2x", "0x4", "2x4,x"):
         with pytest.raises(SystemExit):
