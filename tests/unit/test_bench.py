@@ -88,6 +88,15 @@ def test_workload_has_later_versions_in_the_same_group() -> None:
     last = {(m.genre, m.key): md5(m.body) for m in workload.messages}  # last write wins
     assert {k: h[-1] for k, h in workload.versions.items()} == last
     assert make_workload(50, 5, "r", update_every=0).updates == 0
+    # With a lag, a version is of a book of the block before when there is one: of 30 messages
+    # of a group, the 10th is of the 1st, the 20th of the 1st again and the 30th of the 11th.
+    lagged = make_workload(60, groups=2, run="r", lag=1)
+    assert lagged.updates == 6
+    assert sorted(Counter(len(h) for h in lagged.versions.values()).items()) == [
+        (1, 50), (2, 2), (3, 2)]
+    first_group = [m.key for m in lagged.messages if m.group == "group-0"]
+    assert first_group[9] == first_group[19] == first_group[0]
+    assert first_group[29] == first_group[10]
 
 
 def test_check_names_every_kind_of_wrong_listing() -> None:
