@@ -165,7 +165,7 @@ def cost_table(runs: dict[str, DrainResult]) -> str:
     b = bills.get("B")
     rows = []
     for name, bill in bills.items():
-        more = [f"{op} +${usd:.2f}" for op, usd in bill.more_than(b)] if b and name != "B" else []
+        more = [f"{op} +${usd:.3f}" for op, usd in bill.more_than(b)] if b and name != "B" else []
         rows.append([runs[name].label, f"{bill.service_usd('SQS'):.2f}",
                      f"{bill.service_usd('S3'):.2f}", f"{bill.total_usd:.2f}",
                      f"{bill.total_usd / b.total_usd:.2f}x" if b else "",
@@ -198,7 +198,7 @@ def pays_for(runs: dict[str, DrainResult]) -> str:
     bills = _bills(runs)
     if "B" not in bills or "C" not in bills:
         return ""
-    return "\n".join(f"- `{op}` (+${usd:.2f} per million books): "
+    return "\n".join(f"- `{op}` (+${usd:.3f} per million books): "
                      f"{PAYS_FOR.get(op, 'not explained yet')}"
                      for op, usd in bills["C"].more_than(bills["B"]))
 

@@ -377,9 +377,9 @@ def test_the_cost_table_says_what_shelver_pays_more_for() -> None:
     table = cost_table(runs).splitlines()
 
     assert table[2].startswith("| B | 0.10 | 5.00 | 5.10 | 1.00x | - |")
-    assert table[3].startswith("| C | 0.10 | 5.54 | 5.64 | 1.11x | S3 PutObject +$0.50, ")
+    assert table[3].startswith("| C | 0.10 | 5.54 | 5.64 | 1.11x | S3 PutObject +$0.500, ")
     explained = pays_for(runs).splitlines()
-    assert explained[0].startswith("- `S3 PutObject` (+$0.50 per million books): a later ")
+    assert explained[0].startswith("- `S3 PutObject` (+$0.500 per million books): a later ")
     assert len(explained) == 4 and "not explained" not in pays_for(runs)
 
 
