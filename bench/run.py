@@ -538,7 +538,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     parser.add_argument("--only", choices=PARTS,
                         help="one part alone, printed, nothing written: cpu (B, C, the --sweep "
                              "shapes), aws-like (B, C, the --aws-like-sweep shapes) or bill "
-                             "(A, B, C, the --sweep shapes, requests counted)")
+                             "(B, C, the --sweep shapes, requests counted)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 300 books, 2-point sweeps, 5 s of latency, no profile, "
                              "results in .run/bench instead of docs/")
