@@ -390,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # An answer's head and body are written apart: with Nagle's algorithm the body would
         # wait for the client's ACK of the head, which a keep-alive client delays (40 ms on
-        # Linux), adding that much to every request but a connection's first.
+        # Linux), adding that much to every answer with a body on a reused connection.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.proxy._lock:
             self.proxy._connections.add(self.connection)

@@ -428,9 +428,9 @@ def test_the_proxies_answer_keep_alive_clients_without_nagles_delay(
         empty_moto_server: str) -> None:
     # The proxy writes an answer's head and body apart. With Nagle's algorithm on, the body
     # waits for the client's ACK of the head, which a keep-alive client delays (40 ms on Linux):
-    # measured 46 ms a request through a proxy adding nothing, against 3 ms with TCP_NODELAY,
-    # so the AWS-like part's "10 ms" SQS and "20 ms" S3 requests took about 55 and 65 ms, and
-    # the naive loop drained at 7 msg/s through proxies that were only to count its requests.
+    # a GET took 46 ms through a proxy adding nothing, 3 ms with TCP_NODELAY, so the AWS-like
+    # part's "10 ms" SQS requests (answered with a body) took about 50, and the naive loop
+    # drained at 7 msg/s through proxies that were only to count its requests.
     with COUNTING.proxy(empty_moto_server, COUNTING.s3_ms) as proxy:
         client = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
         client.request("GET", "/")  # moto answers ListBuckets
