@@ -370,7 +370,8 @@ class Bench:
             for lag, update_every in ((1, self.options.update_every), (0, 0)):
                 other = make_workload(self.options.books, self.options.groups,
                                       uuid.uuid4().hex[:8], update_every, lag=lag)
-                workloads[workload_name(other)] = other
+                if other.lagged or not other.updates:  # too few books a group: no lag
+                    workloads[workload_name(other)] = other
         threads = str(self.options.reference_threads)
         contenders = {
             **({"A": ("A naive loop", {"threads": "1"}, self.process_contender("naive"))}
@@ -462,8 +463,9 @@ def workload_name(workload: Workload) -> str:
     if not workload.updates:
         return "no later versions"
     share = workload.updates / len(workload.messages)
-    where = ", most a receive after the earlier version" if workload.lag else ""
-    return f"{100 * share:.0f}% later versions{where}"
+    lagged = (f", {100 * workload.lagged / workload.updates:.0f}% of them {workload.update_every} "
+              "or more messages after the earlier version" if workload.lagged else "")
+    return f"{100 * share:.0f}% later versions{lagged}"
 
 
 def wait_for_pids(contender: Contender) -> list[int]:

@@ -40,7 +40,8 @@ class Workload:
     messages: tuple[BenchMessage, ...]
     # Per object, the MD5 of every version in the order sent; the last one must win.
     versions: Mapping[ObjectId, tuple[str, ...]] = field(default_factory=dict)
-    lag: int = 0  # make_workload's: how many blocks back a later version's book was sent
+    update_every: int = 0  # make_workload's: the block of a group a later version ends
+    lagged: int = 0  # later versions of a book sent in an earlier block (make_workload's lag)
 
     @property
     def updates(self) -> int:
@@ -79,12 +80,14 @@ def make_workload(books: int, groups: int, run: str, update_every: int = 10,
     messages: list[BenchMessage] = []
     versions: dict[ObjectId, list[str]] = {}
     book_of: dict[int, tuple[str, str, str]] = {}  # message index -> (id, title, genre)
+    lagged = 0
     for k in range(books):
         group, position = k % groups, k // groups
         if update_every and position % update_every == update_every - 1:
             back = update_every - 1 + lag * update_every
             if back > position:
                 back = update_every - 1
+            lagged += back >= update_every
             book_id, title, genre = book_of[k - back * groups]
         else:
             book_id, title, genre = f"{run}-{k}", f"Bench {run} {k}", GENRES[k % len(GENRES)]
@@ -94,7 +97,8 @@ def make_workload(books: int, groups: int, run: str, update_every: int = 10,
         body = _body(book_id, title, genre, len(history) + 1, size)
         history.append(md5(body))
         messages.append(BenchMessage(f"group-{group}", body, genre, key))
-    return Workload(tuple(messages), {k: tuple(v) for k, v in versions.items()}, lag)
+    return Workload(tuple(messages), {k: tuple(v) for k, v in versions.items()}, update_every,
+                    lagged)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ def test_workload_has_later_versions_in_the_same_group() -> None:
     # With a lag, a version is of a book of the block before when there is one: of 30 messages
     # of a group, the 10th is of the 1st, the 20th of the 1st again and the 30th of the 11th.
     lagged = make_workload(60, groups=2, run="r", lag=1)
-    assert lagged.updates == 6
+    assert (lagged.updates, lagged.lagged) == (6, 4)
+    assert make_workload(20, groups=2, run="r", lag=1).lagged == 0  # no earlier block
     assert sorted(Counter(len(h) for h in lagged.versions.values()).items()) == [
         (1, 50), (2, 2), (3, 2)]
     first_group = [m.key for m in lagged.messages if m.group == "group-0"]
