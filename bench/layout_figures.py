@@ -14,10 +14,17 @@ against moto's server on 127.0.0.1 (the CRT sends from C, so in-process moto wou
 with one book on the queue. The child profiles every Python call of every thread
 (`sys.setprofile`, `threading.setprofile`) and keeps those of functions in workers/ and
 service/ from the call of `SqsTransport.receive` that returned the book to the return of
-`SqsTransport.delete`. The keeper thread (which extends held messages every second, not on the
-message's path) is listed apart. Callbacks the CRT makes from its own threads are not seen
-(those threads are started in C, without the profile hook); they are defined in the CRT modules
-the calling threads already list.
+`SqsTransport.delete`, with the loop's functions already running then (the frames above that
+receive). Three counts: every file run by the consumer's main and processing threads; the same
+without the loop's own steps (`LOOP_STEPS`: what every turn of the loop runs, a message or
+none); and the files not run on an idle turn (a receive that found nothing, to the next). The
+keeper thread (which extends held messages every second, not on the message's path) is listed
+apart. Callbacks the CRT makes from its own threads are not seen (those threads are started in
+C, without the profile hook); they are defined in the CRT modules the calling threads list.
+
+moto's server answers the CRT's conditional put of a new key with 412 (after writing it), so
+with the CRT clients the store also takes its path for a taken key here (HeadObject, then a put
+If-Match): `object_head` in the S3 module is run for that alone.
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ BOOKS = tuple(
 CHILD_TIMEOUT_SECONDS = 120.0
 # The keeper's thread name in both layouts: listed apart, as it is not on a message's path.
 KEEPER_THREAD = "keeper"
+# Modules (by stem, the same in both layouts) whose functions the consumer's loop runs on every
+# turn, a message or none: the stop and wake-up flags, the breaker, the queue depth sample, the
+# status file and heartbeat, a metric, and the process's entry point (on the stack throughout).
+LOOP_STEPS = frozenset({"signals", "breaker", "queue_depth", "status", "metrics", "process"})
 
 
 # -- sizes ----------------------------------------------------------------------------------------
@@ -258,9 +269,11 @@ def path_table(tree: Path) -> str:
         keeper = sorted(set(found["path"].get(KEEPER_THREAD, {})) - set(path))
         idle = {f for kind in threads for f in found["idle"].get(kind, {})}
         on_idle = [f for f in path if f in idle]
+        steps = [f for f in path if Path(f).stem in LOOP_STEPS]
         lines.append(f"  S3_CLIENT={client} SQS_CLIENT={client}: {len(path)} files in the "
-                     f"consumer's main and processing threads, {len(path) - len(on_idle)} of "
-                     f"them not run on an idle turn of its loop (*: run on an idle turn too)"
+                     f"consumer's main and processing threads; {len(path) - len(steps)} without "
+                     f"the loop's own steps ({', '.join(steps)}); {len(path) - len(on_idle)} not "
+                     f"run on an idle turn of the loop (*: run on an idle turn too)"
                      + (f"; {len(keeper)} more run only by the keeper" if keeper else ""))
         for name in path:
             functions = [f for kind in threads for f in found["path"].get(kind, {}).get(name, [])]
