@@ -200,7 +200,8 @@ def test_make_reload_adds_a_genre_deployed_by_make_infra(place: LocalStackPlace,
                                                          make_run: MakeRunFactory,
                                                          tmp_path: Path) -> None:
     """README's recipe: the genre added to the config file, `make infra` (its bucket), `make
-    reload` (SIGHUP: the consumers take the new genre), and its books are stored."""
+    reload` (SIGHUP: the consumers take the new genre), and its books are stored; taken out of
+    the list again, its bucket stays, with its books."""
     config = tmp_path / "local.conf"
     config.write_text("GENRE_BUCKETS=scifi=scifi,romance=romance\n")
     run = make_run(SHELVER_CONFIG_FILE=str(config))
@@ -215,5 +216,13 @@ def test_make_reload_adds_a_genre_deployed_by_make_infra(place: LocalStackPlace,
     aws.send(aws.queue_url(INPUT_QUEUE), [("h", orjson.dumps(book("h-1", "Dracula", "horror")))])
     wait_until(lambda: aws.keys("horror") == ["Dracula.json"], 120, 0.5, "the horror book stored")
     assert _dead_letters(place) == 0
+    # Taken out of the list again, the genre's bucket leaves the stack, with its books kept.
+    config.write_text("GENRE_BUCKETS=scifi=scifi,romance=romance\n")
+    infra = place.make("infra", {"SHELVER_CONFIG_FILE": str(config)})
+    assert infra.returncode == 0, infra.stdout + infra.stderr
+    outputs = aws.client("cloudformation").describe_stacks(
+        StackName="shelver-local")["Stacks"][0]["Outputs"]
+    assert "HorrorBucketName" not in {output["OutputKey"] for output in outputs}
+    assert aws.keys("horror") == ["Dracula.json"]
     run.signal_group(signal.SIGINT)
     run.wait_stopped()
