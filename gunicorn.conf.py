@@ -3,7 +3,7 @@
 Run: gunicorn -c gunicorn.conf.py
 
 The HTTP side is plain gunicorn (settings below, overridable with GUNICORN_CMD_ARGS or flags).
-The consumer pool is started from the server hooks: see workers/pool.py for why it looks the way
+The consumer pool is started from the server hooks: see workers/pool/ for why it looks the way
 it does. This file is executed again on SIGHUP, so module-level code must be idempotent.
 """
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from typing import Any
 
-from workers.held_state import RECOVERY_DIR
+from workers.lease.files import RECOVERY_DIR
 
 
 def _reset_dir(path: str, keep: frozenset[str] = frozenset()) -> None:
@@ -34,7 +34,7 @@ def _reset_dir(path: str, keep: frozenset[str] = frozenset()) -> None:
 # environment, consumers receive it when spawned. Done once per master, not again on SIGHUP.
 # Leftovers of a previous run would be summed into this one's counters, or show its consumers
 # in /health; but the state dir's `recovery/` is kept: what the previous run's consumers held
-# (handed back by the first consumer started) and the crash counts (workers/held_state.py).
+# (handed back by the first consumer started) and the crash counts (workers/lease/files.py).
 if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
     for _variable, _prefix, _keep in (
             ("PROMETHEUS_MULTIPROC_DIR", "shelver-metrics-", frozenset()),
@@ -47,7 +47,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
-from workers import preflight  # noqa: E402
+from workers.aws import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
 
@@ -69,7 +69,7 @@ proc_name = "shelver"
 # gunicorn's own logger. Read before the settings are validated (on_starting): a bad value logs
 # as text until it stops start-up there.
 if read_log_format() == "json":
-    logger_class = "workers.gunicorn_logs.JsonLogger"
+    logger_class = "workers.pool.gunicorn_logs.JsonLogger"
 # Workers' heartbeat files: in memory where /dev/shm is there (containers, where /tmp may be a
 # disk-backed emptyDir and a read-only root leaves nothing else); else the default temp dir.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -80,7 +80,7 @@ EXIT_CONFIG = 3
 
 
 def _load_settings(server: Any) -> Settings:
-    """The settings, validated, then checked against AWS (workers/preflight.py): a bad value or
+    """The settings, validated, then checked against AWS (workers/aws/preflight.py): a bad value or
     a definite misconfiguration stops start-up with EXIT_CONFIG; AWS out of reach only warns."""
     try:
         settings = Settings.from_env()

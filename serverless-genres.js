@@ -3,7 +3,8 @@
 // For each genre: a bucket `<Genre>Bucket` (named by the param `<genre>Bucket` if given, else
 // `bucketPrefix` + the genre; its properties are serverless.yml's `custom.genreBucket`), the
 // stack output `<Genre>BucketName`, its objects in the consumers' policy and its probe prefix
-// in the operators' policy. So adding a genre is `--param="genres=scifi,romance,horror"`, and
+// in the operators' policy, both under the genre's key prefix (the param `<genre>KeyPrefix`, ''
+// if not given: Shelver's GENRE_KEY_PREFIXES entry for it). So adding a genre is `--param="genres=scifi,romance,horror"`, and
 // `make run`/`make infra` pass the genres of Shelver's GENRE_BUCKETS (scripts/run_local.py).
 //
 // osls calls this once for each `${file(./serverless-genres.js):<part>}` of serverless.yml.
@@ -38,7 +39,12 @@ module.exports = async ({ resolveVariable, resolveConfigurationProperty }) => {
   const prefix = (await resolveVariable("param:bucketPrefix, ''")) || '';
   const template = await resolveConfigurationProperty(['custom', 'genreBucket']);
   const buckets = {};
+  const keyPrefixes = {};
   for (const genre of genres) {
+    keyPrefixes[genre] = (await resolveVariable(`param:${genre}KeyPrefix, ''`)) || '';
+    if (keyPrefixes[genre] && !keyPrefixes[genre].endsWith('/')) {
+      throw new Error(`${genre}KeyPrefix=${keyPrefixes[genre]}: a key prefix ends in '/'`);
+    }
     const name = (await resolveVariable(`param:${genre}Bucket, null`)) || `${prefix}${genre}`;
     buckets[genre] = name;
   }
@@ -58,10 +64,12 @@ module.exports = async ({ resolveVariable, resolveConfigurationProperty }) => {
   return {
     resources,
     // ConsumerPolicy: the books, written (PutObject) and read (GetObject: HeadObject).
-    bookObjects: genres.map((genre) => ({ 'Fn::Sub': `\${${logicalId(genre)}.Arn}/*` })),
+    bookObjects: genres.map((genre) => ({
+      'Fn::Sub': `\${${logicalId(genre)}.Arn}/${keyPrefixes[genre]}*`,
+    })),
     // OperatorPolicy: `shelver check`'s probe objects, put and deleted.
     probeObjects: genres.map((genre) => ({
-      'Fn::Sub': `\${${logicalId(genre)}.Arn}/.shelver-check/*`,
+      'Fn::Sub': `\${${logicalId(genre)}.Arn}/${keyPrefixes[genre]}.shelver-check/*`,
     })),
   };
 };

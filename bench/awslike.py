@@ -21,15 +21,16 @@ as the bound.
 processing thread stores one message at a time while the receives run ahead, so
 consumers x threads / S3 latency; a B worker receives, stores its ten messages one after another
 and deletes them, so threads x 10 / (2 x SQS + 10 x S3 latency).
+
+Every drain gets proxies of its own, whose journals count its requests (bench.bill); proxies
+that add no latency (`COUNTING`) do only that, for the bill of every contender.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tests.support.proxy import FaultProxy
+from tests.support.proxy import Exchange, FaultProxy
 
 SQS_MS = 10.0
 S3_MS = 20.0
@@ -44,10 +45,10 @@ class Latencies:
     jitter: float = JITTER
 
     def proxy(self, upstream: str, mean_ms: float) -> FaultProxy:
-        """A proxy to `upstream` that holds every request `mean_ms` on average: a fixed delay
-        and a uniform random part (FaultProxy's delay and jitter)."""
+        """A proxy to `upstream` that holds every request `mean_ms` on average (a fixed delay
+        and a uniform random part: FaultProxy's delay and jitter), and keeps a journal."""
         return FaultProxy(upstream, delay_seconds=mean_ms * (1 - self.jitter / 2) / 1000,
-                          jitter_seconds=mean_ms * self.jitter / 1000)
+                          jitter_seconds=mean_ms * self.jitter / 1000, journal=True)
 
     def shelver_bound(self, consumers: int, threads: int) -> float:
         return consumers * threads * 1000 / self.s3_ms
@@ -56,13 +57,41 @@ class Latencies:
         return threads * BATCH * 1000 / (2 * self.sqs_ms + BATCH * self.s3_ms)
 
     def describe(self) -> str:
+        if not self.sqs_ms and not self.s3_ms:
+            return "no latency added"
         spread = f"+-{self.jitter * 50:.0f}%"
         return f"SQS {self.sqs_ms:g} ms, S3 {self.s3_ms:g} ms per request ({spread} jitter)"
 
 
-@contextlib.contextmanager
-def aws_like_endpoints(upstream: str, latencies: Latencies) -> Iterator[dict[str, str]]:
-    """The environment that sends a contender's SQS and S3 requests through the proxies."""
-    with latencies.proxy(upstream, latencies.sqs_ms) as sqs, \
-            latencies.proxy(upstream, latencies.s3_ms) as s3:
-        yield {"AWS_ENDPOINT_URL_SQS": sqs.url, "AWS_ENDPOINT_URL_S3": s3.url}
+# Proxies that add nothing: they count a contender's requests (bench.bill).
+COUNTING = Latencies(sqs_ms=0.0, s3_ms=0.0)
+
+
+@dataclass
+class Endpoints:
+    """One proxy for SQS and one for S3, in front of `upstream`: the environment that sends a
+    contender's requests through them, and the journal of every request they forwarded."""
+
+    sqs: FaultProxy
+    s3: FaultProxy
+
+    @classmethod
+    def start(cls, upstream: str, latencies: Latencies) -> Endpoints:
+        sqs = latencies.proxy(upstream, latencies.sqs_ms).start()
+        try:
+            s3 = latencies.proxy(upstream, latencies.s3_ms).start()
+        except BaseException:
+            sqs.stop()
+            raise
+        return cls(sqs, s3)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL_SQS": self.sqs.url, "AWS_ENDPOINT_URL_S3": self.s3.url}
+
+    def exchanges(self) -> list[Exchange]:
+        return [*self.sqs.exchanges(), *self.s3.exchanges()]
+
+    def stop(self) -> None:
+        self.sqs.stop()
+        self.s3.stop()

@@ -38,11 +38,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 log = logging.getLogger(__name__)
 
 
+WAIT_SECONDS = 20  # long poll
+
+
 @dataclass(frozen=True)
 class Target:
     queue_url: str
     buckets: Mapping[str, str]  # genre -> bucket
-    wait_seconds: int = 20  # long poll
+    wait_seconds: int = WAIT_SECONDS
 
     def route(self, body: str) -> tuple[str, str]:
         """(bucket, key) of a book: its genre's bucket, `<title>.json`."""

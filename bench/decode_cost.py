@@ -1,7 +1,8 @@
 """`python -m bench.decode_cost`: what decoding a book costs, and the duplicate-key check's part.
 
 `decode_book` parses a body with orjson (which keeps the last of two equal keys without a word)
-and then makes sure no object in it repeats a key (workers/books.py: `_reject_duplicate_keys`).
+and then makes sure no object in it repeats a key (workers/books/decode.py:
+`_reject_duplicate_keys`).
 This times, on one CPU and in-process (no queue, no S3):
 
   parse      orjson.loads alone
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench.workload import _body
-from workers.books import _first_duplicate_key, _reject_duplicate_keys, decode_book
+from workers.books.decode import _first_duplicate_key, _reject_duplicate_keys, decode_book
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import atheris
 
-with atheris.instrument_imports(include=["workers.books"]):
-    from workers.books import InvalidBook, decode_book, object_key
+with atheris.instrument_imports(include=["workers.books.decode", "workers.books.keys"]):
+    from workers.books.decode import InvalidBook, decode_book
+    from workers.books.keys import object_key
 
 from bench.workload import _body
 

@@ -1,5 +1,5 @@
-"""`python -m bench.preflight_cost [--runs N]`: what the start-up preflight (workers/preflight.py)
-adds to a start, against its own LocalStack on a free loopback port.
+"""`python -m bench.preflight_cost [--runs N]`: what the start-up preflight
+(workers/aws/preflight.py) adds to a start, against its own LocalStack on a free loopback port.
 
 Timed as gunicorn's master runs it (`preflight.run`: a boto3 session, two clients, the calls):
 with AWS answering (the default settings' six calls), with every connection refused (AWS down,
@@ -22,7 +22,7 @@ import orjson
 
 from scripts.emulator import FAKE_AWS_ENV, LocalStack, free_port
 from tests.support.proxy import FaultProxy, OutageMode
-from workers import preflight
+from workers.aws import preflight
 from workers.settings import Settings
 
 SETTINGS = Settings(input_queue="InputQueue.fifo",

@@ -7,8 +7,8 @@ socket (most of them, most of the time) are left out, so the shares are shares o
 wall time. Sampling a process with no thread holding the GIL records nothing.
 
 `summarize` splits the samples into those inside an AWS call (a boto3 API call,
-`BaseClient._make_api_call`, or a call of Shelver's CRT clients, `workers/s3crt.py`,
-`workers/sqscrt.py`, `awscrt`), attributed to the project's function that made the call
+`BaseClient._make_api_call`, or a call of Shelver's CRT clients, `workers/aws/s3crt.py`,
+`workers/aws/sqscrt.py`, `awscrt`), attributed to the project's function that made the call
 (`BookStore._put`, `SqsTransport.receive`, ...), and those outside, attributed to the innermost
 function of the project's own code on the stack; and it folds them by library and by function of
 the innermost frame (self time). With the CPU the profiled run measured, a share becomes
@@ -45,7 +45,7 @@ TOP = 12
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::(?P<line>\d+))?\)$")
 _OWN_CODE = ("workers/", "service/", "bench/")
 _API_CALL = ("._make_api_call", "botocore/client.py")
-_CRT_CALL = ("workers/s3crt.py", "workers/sqscrt.py", "awscrt/")
+_CRT_CALL = ("workers/aws/s3crt.py", "workers/aws/sqscrt.py", "awscrt/")
 # Python threads have the process's name; the CRT names its own C threads (AwsEventLoop 1, ...).
 _CRT_THREADS = "Aws"
 

@@ -1,5 +1,5 @@
 """`python -m bench.recovery_cost [DIR ...]`: what keeping a consumer's held messages and
-processing slots in the state dir (workers/held_state.py) costs per message, on the file systems
+processing slots in the state dir (workers/lease/files.py) costs per message, on the file systems
 of the given directories (default: /dev/shm, a tmpfs as in a container, and the temp dir).
 
 Per message: one processing-slot write at its start and one at its end. Per received batch of
@@ -7,7 +7,7 @@ ten: the held file is rewritten when the batch is held and when it is settled (m
 keeper extends, or when part of it is released), here with two more batches held, as a pipelined
 consumer has: 30 entries with receipt handles of AWS's length.
 
-And what the processing gate (workers/crashes.py: a message with a recorded crash is processed
+And what the processing gate (workers/lease/crashes.py: a message with a recorded crash is processed
 alone) costs an ordinary message, which only shares it: entering and leaving it, on one thread,
 and on CONSUMER_THREADS threads at once (the default 4, and 16) contending for it.
 """
@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from workers.crashes import ProcessingGate
-from workers.held_state import ConsumerRecord
-from workers.inflight import HeldMessages
-from workers.transport import Message, SqsTransport
+from workers.aws.sqs import Message, SqsTransport
+from workers.lease.crashes import ProcessingGate
+from workers.lease.files import ConsumerRecord
+from workers.lease.held import HeldMessages
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/InputQueue.fifo"
 RECEIPT_HANDLE_CHARS = 300  # AWS's are 180 to 400 characters

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from bench.awslike import Latencies
+from bench.bill import Bill
 from bench.measure import Percentiles
 from bench.profile import ProfileSummary
 from bench.workload import Correctness
@@ -30,6 +31,8 @@ class DrainResult:
     machine_cpu_seconds: float = 0.0  # every core's busy time, whoever used it
     started_at: float = 0.0  # monotonic, to cut probes to the drain
     finished_at: float = 0.0
+    # Billed requests by operation, from launch to drained, when counted (bench.bill).
+    requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -41,6 +44,15 @@ class DrainResult:
 
     def per_1000(self, seconds: float) -> float:
         return 1000 * seconds / self.messages
+
+    @property
+    def per_core(self) -> float:
+        """Books a second one core of consumer CPU files at this CPU per book."""
+        return self.messages / self.cpu_seconds if self.cpu_seconds > 0 else math.nan
+
+    @property
+    def bill(self) -> Bill | None:
+        return Bill(self.requests, self.messages) if self.requests else None
 
     @property
     def rest_cpu_seconds(self) -> float:
@@ -102,6 +114,8 @@ class Results:
     health_run: DrainResult | None = None  # Shelver, defaults, probed: apart, as probes cost CPU
     profiles: dict[str, ProfileSummary] = field(default_factory=dict)  # "B", "C"
     aws_like: AwsLikeResult | None = None
+    # The requests of A .. D, drained again through counting proxies, by workload.
+    bill: dict[str, dict[str, DrainResult]] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
     command: str = ""
     books: int = 0

@@ -15,8 +15,10 @@ Then, for Shelver with its defaults: `/health` latency while the consumers are s
 one more drain in C's configuration: 20 requests a second cost Shelver's HTTP workers CPU that
 C's own row must not pay), and end-to-end latency at a low offered rate. Then the second part,
 AWS-like latency (bench.awslike): B, C and a consumers x threads sweep of Shelver drain again
-with fault proxies adding in-region latencies to every request. With `--profile` (the default on
-a full run), B and C are run once more with py-spy attached, to show where their CPU goes.
+with fault proxies adding in-region latencies to every request. Then the bill (bench.bill): A, B,
+C and D drain again through proxies that add nothing but count every request, on the bench's
+workload and on one without later versions. With `--profile` (the default on a full run), B and
+C are run once more with py-spy attached, to show where their CPU goes.
 
 Throughput counts from the first message taken off the queue to the queue drained with every
 object listed: process start-up is reported apart (`start-up s`), not folded in. See
@@ -47,7 +49,8 @@ from pathlib import Path
 from typing import Protocol
 
 from bench import report
-from bench.awslike import Latencies, aws_like_endpoints
+from bench.awslike import COUNTING, Endpoints, Latencies
+from bench.bill import count
 from bench.measure import (
     DRAIN_POLL_SECONDS,
     BenchError,
@@ -62,7 +65,7 @@ from bench.measure import (
 )
 from bench.profile import Profiler, ProfileSummary, py_spy
 from bench.results import AwsLikeResult, DrainResult, LatencyResult, Results
-from bench.workload import check, list_etags, make_workload
+from bench.workload import Workload, check, list_etags, make_workload
 from scripts.emulator import FAKE_AWS_ENV, LocalStack, deploy, free_port, health
 from tests.support.aws import Aws, Stack
 from tests.support.shelver import Shelver
@@ -86,6 +89,7 @@ DEFAULT_CONFIG = {"CONSUMERS": str(_DEFAULTS.consumers),
 class Options:
     books: int = 3000
     groups: int = 100
+    update_every: int = 10  # every 10th message of a group a later version; 0: none
     reference_threads: int = 8
     sweep: tuple[tuple[int, int], ...] = tuple(itertools.product((1, 2, 3), (4, 8)))
     latency_rate: float = 20.0
@@ -93,6 +97,10 @@ class Options:
     # Shelver's consumers x threads with AWS-like latencies: from latency-bound to CPU-bound.
     aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (4, 8), (8, 8))
     profile: bool = True
+    bill: bool = True
+    # One part alone ("cpu", "aws-like" or "bill"), Shelver in the sweep's shapes; printed,
+    # nothing written: to compare configurations quickly.
+    only: str | None = None
     out_dir: Path = REPO / "docs"
     quick: bool = False
     note: str = ""  # printed above the generated results, e.g. "noisy: a test suite ran"
@@ -109,7 +117,15 @@ class Contender(Protocol):
     def start(self) -> None: ...
     def pids(self) -> list[int]: ...  # its consumer processes
     def support_pids(self) -> list[int]: ...  # its other processes
-    def stop(self) -> None: ...
+    def stop(self, then: Callable[[], None]) -> None: ...  # `then` once it has stopped
+
+
+# A contender for a stack, given the environment that sends it through proxies (or none).
+MakeContender = Callable[[Stack, dict[str, str]], Contender]
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass
@@ -133,10 +149,11 @@ class ProcessContender:
     def support_pids(self) -> list[int]:
         return []
 
-    def stop(self) -> None:
+    def stop(self, then: Callable[[], None]) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+        then()
 
 
 @dataclass
@@ -159,8 +176,13 @@ class ShelverContender:
         consumers = set(self.pids())
         return [pid for pid in self.shelver.processes() if pid not in consumers]
 
-    def stop(self) -> None:
-        thread = threading.Thread(target=self.shelver.stop, name="stop-shelver")
+    def stop(self, then: Callable[[], None]) -> None:
+        def stop_then() -> None:
+            try:
+                self.shelver.stop()
+            finally:
+                then()
+        thread = threading.Thread(target=stop_then, name="stop-shelver")
         thread.start()
         self.stopping.append(thread)
 
@@ -184,26 +206,25 @@ class Bench:
         self.emulator_pgid = emulator_pgid
         self.aws = Aws(aws_env)
         self.run_dir = run_dir
-        self.workload = make_workload(options.books, options.groups, uuid.uuid4().hex[:8])
+        self.workload = make_workload(options.books, options.groups, uuid.uuid4().hex[:8],
+                                      options.update_every)
         self.stopping: list[threading.Thread] = []
 
     # -- contenders -----------------------------------------------------------------------------
-    def process_contender(self, contender: str, *args: str, env: dict[str, str] | None = None
-                          ) -> Callable[[Stack], Contender]:
-        """A or B; `env` is added to the AWS environment (the AWS-like part's proxies)."""
-        def make(stack: Stack) -> Contender:
+    def process_contender(self, contender: str, *args: str) -> MakeContender:
+        """A or B."""
+        def make(stack: Stack, proxied: dict[str, str]) -> Contender:
             buckets = ",".join(f"{g}={b}" for g, b in stack.buckets.items())
             command = [sys.executable, "-m", "bench.contenders", contender,
                        "--queue-url", stack.input_url, "--buckets", buckets, *args]
-            return ProcessContender(command, {**_clean_env(), **self.aws_env, **(env or {})},
+            return ProcessContender(command, {**_clean_env(), **self.aws_env, **proxied},
                                     self.run_dir / "contenders.log")
         return make
 
-    def shelver(self, overrides: dict[str, str], port: int | None = None
-                ) -> Callable[[Stack], Contender]:
+    def shelver(self, overrides: dict[str, str], port: int | None = None) -> MakeContender:
         """Shelver with its own defaults, but for `overrides`."""
-        def make(stack: Stack) -> Contender:
-            env = {**self.aws_env, **stack.shelver_env(), **overrides}
+        def make(stack: Stack, proxied: dict[str, str]) -> Contender:
+            env = {**self.aws_env, **stack.shelver_env(), **overrides, **proxied}
             shelver = Shelver(env=env, run_dir=self.run_dir, defaults={},
                               port=port or free_port())
             consumers = int(overrides.get("CONSUMERS", _DEFAULTS.consumers))
@@ -211,16 +232,27 @@ class Bench:
         return make
 
     # -- one drain ------------------------------------------------------------------------------
-    def drain(self, name: str, label: str, config: dict[str, str],
-              make: Callable[[Stack], Contender], watchers: Sequence[Watcher] = ()
-              ) -> DrainResult:
+    def drain(self, name: str, label: str, config: dict[str, str], make: MakeContender,
+              watchers: Sequence[Watcher] = (), workload: Workload | None = None,
+              latencies: Latencies | None = None) -> DrainResult:
+        """One contender drains a fresh stack filled with `workload` (the bench's by default);
+        with `latencies`, through proxies of its own that hold its requests that long and
+        count them."""
+        workload = workload or self.workload
         stack = self.aws.clone_stack()
-        self.aws.send(stack.input_url, self.workload.pairs())
-        total = len(self.workload.messages)
-        contender = make(stack)
-        launched = time.monotonic()
-        contender.start()
+        self.aws.send(stack.input_url, workload.pairs())
+        total = len(workload.messages)
+        proxies = (Endpoints.start(self.aws_env["AWS_ENDPOINT_URL"], latencies)
+                   if latencies is not None else None)
         try:
+            contender = make(stack, proxies.env if proxies else {})
+        except BaseException:
+            if proxies is not None:
+                proxies.stop()
+            raise
+        launched = time.monotonic()
+        try:
+            contender.start()
             started = wait_for(lambda: self._taken(stack, total), START_TIMEOUT_SECONDS,
                                START_POLL_SECONDS, f"{label} to take a message")
             pids = wait_for_pids(contender)
@@ -229,8 +261,9 @@ class Bench:
             for watcher in watchers:
                 watcher.begin(pids)
             try:
-                finished = wait_for(lambda: self._drained(stack), self._drain_timeout(),
-                                    DRAIN_POLL_SECONDS, f"{label} to drain the queue")
+                finished = wait_for(lambda: self._drained(stack, workload),
+                                    self._drain_timeout(), DRAIN_POLL_SECONDS,
+                                    f"{label} to drain the queue")
                 pids = sorted(set(pids) | set(contender.pids()))
                 support = sorted(set(support) | set(contender.support_pids()))
                 after = CpuSnapshot.take([*pids, *support, *emulator])
@@ -238,10 +271,13 @@ class Bench:
             finally:
                 for watcher in watchers:
                     watcher.end()
+            # Requests still in flight now (idle long polls) are not the drain's: see bench.bill.
+            requests = count(proxies.exchanges(), finished) if proxies else {}
         finally:
-            contender.stop()
+            # The proxies outlive the contender: a Shelver stops after this returns.
+            contender.stop(proxies.stop if proxies else _nothing)
         dlq_visible, dlq_in_flight = self.aws.counts(stack.dlq_url)
-        correctness = check(self.workload, list_etags(self.aws.s3, stack.buckets),
+        correctness = check(workload, list_etags(self.aws.s3, stack.buckets),
                             dlq_visible + dlq_in_flight)
         # Every contender meets the emulator in the same state: left in place, each drain's
         # queues and 2,700 objects made LocalStack slower for the contenders after it (its CPU
@@ -250,7 +286,8 @@ class Bench:
         result = DrainResult(
             name, label, config, total, started - launched, finished - started,
             after.since(before, pids), rss, correctness, after.since(before, support),
-            after.since(before, emulator), after.machine - before.machine, started, finished)
+            after.since(before, emulator), after.machine - before.machine, started, finished,
+            requests)
         print(report.drain_line(result), flush=True)
         return result
 
@@ -258,10 +295,10 @@ class Bench:
         visible, in_flight = self.aws.counts(stack.input_url)
         return visible < total or in_flight > 0
 
-    def _drained(self, stack: Stack) -> bool:
+    def _drained(self, stack: Stack, workload: Workload) -> bool:
         if self.aws.counts(stack.input_url) != (0, 0):
             return False
-        return len(list_etags(self.aws.s3, stack.buckets)) >= len(self.workload.versions)
+        return len(list_etags(self.aws.s3, stack.buckets)) >= len(workload.versions)
 
     def _drain_timeout(self) -> float:
         return max(120.0, self.options.books / 5)  # A does ~70 msg/s here; 5 means stuck
@@ -270,7 +307,7 @@ class Bench:
     def latency(self) -> LatencyResult:
         """Shelver (defaults) idle on an empty queue; one book every 1/rate s; HEAD each key."""
         stack = self.aws.clone_stack()
-        contender = self.shelver({})(stack)
+        contender = self.shelver({})(stack, {})
         assert isinstance(contender, ShelverContender)
         contender.start()
         count = int(self.options.latency_rate * self.options.latency_seconds)
@@ -294,7 +331,7 @@ class Bench:
                 wait_for(lambda: poller.outstanding() == 0, 30, 0.1, "every object to appear")
         finally:
             poller.stop()
-            contender.stop()
+            contender.stop(_nothing)
             self.aws.delete_stack(stack)
         rate = (count - 1) / (last - first) if count > 1 else 0.0
         result = LatencyResult(rate, Percentiles.of(poller.latencies()),
@@ -307,21 +344,53 @@ class Bench:
         """B, C and Shelver's sweep again, every request held as long as on AWS."""
         print(f"  AWS-like latency: {latencies.describe()}", flush=True)
         threads = str(self.options.reference_threads)
-        with aws_like_endpoints(self.aws_env["AWS_ENDPOINT_URL"], latencies) as proxied:
-            runs = {
-                "B": self.drain("B", "B reference", {"threads": threads}, self.process_contender(
-                    "reference", "--threads", threads, env=proxied)),
-                "C": self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG,
-                                self.shelver(proxied)),
-            }
-            sweep = []
-            for consumers, consumer_threads in self.options.aws_like_sweep:
-                config = {"CONSUMERS": str(consumers), "CONSUMER_THREADS": str(consumer_threads)}
-                sweep.append(self.drain("sweep", f"sweep {consumers}x{consumer_threads}", config,
-                                        self.shelver({**config, **proxied})))
+        runs = {
+            "B": self.drain("B", "B reference", {"threads": threads}, self.process_contender(
+                "reference", "--threads", threads), latencies=latencies),
+            "C": self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG, self.shelver({}),
+                            latencies=latencies),
+        }
+        sweep = []
+        for consumers, consumer_threads in self.options.aws_like_sweep:
+            config = {"CONSUMERS": str(consumers), "CONSUMER_THREADS": str(consumer_threads)}
+            sweep.append(self.drain("sweep", f"sweep {consumers}x{consumer_threads}", config,
+                                    self.shelver(config), latencies=latencies))
         result = AwsLikeResult(latencies, runs, sweep)
         print(report.aws_like_line(result), flush=True)
         return result
+
+    # -- the bill -------------------------------------------------------------------------------
+    def bill(self, shelvers: dict[str, tuple[str, dict[str, str]]], naive: bool = True
+             ) -> dict[str, dict[str, DrainResult]]:
+        """A (unless not `naive`), B, C and `shelvers` (name: label and configuration) again
+        through proxies that only count their requests: on the bench's workload, on one whose
+        later versions mostly come a receive after the earlier one, and on one without."""
+        workloads = {workload_name(self.workload): self.workload}
+        if self.workload.updates:
+            for lag, update_every in ((1, self.options.update_every), (0, 0)):
+                other = make_workload(self.options.books, self.options.groups,
+                                      uuid.uuid4().hex[:8], update_every, lag=lag)
+                if other.lagged or not other.updates:  # too few books a group: no lag
+                    workloads[workload_name(other)] = other
+        threads = str(self.options.reference_threads)
+        contenders = {
+            **({"A": ("A naive loop", {"threads": "1"}, self.process_contender("naive"))}
+               if naive else {}),
+            "B": ("B reference", {"threads": threads},
+                  self.process_contender("reference", "--threads", threads)),
+            "C": ("C Shelver, defaults", DEFAULT_CONFIG, self.shelver({})),
+            **{name: (label, config, self.shelver(config))
+               for name, (label, config) in shelvers.items()},
+        }
+        bills: dict[str, dict[str, DrainResult]] = {}
+        for name, workload in workloads.items():
+            print(f"  bill: {name}, requests counted", flush=True)
+            bills[name] = {
+                contender: self.drain(contender, label, config, make, workload=workload,
+                                      latencies=COUNTING)
+                for contender, (label, config, make) in contenders.items()}
+            print(report.bill_line(bills[name]), flush=True)
+        return bills
 
     # -- everything -----------------------------------------------------------------------------
     def run_all(self) -> Results:
@@ -348,10 +417,31 @@ class Bench:
         print(report.machine_limit_line(runs), flush=True)
         latency = self.latency()
         aws_like = self.aws_like(Latencies())
+        bill = self.bill({"D": ("D Shelver, tuned", best)}) if self.options.bill else {}
         profiles = self.profiles(reference) if self.options.profile else {}
-        return Results(runs, sweep, latency, health_latency, probed, profiles, aws_like)
+        return Results(runs, sweep, latency, health_latency, probed, profiles, aws_like, bill)
 
-    def profiles(self, reference: Callable[[Stack], Contender]) -> dict[str, ProfileSummary]:
+    def run_part(self, part: str) -> str:
+        """One part alone (`Options.only`), as a table."""
+        if part == "aws-like":
+            return report.aws_like_table(self.aws_like(Latencies()))
+        shapes = {f"{c}x{t}": {"CONSUMERS": str(c), "CONSUMER_THREADS": str(t)}
+                  for c, t in self.options.sweep}
+        if part == "bill":
+            # A's three requests a book need no measuring, and it is the slowest to drain.
+            bills = self.bill({shape: (f"Shelver {shape}", config)
+                               for shape, config in shapes.items()}, naive=False)
+            return "\n".join(f"\n{workload}:\n{report.requests_table(runs)}\n"
+                             f"{report.cost_table(runs)}" for workload, runs in bills.items())
+        threads = str(self.options.reference_threads)
+        runs = [self.drain("B", "B reference", {"threads": threads},
+                           self.process_contender("reference", "--threads", threads)),
+                self.drain("C", "C Shelver, defaults", DEFAULT_CONFIG, self.shelver({}))]
+        runs += [self.drain("sweep", f"sweep {shape}", config, self.shelver(config))
+                 for shape, config in shapes.items()]
+        return report.versus_b_table(runs)
+
+    def profiles(self, reference: MakeContender) -> dict[str, ProfileSummary]:
         executable = py_spy()
         if executable is None:
             print("  py-spy not found: no profiles", flush=True)
@@ -367,6 +457,15 @@ class Bench:
     def close(self) -> None:
         for thread in self.stopping:
             thread.join()
+
+
+def workload_name(workload: Workload) -> str:
+    if not workload.updates:
+        return "no later versions"
+    share = workload.updates / len(workload.messages)
+    lagged = (f", {100 * workload.lagged / workload.updates:.0f}% of them {workload.update_every} "
+              "or more messages after the earlier version" if workload.lagged else "")
+    return f"{100 * share:.0f}% later versions{lagged}"
 
 
 def wait_for_pids(contender: Contender) -> list[int]:
@@ -430,11 +529,25 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, help="messages per contender (default 3000)")
+    parser.add_argument("--update-every", type=int,
+                        help="every Nth message of a group is a later version of a book "
+                             "(default 10; 0: none)")
+    parser.add_argument("--sweep", type=shapes, metavar="CxT,...",
+                        help="Shelver's CONSUMERS x CONSUMER_THREADS to sweep (default "
+                             "1x4,1x8,2x4,2x8,3x4,3x8)")
+    parser.add_argument("--aws-like-sweep", type=shapes, metavar="CxT,...",
+                        help="the same with AWS-like latency (default 1x4,2x4,2x16,4x8,8x8)")
+    parser.add_argument("--only", choices=PARTS,
+                        help="one part alone, printed, nothing written: cpu (B, C, the --sweep "
+                             "shapes), aws-like (B, C, the --aws-like-sweep shapes) or bill "
+                             "(B, C, the --sweep shapes, requests counted)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 300 books, 2-point sweeps, 5 s of latency, no profile, "
                              "results in .run/bench instead of docs/")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="profile B and C with py-spy (default: on, off with --quick)")
+    parser.add_argument("--bill", action=argparse.BooleanOptionalAction, default=True,
+                        help="count every contender's requests and price them (default: on)")
     parser.add_argument("--out", type=Path, help="where the JSON, PNG and markdown go")
     parser.add_argument("--note", default="", help="a remark shown above the results")
     args = parser.parse_args(argv)
@@ -443,8 +556,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
         options = Options(books=300, groups=30, sweep=((1, 4), (2, 8)), latency_seconds=5.0,
                           aws_like_sweep=((1, 4), (2, 8)), profile=False,
                           out_dir=REPO / ".run" / "bench", quick=True)
-    if args.books is not None:
-        options = dataclasses.replace(options, books=args.books)
+    changes = {"books": args.books, "update_every": args.update_every, "sweep": args.sweep,
+               "aws_like_sweep": args.aws_like_sweep}
+    options = dataclasses.replace(options, **{k: v for k, v in changes.items() if v is not None},
+                                  bill=args.bill, only=args.only)
     if args.profile is not None:
         options = dataclasses.replace(options, profile=args.profile)
     if args.out is not None:
@@ -452,6 +567,21 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
     options = dataclasses.replace(options, note=args.note)
     command = ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
     return options, shlex.join(command)
+
+
+PARTS = ("cpu", "aws-like", "bill")
+
+
+def shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """"2x4,4x8" -> ((2, 4), (4, 8)): CONSUMERS x CONSUMER_THREADS pairs."""
+    pairs = []
+    for pair in text.split(","):
+        consumers, _, threads = pair.partition("x")
+        if not (consumers.isdigit() and threads.isdigit() and int(consumers) and int(threads)):
+            raise argparse.ArgumentTypeError(
+                f"{pair!r} in {text!r}: expected CONSUMERSxTHREADS pairs, e.g. 2x4,4x8")
+        pairs.append((int(consumers), int(threads)))
+    return tuple(pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         info = machine(aws_env["AWS_ENDPOINT_URL"])
         bench = Bench(options, aws_env, emulator_pgid, run_dir)
         try:
+            if options.only is not None:
+                print(bench.run_part(options.only), flush=True)
+                return 0
             results = bench.run_all()
         finally:
             bench.close()
@@ -473,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         groups=options.groups, updates=bench.workload.updates, note=options.note,
         wall_seconds=time.monotonic() - began)
     print(report.table(results), flush=True)
+    print(report.per_core_table(results), flush=True)
+    for workload, runs in results.bill.items():
+        print(f"\nbill, {workload}:\n{report.requests_table(runs)}\n{report.cost_table(runs)}",
+              flush=True)
     report.write(results, options.out_dir)
     print(f"bench: done in {results.wall_seconds:.0f} s; wrote {options.out_dir}", flush=True)
     return 0

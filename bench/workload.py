@@ -40,6 +40,8 @@ class Workload:
     messages: tuple[BenchMessage, ...]
     # Per object, the MD5 of every version in the order sent; the last one must win.
     versions: Mapping[ObjectId, tuple[str, ...]] = field(default_factory=dict)
+    update_every: int = 0  # make_workload's: the block of a group a later version ends
+    lagged: int = 0  # later versions of a book sent in an earlier block (make_workload's lag)
 
     @property
     def updates(self) -> int:
@@ -64,19 +66,29 @@ def _body(book_id: str, title: str, genre: str, version: int, size: int) -> str:
 
 
 def make_workload(books: int, groups: int, run: str, update_every: int = 10,
-                  size: int = BODY_BYTES) -> Workload:
+                  size: int = BODY_BYTES, lag: int = 0) -> Workload:
     """`books` messages over `groups` groups; `update_every` 0 means no updates.
 
     Message k goes to group k % groups at position p = k // groups; when p % update_every is
-    update_every - 1, it is the next version of the book at position p - (update_every - 1)
-    of the same group, else a new book."""
+    update_every - 1, it is the next version of the book at position
+    p - (update_every - 1) - lag * update_every of the same group (without the lag where that
+    is before the group's first message), else a new book. With `lag` 0 a version is of the
+    first book of its own block of `update_every` messages: as SQS FIFO hands a group out ten
+    messages a receive, usually in the same receive as its earlier version, hence to the same
+    consumer. With `lag` 1 it is of a book of the block before, usually a receive apart, which
+    may go to another consumer (what Shelver's remembered ETags cannot shorten)."""
     messages: list[BenchMessage] = []
     versions: dict[ObjectId, list[str]] = {}
     book_of: dict[int, tuple[str, str, str]] = {}  # message index -> (id, title, genre)
+    lagged = 0
     for k in range(books):
         group, position = k % groups, k // groups
         if update_every and position % update_every == update_every - 1:
-            book_id, title, genre = book_of[k - (update_every - 1) * groups]
+            back = update_every - 1 + lag * update_every
+            if back > position:
+                back = update_every - 1
+            lagged += back >= update_every
+            book_id, title, genre = book_of[k - back * groups]
         else:
             book_id, title, genre = f"{run}-{k}", f"Bench {run} {k}", GENRES[k % len(GENRES)]
         book_of[k] = (book_id, title, genre)
@@ -85,7 +97,8 @@ def make_workload(books: int, groups: int, run: str, update_every: int = 10,
         body = _body(book_id, title, genre, len(history) + 1, size)
         history.append(md5(body))
         messages.append(BenchMessage(f"group-{group}", body, genre, key))
-    return Workload(tuple(messages), {k: tuple(v) for k, v in versions.items()})
+    return Workload(tuple(messages), {k: tuple(v) for k, v in versions.items()}, update_every,
+                    lagged)
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 RUNTIME = REPO / "scripts" / "localstack_runtime.py"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4566
-# What `osls deploy` of serverless.yml touches: CloudFormation drives SQS and S3, and osls asks
-# STS for the account. IAM is cheap to keep for stacks that grow roles.
-DEFAULT_SERVICES = "sqs,s3,cloudformation,sts,iam"
+# What `osls deploy` of serverless.yml touches: CloudFormation drives SQS, S3, IAM (the managed
+# policies) and KMS (the stack's key, which encrypts the buckets), and osls asks STS for the
+# account.
+DEFAULT_SERVICES = "sqs,s3,cloudformation,sts,iam,kms"
 # The services Shelver itself talks to; ready means these answer.
 REQUIRED_SERVICES = ("sqs", "s3")
 READY_STATES = frozenset({"available", "running"})

@@ -22,7 +22,7 @@ visible by one batch call while six receivers long-poll for three messages each;
 fix, two to five receivers got messages of the group in 15 of 20 trials (and the test fails),
 with it exactly one, every time.
 
-Shelver hands a dead consumer's messages back exactly that way (workers/recovery.py), and the
+Shelver hands a dead consumer's messages back exactly that way (workers/lease/handback.py), and the
 chaos suite's consumer-kills scenario caught the emulator at it: one book version never written,
 because a later one of its group had been stored first by another consumer. On SQS that cannot
 happen. The suites must test Shelver against SQS's contract, not against this race, so the fix

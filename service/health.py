@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass
 
 from service.metrics_view import counter_totals
 from workers.settings import Settings
-from workers.status import WAKEABLE_STATES, ConsumerStatus, read_consumer_status, read_pool
+from workers.status import (
+    WAKEABLE_STATES,
+    ConsumerState,
+    ConsumerStatus,
+    read_consumer_status,
+    read_pool,
+)
 
 _TOTALS = {
     "received": "shelver_messages_received",
@@ -31,7 +37,7 @@ _TOTALS = {
 class ConsumerHealth:
     slot: int
     pid: int
-    state: str
+    state: ConsumerState
     alive: bool
     healthy: bool
     seconds_since_last_poll: float | None
@@ -87,12 +93,12 @@ def consumer_health(settings: Settings, now: float | None = None) -> list[Consum
     return report
 
 
-def _state(pid: int, status: ConsumerStatus | None, alive: bool) -> str:
+def _state(pid: int, status: ConsumerStatus | None, alive: bool) -> ConsumerState:
     if not pid:
-        return "restarting"
+        return ConsumerState.RESTARTING
     if status is None:
-        return "starting"
-    return status.state if alive else "unresponsive"
+        return ConsumerState.STARTING
+    return status.state if alive else ConsumerState.UNRESPONSIVE
 
 
 def _complete(settings: Settings, consumers: list[ConsumerHealth]) -> bool:

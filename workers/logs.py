@@ -1,9 +1,10 @@
 """Log lines as JSON (`LOG_FORMAT=json`): one object per line, for Loki or CloudWatch Logs Insights.
 
 One formatter serves every process: the gunicorn master and HTTP workers (through
-`workers.gunicorn_logs`) and the consumers (`workers.consumer`). Log calls pass structured fields
-with `extra=` (see `FIELDS`); the text format, the default, ignores them, so it reads exactly as
-it always did. A field not listed in `FIELDS` is not rendered: add it there and to the README.
+`workers.pool.gunicorn_logs`) and the consumers (`workers.consumer`). Log calls pass structured
+fields with `extra=` (see `FIELDS`); the text format, the default, ignores them, so it reads
+exactly as it always did. A field not listed in `FIELDS` is not rendered: add it there and to
+the README.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import types
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 import orjson
 
@@ -128,3 +130,14 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
     logging.getLogger("uncaught").critical("uncaught exception in thread %s", name,
                                            exc_info=exc_info)  # type: ignore[arg-type]
+
+
+class Logger(Protocol):
+    """gunicorn's logger (`server.log`); `extra` takes the structured fields of this module."""
+
+    def info(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+             ) -> None: ...
+    def warning(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+                ) -> None: ...
+    def error(self, msg: str, *args: object, extra: Mapping[str, object] | None = None
+              ) -> None: ...

@@ -122,12 +122,12 @@ LAST_POLL_TIMESTAMP = Gauge(
 )
 
 
-# Dead-letter reasons: the InvalidBook reasons of workers.books, storage's key conflict, and a
-# message that kept crashing its consumer (workers.crashes).
+# Dead-letter reasons: the InvalidBook reasons of workers.books.decode, the store's key conflict,
+# and a message that kept crashing its consumer (workers.lease.crashes).
 DEAD_LETTER_REASONS = ("not_json", "duplicate_key", "not_object", "missing_field", "wrong_type",
                        "unknown_genre", "key_conflict", "crashed_consumer")
 RESTART_REASONS = ("died", "exited", "heartbeat")
-# The threads of workers.internal_errors.ConsumerThread.
+# The threads of workers.consumer.internal_errors.ConsumerThread.
 INTERNAL_ERROR_THREADS = ("keeper", "settle", "main")
 
 

@@ -12,11 +12,11 @@ or a mounted Kubernetes ConfigMap is meant to be used.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from workers.books import parse_genre_buckets
 from workers.logs import LOG_FORMATS, parse_log_format
 
 T = TypeVar("T")
@@ -27,6 +27,14 @@ MAX_VISIBILITY_SECONDS = 43_200
 # The keeper extends a held message when half its lease is left, checking every second: a lease
 # much shorter than this would be extended almost continuously.
 MIN_LEASE_SECONDS = 5
+# S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
+AWS_CLIENTS = ("crt", "boto3")
+# The AWS clients' connect timeout, and how much longer than WaitTimeSeconds a long poll may take
+# to answer before it counts as hung (workers.aws.clients builds the clients with both): the
+# longest a receive call can block a consumer's main loop, which does not beat meanwhile, so
+# CONSUMER_HEARTBEAT_TIMEOUT_SECONDS is checked against it.
+CONNECT_TIMEOUT_SECONDS = 3
+RECEIVE_READ_MARGIN_SECONDS = 5
 
 
 CONFIG_FILE_VARIABLE = "SHELVER_CONFIG_FILE"
@@ -81,15 +89,11 @@ class Settings:
                 raise ConfigError(f"{path} line {line.number}: {exc}") from None
         settings = cls(**values, state_dir=env.get("SHELVER_STATE_DIR", ""))
         settings.check_consistency()
-        _check_region(env)
-        _check_crt_clients(settings, env)
         return settings
 
     def check_consistency(self) -> None:
         """Cross-variable rules: each names both variables involved."""
         # A consumer blocked in a long poll does not beat; the timeouts must leave room for it.
-        from workers.aws import receive_call_limit  # boto3 is heavy; only needed here
-
         longest_receive = receive_call_limit(self.wait_time_seconds)
         if self.heartbeat_timeout_seconds <= longest_receive:
             margin = longest_receive - self.wait_time_seconds
@@ -109,6 +113,49 @@ class Settings:
                 "RETRY_BACKOFF_MAX_SECONDS must be at least RETRY_BACKOFF_BASE_SECONDS "
                 f"(got {self.retry_backoff_max_seconds:g} and {self.retry_backoff_base_seconds:g})"
             )
+
+
+# S3 bucket naming (the general-purpose subset the operators can type into GENRE_BUCKETS).
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_genre_buckets(spec: str) -> dict[str, str]:
+    """Parse ``"scifi=scifi-books, romance=romance-books"`` into ``{genre: bucket}``.
+
+    Genres are stripped and lower-cased (lookups are case-insensitive); bucket names are taken
+    as written and must be valid S3 bucket names.
+    """
+    if not spec.strip():
+        raise ValueError("genre mapping is empty: expected genre=bucket pairs separated by commas")
+    mapping: dict[str, str] = {}
+    for position, entry in enumerate(spec.split(","), start=1):
+        item = entry.strip()
+        if not item:
+            raise ValueError(f"entry {position} is empty (stray comma?)")
+        genre_text, sep, bucket_text = item.partition("=")
+        if not sep:
+            raise ValueError(f"entry {position} {item!r} has no '=': expected genre=bucket")
+        genre = genre_text.strip().lower()
+        bucket = bucket_text.strip()
+        if not genre:
+            raise ValueError(f"entry {position} {item!r} has an empty genre")
+        if not bucket:
+            raise ValueError(f"entry {position} {item!r} has an empty bucket")
+        if genre in mapping:
+            raise ValueError(f"entry {position}: genre {genre!r} is given more than once")
+        if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"entry {position}: {bucket!r} is not a valid S3 bucket name "
+                "(3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+                "or digit, no '..')"
+            )
+        mapping[genre] = bucket
+    return mapping
+
+
+def receive_call_limit(wait_time_seconds: int) -> float:
+    """The longest a ReceiveMessage call can block the consumer's main loop."""
+    return CONNECT_TIMEOUT_SECONDS + wait_time_seconds + RECEIVE_READ_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -162,50 +209,11 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _check_region(env: Mapping[str, str]) -> None:
-    """Fail at start-up, not in every consumer, when boto3 would not know which region to call."""
-    from workers.aws import make_session  # boto3 is heavy; only needed here
-
-    if env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or make_session().region_name:
-        return
-    raise ConfigError("AWS_REGION is not set (nor AWS_DEFAULT_REGION, nor a region in the AWS "
-                      "profile): expected a region name such as us-east-1")
-
-
 def _aws_client(raw: str) -> str:
-    from workers.aws import AWS_CLIENTS  # boto3 is heavy; only needed here
-
     client = raw.lower()
     if client not in AWS_CLIENTS:
         raise ValueError(f"unknown client {raw}")
     return client
-
-
-def _check_crt_clients(settings: Settings, env: Mapping[str, str]) -> None:
-    """A CRT client must be installed, and able to reach AWS the way boto3 would."""
-    chosen = [name for name, client in (("S3_CLIENT", settings.s3_client),
-                                        ("SQS_CLIENT", settings.sqs_client)) if client == "crt"]
-    if not chosen:
-        return
-    try:
-        from workers import s3crt, sqscrt
-        from workers.crt import UnsupportedByCrt
-    except ImportError as exc:
-        raise ConfigError(f"{chosen[0]}=crt needs the awscrt package ({exc}): install "
-                          f"requirements/app.txt, or set {chosen[0]}=boto3") from None
-    from workers.aws import make_session
-
-    session = make_session(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
-    try:
-        if settings.s3_client == "crt":
-            s3crt.check_supported(session.client("s3"), settings.genre_buckets)
-    except UnsupportedByCrt as exc:
-        raise ConfigError(f"S3_CLIENT=crt cannot be used: {exc}; set S3_CLIENT=boto3") from None
-    try:
-        if settings.sqs_client == "crt":
-            sqscrt.check_supported(session.client("sqs"))
-    except UnsupportedByCrt as exc:
-        raise ConfigError(f"SQS_CLIENT=crt cannot be used: {exc}; set SQS_CLIENT=boto3") from None
 
 
 # Settings field -> (environment variable, accepted form).

@@ -9,24 +9,42 @@ them without touching AWS, and the pool reads the consumers' heartbeats from the
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 POOL_FILE = "pool.json"
+
+
+class ConsumerState(enum.StrEnum):
+    """What a consumer is doing, as its status file and /health say it."""
+
+    STARTING = "starting"  # spawned, looking its queue up, handing back its predecessors'
+    POLLING = "polling"  # in a receive call, nothing in processing
+    PROCESSING = "processing"  # receiving again while batches are in processing
+    IDLE = "idle"  # the pause between polls after an empty receive (POLL_INTERVAL_SECONDS)
+    BACKOFF = "backoff"  # waiting after a failed receive or queue lookup, or a breaker pause
+    STOPPED = "stopped"  # exited on purpose: the pool counts its end as "exited", not "died"
+    # /health's own, for a slot the consumer's status file cannot speak for:
+    RESTARTING = "restarting"  # no consumer in the slot (the pool is replacing it)
+    UNRESPONSIVE = "unresponsive"  # its process is gone or has not beaten for too long
+
+
 # The state in which a wake-up makes a consumer poll at once: its pause between polls. A backoff
-# (state "backoff": a receive error, a breaker pause) is not cut short (workers/signals.py).
-WAKEABLE_STATES = frozenset({"idle"})
+# is not cut short (workers/consumer/signals.py).
+WAKEABLE_STATES = frozenset({ConsumerState.IDLE})
 
 
 @dataclass(frozen=True)
 class ConsumerStatus:
     slot: int
     pid: int
-    state: str
+    state: ConsumerState
     restarts: int
     started_at: float
     heartbeat_at: float
@@ -66,7 +84,40 @@ def read_consumer_status(state_dir: str | Path, pid: int) -> ConsumerStatus | No
         raw = orjson.loads(consumer_file(state_dir, pid).read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
-    return ConsumerStatus(**raw)
+    return ConsumerStatus(**{**raw, "state": ConsumerState(raw["state"])})
+
+
+class StatusWriter:
+    """A consumer's status file, written by its threads through this one object."""
+
+    def __init__(self, state_dir: str | Path, status: ConsumerStatus) -> None:
+        self._state_dir = state_dir
+        self._status = status
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ConsumerState:
+        return self._status.state
+
+    def update(self, **changes: object) -> None:
+        with self._lock:
+            self._status = dataclasses.replace(self._status, **changes)  # type: ignore[arg-type]
+            write_consumer_status(self._state_dir, self._status)
+
+    def beat(self, state: ConsumerState | None = None) -> None:
+        """The heartbeat the pool watches, and the state, if it changed."""
+        now = time.time()
+        if state in (None, self._status.state) and now - self._status.heartbeat_at < 0.5:
+            return  # the pool reads heartbeats in seconds: no need to rewrite the file
+        changes: dict[str, object] = {"heartbeat_at": now}
+        if state is not None:
+            changes["state"] = state
+        self.update(**changes)
+
+    def failing(self, reason: str | None) -> None:
+        """Why whole batches fail (S3 down, say), or None once they make progress: /health
+        reads it, as receives still succeed meanwhile and the poll age alone cannot tell."""
+        self.update(failing=reason, failing_at=None if reason is None else time.time())
 
 
 def remove_consumer_status(state_dir: str | Path, pid: int) -> None:

@@ -11,7 +11,7 @@ WORKDIR /home/localstack
 ENV GATEWAY_LISTEN=0.0.0.0:4566 \
     LOCALSTACK_HOST=localstack:4566 \
     SQS_ENDPOINT_STRATEGY=off \
-    SERVICES=sqs,s3,cloudformation,sts,iam \
+    SERVICES=sqs,s3,cloudformation,sts,iam,kms \
     EAGER_SERVICE_LOADING=1 \
     DNS_ADDRESS=0 \
     DISABLE_EVENTS=1 \

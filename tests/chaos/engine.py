@@ -43,8 +43,8 @@ from tests.chaos.workload import ObjectId, Record, Workload, build_workload
 from tests.support.aws import Aws, Stack, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.shelver import Shelver
-from workers.storage import metadata_id
-from workers.transport import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.aws.sqs import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.books.store import metadata_id
 
 # Shelver's settings for every chaos run, over tests.support.shelver.TEST_DEFAULTS: three
 # consumers, so killing one never stops the drain, and the production readiness threshold, so

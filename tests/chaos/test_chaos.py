@@ -11,7 +11,9 @@ import pytest
 from tests.chaos.engine import REDUCED, Scenario, run_scenario, table
 from tests.chaos.scenarios import SCENARIOS, nothing
 from tests.support.aws import DEPLOYED_QUEUE, Aws
-from workers.processing import backoff_seconds, retries_exhausted_at
+from workers.backoff import Backoff
+from workers.books.processor import retries_exhausted_at
+from workers.lease.settle import back_off_seconds
 from workers.settings import Settings
 
 
@@ -37,8 +39,7 @@ def test_the_deployed_redrive_outlasts_an_hour_of_s3_outage(aws: Aws) -> None:
     last = retries_exhausted_at(redrive["maxReceiveCount"])
     assert last is not None
 
-    lasts = sum(backoff_seconds(n, defaults.retry_backoff_base_seconds,
-                                defaults.retry_backoff_max_seconds)
-                for n in range(1, last))
+    backoff = Backoff(defaults.retry_backoff_base_seconds, defaults.retry_backoff_max_seconds)
+    lasts = sum(back_off_seconds(backoff, n) for n in range(1, last))
 
     assert lasts >= 3600, f"a valid book reaches the DLQ after {lasts} s of S3 outage"

@@ -24,7 +24,7 @@ from functools import cached_property
 
 import orjson
 
-from workers.books import object_key
+from workers.books.keys import object_key
 
 GENRES = ("scifi", "romance")
 # A book gets a new version until it has this many; then the group starts another book.

@@ -11,7 +11,7 @@ import orjson
 from scripts.container import Engine
 
 REPO = Path(__file__).resolve().parents[2]
-SIZE_GOAL_BYTES = 150_000_000
+SIZE_GOAL_BYTES = 160_000_000
 # The botocore models the Dockerfile keeps: what our clients and the credential chain create.
 BOTOCORE_SERVICES = {"s3", "sqs", "sts", "sso", "sso-oidc", "signin"}
 
@@ -103,4 +103,4 @@ def test_the_image_meets_its_size_goal(engine: Engine, image: str):
     size = engine.image_size(image)
 
     print(f"\n{image}: {size / 1e6:.1f} MB uncompressed")
-    assert size <= SIZE_GOAL_BYTES, f"{size / 1e6:.1f} MB, the goal is 150 MB"
+    assert size <= SIZE_GOAL_BYTES, f"{size / 1e6:.1f} MB, the goal is 160 MB"

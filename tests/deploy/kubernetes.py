@@ -20,7 +20,8 @@ from kubernetes_validate import utils as kubernetes_schemas
 
 from service import create_app
 from tests.deploy.crds import CUSTOM_SCHEMAS, custom_problems
-from workers.pool import MAX_RESPAWN_DELAY, stop_deadline
+from workers.pool import stop_deadline
+from workers.pool.supervisor import MAX_RESPAWN_DELAY
 from workers.settings import ENVIRONMENT_VARIABLES, Settings, is_read
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,17 @@ from tests.deploy.test_iam import (
     OPERATOR_PRIVILEGE,
     Template,
     cfn_lint,
-    genre_buckets,
     grants,
+    stack_buckets,
 )
 
-THREE_GENRES = ("--param=genres=scifi,romance,horror", "--param=horrorBucket=acme-horror")
+THREE_GENRES = ("--param=genres=scifi,romance,horror", "--param=horrorBucket=acme-horror",
+                "--param=horrorKeyPrefix=books/horror/")
+
+
+def genre_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
+    return ((name, properties) for name, properties in stack_buckets(template)
+            if name != "PayloadBucket")
 
 
 def osls_package(out: Path, *params: str) -> subprocess.CompletedProcess[str]:
@@ -52,11 +59,13 @@ def test_a_genre_added_to_the_list_gets_its_bucket_grants_and_output(
     unnamed = [{k: v for k, v in properties.items() if k != "BucketName"}
                for properties in buckets.values()]
     assert unnamed[0] == unnamed[1] == unnamed[2]
+    # Its grants under its key prefix, as issue 18 has them for the others.
     assert grants(three_genres, "ConsumerPolicy") == LEAST_PRIVILEGE | {
-        ("${HorrorBucket.Arn}/*", "s3:PutObject"), ("${HorrorBucket.Arn}/*", "s3:GetObject")}
+        ("${HorrorBucket.Arn}/books/horror/*", "s3:PutObject"),
+        ("${HorrorBucket.Arn}/books/horror/*", "s3:GetObject")}
     assert grants(three_genres, "OperatorPolicy") == OPERATOR_PRIVILEGE | {
-        ("${HorrorBucket.Arn}/.shelver-check/*", "s3:PutObject"),
-        ("${HorrorBucket.Arn}/.shelver-check/*", "s3:DeleteObject")}
+        ("${HorrorBucket.Arn}/books/horror/.shelver-check/*", "s3:PutObject"),
+        ("${HorrorBucket.Arn}/books/horror/.shelver-check/*", "s3:DeleteObject")}
     assert three_genres["Outputs"]["HorrorBucketName"] == {"Value": {"Ref": "HorrorBucket"}}
 
 
@@ -82,6 +91,7 @@ def test_a_genre_bucket_is_kept_when_its_genre_leaves_the_list(package: Path) ->
     (("--param=genres=scifi,romance,scifi",), "a genre is given more than once"),
     (("--param=genres=scifi,romance", "--param=romanceBucket=shelver-prod-scifi"),
      "two genres name the bucket shelver-prod-scifi"),
+    (("--param=romanceKeyPrefix=books",), "romanceKeyPrefix=books: a key prefix ends in '/'"),
 ])
 def test_a_genre_list_that_cannot_be_deployed_is_refused(tmp_path: Path, params: tuple[str, ...],
                                                          message: str) -> None:

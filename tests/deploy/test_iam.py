@@ -1,6 +1,7 @@
 """serverless.yml for real AWS: the template `osls package --stage prod` makes passes AWS's
 CloudFormation linter, its consumer policy grants exactly what Shelver uses, and its operator
-policy exactly what the `shelver` command uses."""
+policy exactly what the `shelver` command uses: with the default parameters, and with key
+prefixes and the deletion of payloads asked for."""
 
 from __future__ import annotations
 
@@ -14,24 +15,31 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import TEMPLATES, UPDATE_TEMPLATE
+from tests.deploy.conftest import TEMPLATES, UPDATE_TEMPLATE, package_stack
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
 Template = dict[str, Any]
 Grant = tuple[str, str]  # (resource as written in the template, action)
 
-# Every call Shelver's consumers make (workers/transport.py, workers/storage.py), on the resource
+GENRE_BUCKETS = ("ScifiBucket", "RomanceBucket")
+# Every call Shelver's consumers make (workers/aws/sqs.py, workers/books/store.py), on the resource
 # it is made on. Batch calls are authorized by the singular action; HeadObject by s3:GetObject.
+# A put under SSE-KMS needs kms:GenerateDataKey on the key; reading a payload encrypted with it,
+# kms:Decrypt; s3:ListBucket makes a missing payload a 404.
 LEAST_PRIVILEGE: frozenset[Grant] = frozenset(
     [("InputQueue.Arn", f"sqs:{action}") for action in (
         "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "GetQueueUrl",
         "GetQueueAttributes")]
     + [("InputQueueDLQ.Arn", f"sqs:{action}") for action in (
         "SendMessage", "GetQueueUrl", "GetQueueAttributes")]
-    + [(f"${{{bucket}.Arn}}/*", f"s3:{action}") for bucket in ("ScifiBucket", "RomanceBucket")
+    + [(f"${{{bucket}.Arn}}/*", f"s3:{action}") for bucket in GENRE_BUCKETS
        for action in ("PutObject", "GetObject")]
+    + [("ShelverKey.Arn", "kms:GenerateDataKey"), ("ShelverKey.Arn", "kms:Decrypt"),
+       ("${PayloadBucket.Arn}/*", "s3:GetObject"), ("PayloadBucket.Arn", "s3:ListBucket")]
 )
+# With deletePayloads=true: the payload of a filed book deleted, as the extended client does.
+PAYLOAD_DELETION: frozenset[Grant] = frozenset([("${PayloadBucket.Arn}/*", "s3:DeleteObject")])
 # What workers/cli needs beyond that: dlq stats/peek (receive, then visibility 0), redrive (a move
 # task receives from and deletes on its source, sends to the input queue), check (the queue, its
 # RedrivePolicy, a probe object under .shelver-check/ put and deleted), send.
@@ -42,14 +50,28 @@ OPERATOR_PRIVILEGE: frozenset[Grant] = frozenset(
     + [("InputQueue.Arn", f"sqs:{action}") for action in (
         "GetQueueUrl", "GetQueueAttributes", "SendMessage")]
     + [(f"${{{bucket}.Arn}}/.shelver-check/*", f"s3:{action}")
-       for bucket in ("ScifiBucket", "RomanceBucket") for action in ("PutObject", "DeleteObject")]
+       for bucket in GENRE_BUCKETS for action in ("PutObject", "DeleteObject")]
+    + [("ShelverKey.Arn", "kms:GenerateDataKey")]
 )
 POLICIES = {"ConsumerPolicy": LEAST_PRIVILEGE, "OperatorPolicy": OPERATOR_PRIVILEGE}
+
+
+# The stack packaged with each genre's key prefix and the payloads' deletion.
+PREFIXES = {"ScifiBucket": "books/scifi/", "RomanceBucket": "books/romance/"}
 
 
 @pytest.fixture(scope="module")
 def template(package: Path) -> Template:
     loaded: Template = json.loads((package / UPDATE_TEMPLATE).read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def prefixed_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    out = package_stack(tmp_path_factory.mktemp("prefixed"), {
+        "scifiKeyPrefix": PREFIXES["ScifiBucket"], "romanceKeyPrefix": PREFIXES["RomanceBucket"],
+        "deletePayloads": "true"})
+    loaded: Template = json.loads((out / UPDATE_TEMPLATE).read_text())
     return loaded
 
 
@@ -89,6 +111,27 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _condition(template: Template, name: str) -> bool:
+    """A condition of the template, as deployed with its parameters' defaults: only the
+    `Fn::Equals` of a parameter and a string is understood."""
+    (left, right), = template["Conditions"][name]["Fn::Equals"],
+    parameter = template["Parameters"][left["Ref"]]
+    assert isinstance(right, str)
+    return bool(parameter["Default"] == right)
+
+
+def _statements(template: Template, policy: str) -> Iterator[dict[str, Any]]:
+    """A policy's statements, a conditional one (`Fn::If` with `AWS::NoValue`) as deployed."""
+    for statement in template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]:
+        if "Fn::If" not in statement:
+            yield statement
+            continue
+        condition, when_true, when_false = statement["Fn::If"]
+        chosen = when_true if _condition(template, condition) else when_false
+        if chosen != {"Ref": "AWS::NoValue"}:
+            yield chosen
+
+
 def grants(template: Template, policy: str = "ConsumerPolicy") -> set[Grant]:
     """(resource, action) pairs a managed policy allows; anything but a plain Allow of listed
     actions on listed resources (Deny, NotAction, Condition...) is refused."""
@@ -96,7 +139,7 @@ def grants(template: Template, policy: str = "ConsumerPolicy") -> set[Grant]:
                 if r["Type"] == "AWS::IAM::ManagedPolicy"}
     assert policies == set(POLICIES), "the consumers' and the operators' managed policies"
     found = set()
-    for statement in template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]:
+    for statement in _statements(template, policy):
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
         assert statement["Effect"] == "Allow"
         found |= {(_resource_name(resource), action)
@@ -110,6 +153,23 @@ def test_each_policy_is_exactly_its_least_privilege_set(template: Template, poli
                                                         expected: frozenset[Grant]) -> None:
     assert grants(template, policy) == expected
     assert template["Outputs"][f"{policy}Arn"]["Value"] == {"Ref": policy}
+
+
+def _under_prefixes(grant: Grant) -> Grant:
+    """A grant on a genre bucket's objects, moved under that genre's key prefix."""
+    resource, action = grant
+    for bucket, prefix in PREFIXES.items():
+        resource = resource.replace(f"${{{bucket}.Arn}}/", f"${{{bucket}.Arn}}/{prefix}")
+    return resource, action
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("ConsumerPolicy", LEAST_PRIVILEGE | PAYLOAD_DELETION),
+    ("OperatorPolicy", OPERATOR_PRIVILEGE)])
+def test_key_prefixes_narrow_the_grants_and_payload_deletion_is_granted_when_asked(
+        prefixed_template: Template, policy: str, expected: frozenset[Grant]) -> None:
+    assert grants(prefixed_template, policy) == {_under_prefixes(grant) for grant in expected}
+    assert ("${ScifiBucket.Arn}/books/scifi/*", "s3:PutObject") in grants(prefixed_template)
 
 
 def _with_statement(template: Template, statement: dict[str, Any]) -> Template:
@@ -131,15 +191,16 @@ def test_the_policy_check_catches_a_wider_grant(template: Template) -> None:
         grants(conditional)
 
 
-def genre_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
+def stack_buckets(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, resource in template["Resources"].items():
         if resource["Type"] == "AWS::S3::Bucket" and name != "ServerlessDeploymentBucket":
             yield name, resource["Properties"]
 
 
-def test_every_genre_bucket_is_in_the_policy_private_and_encrypted(template: Template) -> None:
-    buckets = dict(genre_buckets(template))
-    assert sorted(buckets) == ["RomanceBucket", "ScifiBucket"]
+def test_every_bucket_is_in_the_policy_private_and_encrypted_with_the_stacks_key(
+        template: Template) -> None:
+    buckets = dict(stack_buckets(template))
+    assert sorted(buckets) == ["PayloadBucket", "RomanceBucket", "ScifiBucket"]
     granted = {resource for resource, _ in grants(template)}
     for name, properties in buckets.items():
         assert f"${{{name}.Arn}}/*" in granted
@@ -147,7 +208,19 @@ def test_every_genre_bucket_is_in_the_policy_private_and_encrypted(template: Tem
             "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
             "RestrictPublicBuckets": True}
         rules = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-        assert rules == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        assert rules == [{"ServerSideEncryptionByDefault": {
+            "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["ShelverKey", "Arn"]}},
+            "BucketKeyEnabled": True}]
+
+
+def test_the_key_rotates_is_kept_and_only_the_account_administers_it(template: Template) -> None:
+    key = template["Resources"]["ShelverKey"]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    assert [statement["Principal"] for statement in statements] == [
+        {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}]
+    assert template["Outputs"]["KeyArn"]["Value"] == {"Fn::GetAtt": ["ShelverKey", "Arn"]}
 
 
 def test_the_deployment_bucket_is_private_versioned_encrypted_and_tls_only(
@@ -165,7 +238,9 @@ def test_the_deployment_bucket_is_private_versioned_encrypted_and_tls_only(
         ("Deny", "s3:*", {"Bool": {"aws:SecureTransport": False}})]
 
 
-def test_both_queues_are_encrypted_at_rest(template: Template) -> None:
+def test_both_queues_are_encrypted_at_rest_and_take_1_mib_messages(template: Template) -> None:
     # SSE-SQS: what checkov's CKV_AWS_27, skipped in serverless.yml, cannot see.
     for queue in ("InputQueue", "InputQueueDLQ"):
-        assert template["Resources"][queue]["Properties"]["SqsManagedSseEnabled"] is True
+        properties = template["Resources"][queue]["Properties"]
+        assert properties["SqsManagedSseEnabled"] is True
+        assert properties["MaximumMessageSize"] == 1_048_576

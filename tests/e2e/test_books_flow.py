@@ -7,8 +7,8 @@ import orjson
 from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.shelver import Shelver
-from workers.books import object_key
-from workers.transport import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.aws.sqs import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.books.keys import object_key
 
 
 def deployed_stack(aws: Aws) -> Stack:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, wait_until
-from workers.transport import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.aws.sqs import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 DEAD_LETTERED = 'shelver_messages_dead_lettered_total{reason="unknown_genre"}'
 # Far below the redrive backstop (maxReceiveCount 30 receives, at 1-2 s of backoff each in

@@ -18,7 +18,7 @@ from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.proxy import FaultProxy
 from tests.support.shelver import REPO, Shelver
-from workers.crashes import REGISTRY_FILE
+from workers.lease.crashes import REGISTRY_FILE
 
 INJECT = REPO / "tests" / "support" / "inject"
 # A held message comes back by itself only after this: what comes back sooner was handed back.

@@ -25,7 +25,7 @@ from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.proxy import Exchange, FaultProxy
 from tests.support.shelver import Shelver
-from workers.transport import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.aws.sqs import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 VISIBILITY = 300
 # Well within VISIBILITY: a message back by then was handed back, not timed out.

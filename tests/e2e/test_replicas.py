@@ -22,7 +22,7 @@ import pytest
 from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.proxy import Exchange, FaultProxy
-from workers.books import object_key
+from workers.books.keys import object_key
 
 # Every S3 call of either replica waits this long in its proxy before it reaches S3.
 S3_LATENCY_SECONDS = 0.5

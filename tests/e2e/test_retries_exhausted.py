@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import ShelverFactory
 from tests.support.aws import Aws, Stack, book, wait_until
 from tests.support.proxy import FaultProxy
-from workers.transport import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from workers.aws.sqs import DETAIL_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 MAX_RECEIVE_COUNT = 4
 GROUP = "shelf"

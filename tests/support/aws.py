@@ -14,6 +14,7 @@ import orjson
 
 DEPLOYED_QUEUE = "InputQueue.fifo"
 DEPLOYED_DLQ = "InputQueueDLQ.fifo"
+DEPLOYED_STACK = "shelver-local"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class Aws:
         return self._session.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"])
 
     # -- resources ----------------------------------------------------------------------------
+    def stack_outputs(self, stack: str = DEPLOYED_STACK) -> dict[str, str]:
+        """The deployed serverless.yml stack's outputs (KeyArn, ConsumerPolicyArn, ...)."""
+        described = self.client("cloudformation").describe_stacks(StackName=stack)
+        return {o["OutputKey"]: o["OutputValue"] for o in described["Stacks"][0]["Outputs"]}
+
     def queue_url(self, name: str) -> str:
         return str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
 
@@ -86,6 +92,7 @@ class Aws:
             "FifoQueue": "true",
             "ContentBasedDeduplication": deployed_dlq["ContentBasedDeduplication"],
             "MessageRetentionPeriod": deployed_dlq["MessageRetentionPeriod"],
+            "MaximumMessageSize": deployed_dlq["MaximumMessageSize"],
         })["QueueUrl"]
         dlq_arn = self.attributes(dlq_url)["QueueArn"]
         redrive = orjson.loads(deployed["RedrivePolicy"])
@@ -94,6 +101,7 @@ class Aws:
             "FifoQueue": "true",
             "ContentBasedDeduplication": deployed["ContentBasedDeduplication"],
             "VisibilityTimeout": str(visibility_timeout or deployed["VisibilityTimeout"]),
+            "MaximumMessageSize": deployed["MaximumMessageSize"],
             "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
                                            "maxReceiveCount": max_receive_count
                                            or redrive["maxReceiveCount"]}).decode(),

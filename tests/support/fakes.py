@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from workers.held_state import ConsumerRecord
-from workers.transport import Message
+from workers.aws.sqs import Message
+from workers.lease.files import ConsumerRecord
 
 
 @dataclass
@@ -20,14 +21,21 @@ class FakeClock:
 
 @dataclass
 class FakeTransport:
-    """Records every change_visibility call; fails the receipt handles listed in `failing`."""
+    """Records every change_visibility call (and, apart, every delete); fails the receipt handles
+    listed in `failing`."""
 
     calls: list[list[tuple[str, int]]] = field(default_factory=list)
+    deleted: list[list[str]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         self.calls.append([(m.receipt_handle, seconds) for m, seconds in changes])
         return [m for m, _ in changes if m.receipt_handle in self.failing]
+
+    def delete(self, messages: Sequence[Message]) -> list[Message]:
+        self.deleted.append([m.receipt_handle for m in messages])
+        return [m for m in messages if m.receipt_handle in self.failing]
 
 
 def msg(name: str, group: str = "g") -> Message:

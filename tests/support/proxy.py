@@ -30,12 +30,12 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class FaultProxy:
     - ``deny``: called with each request's method and path after the trap; True answers it
       ``403 AccessDenied``, nothing forwarded: a request the credentials may not make, which
       botocore does not retry (say, every write of one key);
-    - ``journal``: keep an `Exchange` (method, path, headers, status, times) of every request
-      the upstream answered, read with ``exchanges()``: who asked what, when, and the answer.
+    - ``journal``: keep an `Exchange` (method, path, headers, status, times, the AWS
+      ``operation`` asked for, body sizes) of every request the upstream answered, read with
+      ``exchanges()``: who asked what, when, and the answer.
     """
 
     upstream: str
@@ -269,6 +270,67 @@ class Exchange:
     status: int  # as the upstream answered, whether or not the client got it (late reset)
     arrived: float  # time.monotonic() when the whole request had reached the proxy
     answered: float  # time.monotonic() when the upstream's answer was read
+    operation: Operation | None = None  # the AWS operation asked for
+    request_bytes: int = 0  # of the request's body
+    response_bytes: int = 0  # of the answer's body
+
+
+class Operation(NamedTuple):
+    """An AWS operation: its service ("SQS" or "S3") and AWS's name for it."""
+
+    service: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.name}"
+
+
+# S3 operations by method, on an object (a key) and on a bucket (the query refines a few of the
+# bucket's). What none of these names is called "<METHOD> object" / "<METHOD> bucket".
+_S3_OBJECT = {"PUT": "PutObject", "HEAD": "HeadObject", "GET": "GetObject",
+              "DELETE": "DeleteObject"}
+_S3_BUCKET = {"PUT": "CreateBucket", "HEAD": "HeadBucket", "GET": "ListObjects",
+              "DELETE": "DeleteBucket"}
+
+
+def operation(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Operation:
+    """The AWS operation a request asks for, by the name AWS gives it.
+
+    SQS speaks two protocols: JSON (botocore since 1.31, and Shelver's CRT client) names the
+    operation in ``X-Amz-Target: AmazonSQS.<Operation>``; the query protocol (older SDKs) in an
+    ``Action`` parameter of the form body or of the URL. Anything else is S3, told by method and
+    path: path-style (``/<bucket>/<key>``) or virtual-hosted (the bucket in the Host name,
+    ``<bucket>.s3.<region>.amazonaws.com``)."""
+    lower = {name.lower(): value for name, value in headers.items()}
+    target = lower.get("x-amz-target", "")
+    if target:
+        return Operation("SQS", target.rpartition(".")[2])
+    parts = urlsplit(path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) \
+        if "x-www-form-urlencoded" in lower.get("content-type", "") else {}
+    action = (form.get("Action") or query.get("Action") or [""])[0]
+    if action:
+        return Operation("SQS", action)
+    return Operation("S3", _s3_operation(method.upper(), parts.path, query,
+                                         lower.get("host", "").split(":", 1)[0]))
+
+
+def _s3_operation(method: str, path: str, query: dict[str, list[str]], host: str) -> str:
+    virtual_hosted = (".s3." in host or ".s3-" in host) and not host.startswith(("s3.", "s3-"))
+    bucket, _, key = (host.partition(".")[0] + path if virtual_hosted
+                      else path.lstrip("/")).partition("/")
+    if not bucket:
+        return "ListBuckets" if method == "GET" else f"{method} service"
+    if key:
+        return _S3_OBJECT.get(method, f"{method} object")
+    if method == "GET" and query.get("list-type") == ["2"]:
+        return "ListObjectsV2"
+    if method == "GET" and "location" in query:
+        return "GetBucketLocation"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    return _S3_BUCKET.get(method, f"{method} bucket")
 
 
 @dataclass(frozen=True)
@@ -326,6 +388,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # An answer's head and body are written apart: with Nagle's algorithm the body would
+        # wait for the client's ACK of the head, which a keep-alive client delays (40 ms on
+        # Linux), adding that much to every answer with a body on a reused connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.proxy._lock:
             self.proxy._connections.add(self.connection)
 
@@ -432,9 +498,12 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
         proxy._count("forwarded")
-        proxy._record(Exchange(self.command, self.path,
-                               {name.lower(): value for name, value in self.headers.items()},
-                               response.status, arrived, time.monotonic()))
+        if proxy.journal:  # naming the operation parses the body: only when it is kept
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            proxy._record(Exchange(self.command, self.path, headers, response.status, arrived,
+                                   time.monotonic(),
+                                   operation(self.command, self.path, headers, body),
+                                   len(body), len(payload)))
         if late_reset:
             proxy._count("late_resets_injected")
             self._reset()

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from workers.aws import AWS_CLIENTS
+from workers.settings import AWS_CLIENTS
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_S3",
                        "AWS_PROFILE")

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.proxy import FaultProxy
-from workers.aws import make_clients
+from workers.aws.clients import make_clients
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 
 from tests.support.aws import wait_until
 from tests.support.fakes import msg
-from workers.batches import InFlightBatches
-from workers.internal_errors import ConsumerThread
-from workers.processing import Outcome, Result
-from workers.transport import Message
+from workers.aws.sqs import Message
+from workers.consumer.batches import InFlightBatches
+from workers.consumer.internal_errors import ConsumerThread
+from workers.lease.settle import Outcome, Result
 
 # Upper bound for anything that should happen at once: never reached unless broken.
 PATIENCE = 30.0

@@ -6,14 +6,9 @@ from typing import Any
 import orjson
 import pytest
 
-from workers.books import (
-    MAX_KEY_BYTES,
-    Book,
-    InvalidBook,
-    decode_book,
-    object_key,
-    parse_genre_buckets,
-)
+from workers.books.decode import Book, InvalidBook, decode_book
+from workers.books.keys import MAX_KEY_BYTES, object_key
+from workers.settings import parse_genre_buckets
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
 

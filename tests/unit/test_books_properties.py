@@ -2,7 +2,7 @@
 
 The runs are derandomized (the same examples on every run, no example database), bounded, and
 take a few seconds: `make test` stays quick and cannot turn red by chance. The invariants are
-checked against oracles written here, independently of workers/books.py. The coverage-guided
+checked against oracles written here, independently of workers/books/. The coverage-guided
 search for what these miss is `make fuzz` (bench/fuzz_books.py, outside CI).
 """
 
@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from workers.books import InvalidBook, decode_book, object_key
+from workers.books.decode import InvalidBook, decode_book
+from workers.books.keys import object_key
 
 GENRES = {"scifi": "scifi-books", "romance": "romance-books"}
 

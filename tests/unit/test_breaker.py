@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.support.fakes import FakeClock, msg
-from workers.breaker import Breaker
-from workers.processing import Outcome, Result
+from workers.backoff import Backoff
+from workers.consumer.breaker import Breaker
+from workers.lease.settle import Outcome, Result
 
 CAP = 30.0
 
@@ -19,7 +20,7 @@ class Fixture:
     breaker: Breaker = field(init=False)
 
     def __post_init__(self) -> None:
-        self.breaker = Breaker(0, self.reports.append, CAP, clock=self.clock)
+        self.breaker = Breaker(0, self.reports.append, Backoff(1.0, CAP), clock=self.clock)
 
 
 def failed(reason: str = "SlowDown") -> list[Result]:

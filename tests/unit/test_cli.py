@@ -18,11 +18,11 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.support.proxy import FaultProxy
+from workers.aws.sqs import Message, QueueInfo, SqsTransport
 from workers.cli import dlq, main
 from workers.cli.dlq import excerpt
 from workers.cli.progress import Progress
 from workers.cli.session import Session
-from workers.transport import Message, QueueInfo, SqsTransport
 
 REGION = "us-east-1"
 INPUT = "Books.fifo"

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,14 +18,16 @@ from botocore.exceptions import ClientError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import die
-from workers.consumer import Consumer, ConsumerSpec
-from workers.held_state import ConsumerRecord, recovery_dir, tokens
-from workers.inflight import HeldMessages
-from workers.processing import BookProcessor
-from workers.recovery import RECEIVE_MARGIN_SECONDS
+from workers.aws.sqs import Message, QueueInfo
+from workers.books.decode import Book
+from workers.books.processor import BookProcessor
+from workers.books.store import Origin, StoredBook
+from workers.consumer.loop import Consumer
+from workers.consumer.process import ConsumerSpec
+from workers.lease.files import ConsumerRecord, recovery_dir, tokens
+from workers.lease.handback import RECEIVE_MARGIN_SECONDS
 from workers.settings import Settings
-from workers.status import read_consumer_status
-from workers.transport import Message, QueueInfo
+from workers.status import ConsumerState, read_consumer_status
 
 
 @pytest.fixture
@@ -37,7 +39,8 @@ def consumer(tmp_path: Path) -> Consumer:
 
 def test_a_long_sleep_keeps_beating(consumer: Consumer, monkeypatch: pytest.MonkeyPatch):
     beats: list[float] = []
-    monkeypatch.setattr(consumer, "_beat", lambda state=None: beats.append(time.monotonic()))
+    monkeypatch.setattr(consumer.status, "beat",
+                        lambda state=None: beats.append(time.monotonic()))
 
     consumer._sleep(2.5)
 
@@ -45,7 +48,7 @@ def test_a_long_sleep_keeps_beating(consumer: Consumer, monkeypatch: pytest.Monk
 
 
 def test_status_file_tracks_state_and_heartbeat(consumer: Consumer, tmp_path: Path):
-    consumer._beat("idle")
+    consumer.status.beat(ConsumerState.IDLE)
     status = read_consumer_status(tmp_path, os.getpid())
     assert status is not None
     assert status.state == "idle"
@@ -73,7 +76,7 @@ def test_a_standard_queue_is_reported_and_waited_on_not_consumed(
 
     monkeypatch.setattr(consumer, "_sleep", sleep)
 
-    assert consumer._connect(sqs, sqs) is False  # stopped while waiting, never consuming
+    assert consumer._look_up_queue(sqs) is None  # stopped while waiting, never consuming
 
     assert waits == [1, 2, 4]
     status = read_consumer_status(tmp_path, os.getpid())
@@ -109,13 +112,23 @@ class _PollingTransport:
     def dead_letter_depth(self) -> None:
         return None
 
-    def delete(self, messages: object) -> list[Message]:
+    def delete(self, messages: Sequence[Message]) -> list[Message]:
         return []
 
-    def change_visibility(self, changes: list[tuple[Message, int]],
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
                           failure_level: int = 0) -> list[Message]:
         self.handed_back.extend((m.message_id, seconds) for m, seconds in changes)
         return []
+
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        raise AssertionError("no message of these tests is dead-lettered")
+
+
+class _NoStore:
+    """No book of these tests reaches the store."""
+
+    def store(self, book: Book, origin: Origin) -> StoredBook:
+        raise AssertionError("no book of these tests is stored")
 
 
 @pytest.fixture
@@ -126,14 +139,10 @@ def signals(consumer: Consumer, restore_signals: None) -> Consumer:
 
 
 def _consume(consumer: Consumer, transport: _PollingTransport) -> float:
-    consumer._transport = transport  # type: ignore[assignment]
-    consumer._record = ConsumerRecord(recovery_dir(consumer.settings.state_dir), "t0",
-                                      transport.queue.url, 1)
-    consumer._held = HeldMessages(transport, 30, 3600,  # type: ignore[arg-type]
-                                  record=consumer._record)
+    consumer.hold(transport)
     started = time.monotonic()
     with ThreadPoolExecutor(1) as executor:
-        consumer._consume(BookProcessor(None, transport, {}), executor)  # type: ignore[arg-type]
+        consumer._consume(transport, BookProcessor(_NoStore(), {}), executor)
     return time.monotonic() - started
 
 
@@ -242,7 +251,6 @@ def successor(tmp_path: Path, transport: _PollingTransport, poll_seconds: float)
     consumer = Consumer(ConsumerSpec(slot=0, restarts=1, settings=Settings(state_dir=str(tmp_path)),
                                      parent_pid=os.getppid(), token="new",
                                      predecessors=("dead",)))
-    consumer._transport = transport  # type: ignore[assignment]
     return consumer
 
 
@@ -252,7 +260,8 @@ def test_a_stop_while_a_predecessor_s_receive_may_still_be_answered_leaves_its_f
     consumer = successor(tmp_path, transport, poll_seconds=60)
     threading.Timer(0.3, consumer._signals.stop).start()
 
-    consumer._recover()  # waits for the long poll's end, 60 s away: the stop comes first
+    # Waits for the long poll's end, 60 s away: the stop comes first.
+    consumer._hand_back_predecessors(transport)
 
     assert transport.handed_back == []
     assert tokens(recovery_dir(tmp_path)) == {"dead"}  # for the next consumer to recover
@@ -266,13 +275,13 @@ def test_a_predecessor_s_messages_are_handed_back_once_its_receive_is_over(
     handed_back_at: list[float] = []
     change_visibility = transport.change_visibility
 
-    def timed(changes: list[tuple[Message, int]], failure_level: int = 0) -> list[Message]:
+    def timed(changes: Sequence[tuple[Message, int]], failure_level: int = 0) -> list[Message]:
         handed_back_at.append(time.time())
         return change_visibility(changes, failure_level)
 
     transport.change_visibility = timed  # type: ignore[method-assign]
 
-    consumer._recover()
+    consumer._hand_back_predecessors(transport)
 
     assert transport.handed_back == [("m-0", 0)]
     # SQS could have answered the dead consumer's long poll until then, with this message.

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from workers.crashes import (
+from workers.lease.crashes import (
     CRASH_TTL_SECONDS,
     LEGACY_REGISTRY_FILE,
     MAX_ENTRIES,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from workers.transport import (
+from workers.aws.sqs import (
     DETAIL_ATTRIBUTE,
     ORIGINAL_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,

@@ -14,9 +14,10 @@ from typing import get_args
 import pytest
 
 from workers import metrics
-from workers.consumer import Consumer, ConsumerSpec, consumer_main
-from workers.held_state import ConsumerRecord, processing_path, read_processing, recovery_dir
-from workers.internal_errors import ConsumerThread
+from workers.consumer.internal_errors import ConsumerThread
+from workers.consumer.loop import Consumer
+from workers.consumer.process import ConsumerSpec, consumer_main
+from workers.lease.files import ConsumerRecord, processing_path, read_processing, recovery_dir
 from workers.settings import Settings
 
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
@@ -19,7 +18,9 @@ from prometheus_client import REGISTRY
 
 from tests.support.aws import wait_until
 from tests.support.fakes import FakeClock, FakeTransport, msg
-from workers.held_state import (
+from workers.aws.sqs import Message
+from workers.consumer.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
+from workers.lease.files import (
     ConsumerRecord,
     held_path,
     processing_path,
@@ -27,9 +28,7 @@ from workers.held_state import (
     read_processing,
     tokens,
 )
-from workers.inflight import HeldMessages
-from workers.keeper import EXIT_ORPHANED, ORPHAN_GRACE_SECONDS, Keeper
-from workers.transport import Message, SqsTransport
+from workers.lease.held import HeldMessages
 
 PARENT = 4242
 
@@ -37,7 +36,8 @@ PARENT = 4242
 class DownTransport(FakeTransport):
     """SQS unreachable: every visibility change raises."""
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         super().change_visibility(changes)
         raise EndpointConnectionError(endpoint_url="http://sqs")
 
@@ -46,7 +46,8 @@ class GarbledTransport(FakeTransport):
     """SQS answers 200 with a body that is no JSON: the CRT client raises botocore's
     ResponseParserError (not a BotoCoreError)."""
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         super().change_visibility(changes)
         raise ResponseParserError("ChangeMessageVisibilityBatch: 200 answer is not JSON")
 
@@ -54,7 +55,8 @@ class GarbledTransport(FakeTransport):
 class BrokenTransport(FakeTransport):
     """A bug under the keeper: every visibility change raises what nothing expects."""
 
-    def change_visibility(self, changes: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, changes: Sequence[tuple[Message, int]],
+                          failure_level: int = logging.WARNING) -> list[Message]:
         super().change_visibility(changes)
         raise ValueError("a bug")
 
@@ -72,7 +74,7 @@ class Fixture:
     def __post_init__(self) -> None:
         self.keeper = Keeper(0, PARENT, self.stop, clock=self.clock,
                              parent=lambda: self.parent_pid, exit_now=self.exits.append)
-        self.held = HeldMessages(cast(SqsTransport, self.transport), 30, 3600, clock=self.clock)
+        self.held = HeldMessages(self.transport, 30, 3600, clock=self.clock)
 
     def stop(self) -> None:
         self.stops += 1
@@ -87,7 +89,7 @@ def test_a_live_parent_is_left_alone():
 
 def test_an_orphan_is_asked_to_stop_once_and_given_the_grace():
     fx = Fixture()
-    fx.keeper.keep(fx.held)
+    fx.keeper.keep(fx.held, fx.transport)
     fx.held.hold([msg("a")], fx.clock())
     fx.parent_pid = 1  # reparented to init
 
@@ -103,7 +105,7 @@ def test_an_orphan_is_asked_to_stop_once_and_given_the_grace():
 
 def test_an_orphan_still_busy_after_the_grace_hands_back_what_it_holds_and_exits():
     fx = Fixture()
-    fx.keeper.keep(fx.held)
+    fx.keeper.keep(fx.held, fx.transport)
     fx.held.hold([msg("a"), msg("b")], fx.clock())
     fx.parent_pid = 1
     fx.keeper.watch_parent()
@@ -118,9 +120,9 @@ def test_an_orphan_still_busy_after_the_grace_hands_back_what_it_holds_and_exits
 def test_an_orphan_leaves_nothing_to_recover_and_no_crash_to_count(tmp_path: Path):
     fx = Fixture()
     record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
-    fx.held = HeldMessages(cast(SqsTransport, fx.transport), 30, 3600, clock=fx.clock,
+    fx.held = HeldMessages(fx.transport, 30, 3600, clock=fx.clock,
                            record=record)
-    fx.keeper.keep(fx.held)
+    fx.keeper.keep(fx.held, fx.transport)
     fx.held.hold([msg("a")], fx.clock())
     record.processing.begin("id-a")  # a thread busy with it when the master died
     fx.parent_pid = 1
@@ -136,7 +138,7 @@ def test_an_orphan_leaves_nothing_to_recover_and_no_crash_to_count(tmp_path: Pat
 
 def test_an_orphan_exits_even_when_sqs_cannot_take_its_messages_back():
     fx = Fixture(transport=DownTransport())
-    fx.keeper.keep(fx.held)
+    fx.keeper.keep(fx.held, fx.transport)
     fx.held.hold([msg("a")], fx.clock())
     fx.parent_pid = 1
     fx.keeper.watch_parent()
@@ -184,9 +186,10 @@ def test_an_unexpected_error_ends_the_process_at_once_blaming_no_message(
     exits: list[int] = []
     record = ConsumerRecord(tmp_path, "tok", "https://sqs.example/q.fifo", threads=1)
     # A real keeper thread, clock and parent: a lease of 1 s makes the message due in 0.5 s.
-    held = HeldMessages(cast(SqsTransport, BrokenTransport()), 1, 3600, record=record)
+    transport = BrokenTransport()
+    held = HeldMessages(transport, 1, 3600, record=record)
     keeper = Keeper(0, os.getppid(), lambda: None, exit_now=exits.append)
-    keeper.keep(held)
+    keeper.keep(held, transport)
     held.hold([msg("a")], time.monotonic())
     record.processing.begin("id-a")  # a processing thread is on it
 

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from gunicorn.config import Config
 
-from workers.gunicorn_logs import JsonLogger
 from workers.logs import FIELDS, JsonFormatter, log_json_to_stderr, parse_log_format, rfc3339
+from workers.pool.gunicorn_logs import JsonLogger
 
 RFC3339_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

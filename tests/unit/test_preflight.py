@@ -6,16 +6,19 @@ reach asked once). Against LocalStack and a real gunicorn: tests/e2e/test_prefli
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import boto3
 import orjson
 import pytest
 
+import workers.aws
 from tests.support.proxy import FaultProxy
-from workers.preflight import Finding, Verdict, examine, run
+from workers.aws.preflight import Finding, Verdict, check_environment, examine, run
 from workers.settings import ConfigError, Settings
 
 INPUT = "Books.fifo"
@@ -148,7 +151,10 @@ def test_a_bucket_the_crt_client_cannot_reach_is_refused_naming_s3_client(
 def test_start_up_logs_what_it_found_and_refuses_with_every_refusal(
         aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     aws.sqs.create_queue(QueueName="standard")
+    # A proxy for everything but the endpoints of the client's own region: the CRT client can
+    # be used there (check_environment), not for the bucket in another region.
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "s3.amazonaws.com,sqs.us-east-1.amazonaws.com")
     log = Log()
 
     with pytest.raises(ConfigError) as refused:
@@ -175,3 +181,56 @@ def test_aws_out_of_reach_only_warns_asking_each_service_once(
     assert [(level, line.split(" (")[0]) for level, line in log.lines[:2]] == [
         ("warning", "preflight: SQS: not checked"), ("warning", "preflight: S3: not checked")]
     assert log.lines[2][1].startswith("preflight: done in ")
+
+
+# -- what botocore tells without a call (as settings.py checked it before) ----------------------
+REGION = {"AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def no_ambient_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No region anywhere botocore looks: environment, profile, config file."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
+@pytest.mark.usefixtures("no_ambient_region")
+def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_environment(Settings(), {})
+
+    assert "AWS_REGION" in str(raised.value)
+    assert "us-east-1" in str(raised.value)
+
+
+@pytest.mark.usefixtures("no_ambient_region")
+def test_aws_default_region_is_enough() -> None:
+    check_environment(Settings(), {"AWS_DEFAULT_REGION": "eu-west-1"})
+
+
+def test_a_crt_client_refuses_a_proxy_and_names_the_fallback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT clients take none
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    for variables, name in (({}, "S3_CLIENT"), ({"S3_CLIENT": "boto3"}, "SQS_CLIENT")):
+        with pytest.raises(ConfigError) as raised:
+            check_environment(Settings.from_env({**REGION, **variables}), REGION)
+        assert f"{name}=crt cannot be used" in str(raised.value)
+        assert "proxy" in str(raised.value)
+        assert f"set {name}=boto3" in str(raised.value)
+    check_environment(Settings(s3_client="boto3", sqs_client="boto3"), REGION)
+
+
+def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("s3crt", "sqscrt"):  # as if awscrt were not installed
+        monkeypatch.setitem(sys.modules, f"workers.aws.{module}", None)
+        monkeypatch.delattr(workers.aws, module, raising=False)
+
+    with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
+        check_environment(Settings(), REGION)
+    with pytest.raises(ConfigError, match="SQS_CLIENT=crt needs the awscrt package"):
+        check_environment(Settings(s3_client="boto3"), REGION)
+    check_environment(Settings(s3_client="boto3", sqs_client="boto3"), REGION)

@@ -4,15 +4,13 @@ input queue's, and a failed sample is no error."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from tests.support.fakes import FakeClock
-from workers.queue_depth import QueueDepthSampler
-from workers.transport import SqsTransport
+from workers.consumer.queue_depth import QueueDepthSampler
 
 Answer = tuple[int, int] | Exception | None
 
@@ -49,7 +47,7 @@ def dead_letter_gauge(state: str) -> float | None:
 
 
 def make(transport: DepthTransport, clock: FakeClock) -> QueueDepthSampler:
-    return QueueDepthSampler(0, cast(SqsTransport, transport), 15, clock=clock)
+    return QueueDepthSampler(0, transport, 15, clock=clock)
 
 
 def test_the_first_call_samples_then_only_every_period():

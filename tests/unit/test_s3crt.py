@@ -36,11 +36,11 @@ from cryptography.x509.oid import NameOID
 from tests.support.http_stub import Answer, HttpStub, Recorded, s3_error
 from tests.support.proxy import FaultProxy
 from tests.support.sigv4 import botocore_signature, signed_by
-from workers import s3crt
-from workers.aws import make_s3, make_session
-from workers.crt import CrtRuntime, UnsupportedByCrt
-from workers.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
-from workers.s3objects import S3Objects
+from workers.aws import s3crt
+from workers.aws.clients import make_s3, make_session
+from workers.aws.crt import CrtRuntime, UnsupportedByCrt
+from workers.aws.s3 import S3Objects
+from workers.aws.s3crt import CrtObjects, _Endpoints, _Errors, check_supported
 
 
 @pytest.fixture

@@ -23,7 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import create_app
 from workers import metrics as shelver_metrics
 from workers.settings import Settings
-from workers.status import ConsumerStatus, PoolSlot, write_consumer_status, write_pool
+from workers.status import (
+    ConsumerState,
+    ConsumerStatus,
+    PoolSlot,
+    write_consumer_status,
+    write_pool,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_KILL = os.kill  # the `kills` fixture replaces os.kill while a test runs
@@ -59,7 +65,8 @@ class Env:
                  failing: str | None = None, failing_age: float = 1.0) -> None:
         now = time.time()
         write_consumer_status(self.state_dir, ConsumerStatus(
-            slot=slot, pid=pid, state=state, restarts=restarts, started_at=now - 100,
+            slot=slot, pid=pid, state=ConsumerState(state), restarts=restarts,
+            started_at=now - 100,
             heartbeat_at=now - heartbeat_age,
             last_poll_at=None if poll_age is None else now - poll_age,
             last_error=last_error,

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import workers
 from workers.settings import ConfigError, Settings, read_log_format
 
 REGION = {"AWS_REGION": "us-east-1"}
@@ -207,29 +207,6 @@ def test_check_consistency_applies_to_settings_built_in_code() -> None:
         Settings(retry_backoff_base_seconds=5, retry_backoff_max_seconds=1).check_consistency()
 
 
-@pytest.fixture
-def no_ambient_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No region anywhere botocore looks: environment, profile, config file."""
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-
-
-@pytest.mark.usefixtures("no_ambient_region")
-def test_a_missing_region_is_a_config_error_naming_aws_region() -> None:
-    with pytest.raises(ConfigError) as raised:
-        Settings.from_env({})
-
-    assert "AWS_REGION" in str(raised.value)
-    assert "us-east-1" in str(raised.value)
-
-
-@pytest.mark.usefixtures("no_ambient_region")
-def test_aws_default_region_is_enough() -> None:
-    assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}) == Settings()
-
-
 # -- SHELVER_CONFIG_FILE ------------------------------------------------------------------------
 def config_file(tmp_path: Path, text: str) -> str:
     path = tmp_path / "shelver.conf"
@@ -326,27 +303,14 @@ def test_log_format_is_trimmed_and_case_insensitive() -> None:
 def test_read_log_format_alone_for_gunicorns_logger(raw: str | None, expected: str) -> None:
     env = {} if raw is None else {"LOG_FORMAT": raw}
     assert read_log_format(env) == expected
-def test_a_crt_client_refuses_a_proxy_and_names_the_fallback(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # the CRT clients take none
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-    for variables, name in (({}, "S3_CLIENT"), ({"S3_CLIENT": "boto3"}, "SQS_CLIENT")):
-        with pytest.raises(ConfigError) as raised:
-            load(**variables)
-        assert f"{name}=crt cannot be used" in str(raised.value)
-        assert "proxy" in str(raised.value)
-        assert f"set {name}=boto3" in str(raised.value)
-    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").sqs_client == "boto3"
 
 
-def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in ("s3crt", "sqscrt"):  # as if awscrt were not installed
-        monkeypatch.setitem(sys.modules, f"workers.{module}", None)
-        monkeypatch.delattr(workers, module, raising=False)
+def test_the_settings_are_parsed_and_validated_without_anything_of_aws() -> None:
+    # What the settings name is checked against AWS by the preflight (workers/aws/preflight.py).
+    code = ("import sys, workers.settings as s; s.Settings.from_env({'AWS_REGION': 'x'}); "
+            "print(sorted(m for m in sys.modules"
+            "             if m.startswith(('boto', 'awscrt', 'workers.'))))")
+    imported = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True).stdout
 
-    with pytest.raises(ConfigError, match="S3_CLIENT=crt needs the awscrt package"):
-        load()
-    with pytest.raises(ConfigError, match="SQS_CLIENT=crt needs the awscrt package"):
-        load(S3_CLIENT="boto3")
-    assert load(S3_CLIENT="boto3", SQS_CLIENT="boto3").s3_client == "boto3"
+    assert imported.strip() == "['workers.logs', 'workers.settings']"

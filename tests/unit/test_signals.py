@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from workers.signals import LongPollAbandoned, Signals
+from workers.consumer.signals import LongPollAbandoned, Signals
 
 
 def _no_beat() -> None:

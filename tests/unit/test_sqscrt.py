@@ -18,7 +18,7 @@ from scripts.emulator import free_port
 from tests.support.http_stub import Answer, HttpStub
 from tests.support.proxy import FaultProxy
 from tests.support.sigv4 import botocore_signature, signed_by
-from workers.aws import make_session, make_sqs
+from workers.aws.clients import make_session, make_sqs
 
 QUEUE = "/000000000000/books.fifo"
 JSON = (("Content-Type", "application/x-amz-json-1.0"),)

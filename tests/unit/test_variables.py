@@ -10,8 +10,8 @@ from pathlib import Path
 from workers.settings import AWS_VARIABLE_PREFIX, ENVIRONMENT_VARIABLES, is_read
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = [REPO / "gunicorn.conf.py", *sorted((REPO / "workers").glob("*.py")),
-           *sorted((REPO / "service").glob("*.py"))]
+SOURCES = [REPO / "gunicorn.conf.py", *sorted((REPO / "workers").rglob("*.py")),
+           *sorted((REPO / "service").rglob("*.py"))]
 _ENVIRONMENT_NAMES = {"env", "environ"}
 
 

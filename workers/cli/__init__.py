@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from workers.aws.preflight import check_environment
 from workers.cli import check, dlq, send
 from workers.cli.session import AWS_ERRORS, CommandError, Session
 from workers.settings import ConfigError, Settings
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        check_environment(settings)  # as the service does at start
     except ConfigError as exc:
         print(f"shelver: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

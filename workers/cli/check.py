@@ -1,7 +1,7 @@
 """`shelver check`: preflight for a deploy, with the same settings and credentials as the service.
 
 Settings valid (else exit code 3, as the service); then what the service's own start-up
-preflight asks AWS (workers/preflight.py: the input queue is FIFO, its dead-letter queue takes
+preflight asks AWS (workers/aws/preflight.py: the input queue is FIFO, its dead-letter queue takes
 its largest messages, each genre bucket's region); a misconfiguration the service would refuse
 to start on is exit code 3 too, any other failure exit code 1. Then every genre bucket is proven
 writable by the write Shelver makes, with the consumers' own S3 client (`S3_CLIENT`, the CRT by
@@ -17,10 +17,10 @@ import argparse
 import sys
 import uuid
 
-from workers.aws import make_s3, make_session
+from workers.aws.clients import make_s3, make_session
+from workers.aws.preflight import Verdict, bucket_subject, examine
+from workers.aws.s3 import S3Objects
 from workers.cli.session import AWS_ERRORS, Session
-from workers.preflight import Verdict, bucket_subject, examine
-from workers.s3objects import S3Objects
 
 PROBE_PREFIX = ".shelver-check/"
 EXIT_FAILED = 1

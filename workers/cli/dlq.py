@@ -17,10 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from workers.cli.arguments import int_between
-from workers.cli.progress import Progress
-from workers.cli.session import CommandError, Session
-from workers.transport import (
+from workers.aws.sqs import (
     DETAIL_ATTRIBUTE,
     ORIGINAL_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
@@ -30,6 +27,9 @@ from workers.transport import (
     SqsTransport,
     discover_queue,
 )
+from workers.cli.arguments import int_between
+from workers.cli.progress import Progress
+from workers.cli.session import CommandError, Session
 
 # How long read messages stay hidden if the command dies before releasing them.
 HOLD_SECONDS = 120

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
+from workers.aws.sqs import chunks, queue_url
 from workers.cli.arguments import int_between
 from workers.cli.progress import Progress
 from workers.cli.session import CommandError, Session
-from workers.transport import chunks, queue_url
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 from botocore.config import Config
 
 from workers import aws
-from workers.aws import ATTEMPTS, describe, make_session
+from workers.aws.clients import ATTEMPTS, make_session
+from workers.aws.errors import describe
 from workers.settings import Settings
 
 # botocore raises these; nothing else from AWS reaches the command's top level. The consumers'

@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import Any
 
 _PLACES = {
-    "keeper": ("workers.inflight", "HeldMessages", "extend_due"),
-    "settle": ("workers.consumer", "Consumer", "_settle_batch"),
+    "keeper": ("workers.lease.held", "HeldMessages", "extend_due"),
+    "settle": ("workers.consumer.loop", "Consumer", "_settle_batch"),
 }
 
 

@@ -1,0 +1,105 @@
+"""The two S3 calls Shelver makes, behind one small interface with two implementations.
+
+`S3Objects` is all `BookStore` needs: a PutObject, conditional or not, that answers the new
+ETag, and a HeadObject that answers the ETag and the user metadata. Both implementations fail as
+boto3 does: `botocore.exceptions.ClientError` with S3's error code and HTTP status for an error
+answer, a `BotoCoreError` (`EndpointConnectionError`, `ConnectionClosedError`, `ReadTimeoutError`,
+...) for the network, after the same three attempts; so nothing above the storage layer
+(processing, metrics, retries, /health) can tell which one runs. A HeadObject answered 2xx
+without an ETag (a proxy's page, say: S3 always sends one) is botocore's ResponseParserError in
+both, never an object whose ETag is "". `S3_CLIENT` picks it:
+
+- `crt` (default): `workers.aws.s3crt.CrtObjects`, AWS's Common Runtime, which signs and sends a put
+  in C for a third of boto3's CPU or less;
+- `boto3`: `Boto3Objects` below, the fallback.
+
+`look_up_bucket` asks S3 where a bucket is: the CRT client signs for that region (boto3 follows
+S3's redirect to it by itself), and the start-up preflight reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
+
+# S3 names a bucket's region in this header of every HeadBucket answer it sends from the bucket's
+# own region or as a redirect to it: 200, and the 301/400 of a request for another region, and
+# the 403 of a caller without s3:ListBucket (the consumers' policy does not grant it).
+REGION_HEADER = "x-amz-bucket-region"
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    etag: str
+    metadata: Mapping[str, str]  # user metadata, names lower case without `x-amz-meta-`
+
+
+def object_head(etag: str | None, metadata: Mapping[str, str], bucket: str, key: str
+                ) -> ObjectHead:
+    """A HeadObject's answer; one without an ETag is malformed."""
+    if not etag:
+        raise ResponseParserError(f"HeadObject s3://{bucket}/{key}: a 2xx answer without ETag")
+    return ObjectHead(etag, metadata)
+
+
+class S3Objects(Protocol):
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None) -> str | None:
+        """PutObject (`If-None-Match: *` and/or `If-Match: <etag>` when asked); the new ETag."""
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        """HeadObject: the ETag and user metadata of an existing object."""
+
+
+class Boto3Objects:
+    """`S3Objects` on a boto3 S3 client (thread-safe, as the client is)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None) -> str | None:
+        condition: dict[str, str] = {}
+        if if_none_match:
+            condition["IfNoneMatch"] = "*"
+        if if_match is not None:
+            condition["IfMatch"] = if_match
+        response = self.client.put_object(Bucket=bucket, Key=key, Body=body,
+                                          ContentType=content_type, Metadata=dict(metadata),
+                                          **condition)
+        etag = response.get("ETag")
+        return str(etag) if etag else None
+
+    def head(self, bucket: str, key: str) -> ObjectHead:
+        response = self.client.head_object(Bucket=bucket, Key=key)
+        return object_head(response.get("ETag"), response.get("Metadata") or {}, bucket, key)
+
+
+@dataclass(frozen=True)
+class BucketLookup:
+    """What a HeadBucket answered: its HTTP status, and the bucket's region if it told."""
+
+    status: int
+    region: str | None
+
+
+def look_up_bucket(s3: Any, bucket: str) -> BucketLookup:
+    """HeadBucket with the boto3 client `s3`. The region is the one S3 names; a 200 that names
+    none (an S3-compatible store without regions) means the client's. An error answer is a
+    result, not an exception (a 403 still names the region; a 404 means no such bucket, yet); a
+    failure without an answer (network, credentials) is raised as boto3 raises it."""
+    try:
+        metadata = s3.head_bucket(Bucket=bucket)["ResponseMetadata"]
+    except ClientError as exc:
+        metadata = exc.response.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode") or 0)
+    region = metadata.get("HTTPHeaders", {}).get(REGION_HEADER) or None
+    if region is None and status == 200:
+        region = s3.meta.region_name
+    return BucketLookup(status, region)
