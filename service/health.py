@@ -4,12 +4,17 @@ Two views, because an orchestrator needs both and must not confuse them:
 - `/health/live` (liveness): every consumer process is alive and its main loop beats. An AWS
   outage does not fail it, so an outage does not make every pod restart at once.
 - `/health` (readiness and overall status): additionally, every consumer completed a receive call
-  within HEALTH_MAX_POLL_AGE_SECONDS, and its last batch did not fail as a whole within that
-  time. An SQS outage, an S3 outage or a stuck consumer turns it 503.
+  within HEALTH_MAX_POLL_AGE_SECONDS (its first receive, still in flight, counts from when it
+  began: on an idle queue a long poll lasts WAIT_TIME_SECONDS), and its last batch did not fail
+  as a whole within that time. Its `status`: `ok` (200); `starting` (503) while the pool is
+  spawning consumers or a consumer has not begun to receive yet (looking its queue up, handing
+  back what its dead predecessors held), with nothing failed; `degraded` (503) otherwise: an
+  SQS outage, an S3 outage, a stuck, dead or restarting consumer.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import time
@@ -71,14 +76,17 @@ def consumer_health(settings: Settings, now: float | None = None) -> list[Consum
         since_poll = None
         if status is not None and status.last_poll_at is not None:
             since_poll = round(max(0.0, now - status.last_poll_at), 3)
+        # Its first receive, in flight, is a poll from when it began.
+        polled_at = None if status is None else (
+            status.last_poll_at if status.last_poll_at is not None else status.first_receive_at)
         failing = None
         if status is not None and status.failing is not None and status.failing_at is not None \
                 and now - status.failing_at <= settings.health_max_poll_age_seconds:
             # Older than that, nothing came along to prove the cause gone (an idle queue): it
             # ages out like a poll does. A consumer still failing re-fails well within it.
             failing = status.failing
-        healthy = (alive and since_poll is not None and failing is None
-                   and since_poll <= settings.health_max_poll_age_seconds)
+        healthy = (alive and polled_at is not None and failing is None
+                   and now - polled_at <= settings.health_max_poll_age_seconds)
         report.append(ConsumerHealth(
             slot=slot.slot,
             pid=slot.pid,
@@ -105,16 +113,42 @@ def _complete(settings: Settings, consumers: list[ConsumerHealth]) -> bool:
     return len(consumers) == settings.consumers
 
 
+class Readiness(enum.StrEnum):
+    """`/health`'s `status`."""
+
+    OK = "ok"  # every consumer receiving (200)
+    STARTING = "starting"  # consumers still starting, nothing failed (503)
+    DEGRADED = "degraded"  # a consumer failing, stuck, dead or being replaced (503)
+
+
+def _starting(consumer: ConsumerHealth) -> bool:
+    """Not receiving yet because it is starting: spawned, its status not written yet, or
+    looking its queue up or handing back, with no error so far."""
+    return consumer.state is ConsumerState.STARTING and consumer.last_error is None \
+        and consumer.failing is None
+
+
+def readiness(settings: Settings, consumers: list[ConsumerHealth]) -> Readiness:
+    unready = [c for c in consumers if not c.healthy]
+    if not unready and _complete(settings, consumers):
+        return Readiness.OK
+    # A pool.json short of slots: the pool has not published its consumers yet (at start, or
+    # after a reload that adds some).
+    if all(_starting(c) for c in unready) and len(consumers) <= settings.consumers:
+        return Readiness.STARTING
+    return Readiness.DEGRADED
+
+
 def health_report(settings: Settings) -> tuple[int, dict[str, object]]:
     consumers = consumer_health(settings)
-    ok = _complete(settings, consumers) and all(c.healthy for c in consumers)
+    status = readiness(settings, consumers)
     totals = counter_totals(tuple(_TOTALS.values()))
     body: dict[str, object] = {
-        "status": "ok" if ok else "degraded",
+        "status": status.value,
         "consumers": [asdict(c) for c in consumers],
         "totals": {key: int(totals[name]) for key, name in _TOTALS.items()},
     }
-    return (200 if ok else 503), body
+    return (200 if status is Readiness.OK else 503), body
 
 
 def liveness_report(settings: Settings) -> tuple[int, dict[str, object]]:
