@@ -161,16 +161,57 @@ def liveness_report(settings: Settings) -> tuple[int, dict[str, object]]:
     }
 
 
-def wake_idle_consumers(settings: Settings) -> int:
-    """Signal every consumer idle between polls to poll now. One in a backoff (an error, a
-    breaker pause) is left to it: a load balancer checking `/` would otherwise end every pause
-    within seconds."""
-    woken = 0
+class Wake(enum.StrEnum):
+    """What `/` did with a consumer, and why: its answer lists the slots under each."""
+
+    WOKEN = "woken"  # idle between polls: signalled to poll now
+    RECEIVING = "receiving"  # in a receive (a long poll takes a message as it arrives)
+    BACKING_OFF = "backing_off"  # its pause after a failure is left to it
+    STARTING = "starting"  # not receiving yet; it will at once
+    NOT_RUNNING = "not_running"  # dead, stopped, unresponsive, or its slot being refilled
+
+
+_WAKE_BY_STATE = {
+    ConsumerState.POLLING: Wake.RECEIVING,
+    ConsumerState.PROCESSING: Wake.RECEIVING,
+    ConsumerState.BACKOFF: Wake.BACKING_OFF,
+    ConsumerState.STARTING: Wake.STARTING,
+}
+
+
+def _wake(consumer: ConsumerHealth) -> Wake:
+    if not consumer.alive:
+        return Wake.STARTING if _starting(consumer) else Wake.NOT_RUNNING
+    if consumer.state in WAKEABLE_STATES:
+        try:
+            os.kill(consumer.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return Wake.NOT_RUNNING
+        return Wake.WOKEN
+    return _WAKE_BY_STATE.get(consumer.state, Wake.NOT_RUNNING)
+
+
+def _explain(slots: dict[Wake, list[int]]) -> str:
+    said = {
+        Wake.WOKEN: "woken from the pause between polls",
+        Wake.RECEIVING: "already receiving (a long poll takes new messages as they arrive)",
+        Wake.BACKING_OFF: "in a backoff after a failure, left to it",
+        Wake.STARTING: "starting, about to receive",
+        Wake.NOT_RUNNING: "not running (see /health)",
+    }
+    parts = [f"{len(slots[wake])} {said[wake]}" for wake in Wake if slots[wake]]
+    if not slots[Wake.WOKEN]:
+        parts.insert(0, "nothing to wake")
+    return "; ".join(parts) if parts else "nothing to wake: no consumers yet"
+
+
+def wake_idle_consumers(settings: Settings) -> dict[str, object]:
+    """Signal every consumer idle between polls to poll now, and say what became of each. One
+    in a backoff (an error, a breaker pause) is left to it: a load balancer checking `/` would
+    otherwise end every pause within seconds. `triggered` counts the woken."""
+    slots: dict[Wake, list[int]] = {wake: [] for wake in Wake}
     for consumer in consumer_health(settings):
-        if consumer.alive and consumer.state in WAKEABLE_STATES:
-            try:
-                os.kill(consumer.pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                continue
-            woken += 1
-    return woken
+        slots[_wake(consumer)].append(consumer.slot)
+    return {"triggered": len(slots[Wake.WOKEN]),
+            "consumers": {wake.value: found for wake, found in slots.items()},
+            "detail": _explain(slots)}

@@ -431,8 +431,35 @@ def test_trigger_signals_only_idle_consumers(
 
     assert response.status_code == 202
     # Not the one in a backoff: `/` must not end its pause (a load balancer's check would).
-    assert response.get_json() == {"triggered": 1}
+    body = response.get_json()
+    assert body["triggered"] == 1
     assert kills == [(idle, signal.SIGUSR1)]
+    # And it says what became of each slot, and why.
+    assert body["consumers"] == {"woken": [0], "receiving": [2, 3], "backing_off": [1],
+                                 "starting": [], "not_running": [4, 5]}
+    assert body["detail"] == (
+        "1 woken from the pause between polls; 2 already receiving (a long poll takes new "
+        "messages as they arrive); 1 in a backoff after a failure, left to it; "
+        "2 not running (see /health)")
+
+
+def test_trigger_explains_why_it_woke_nobody_when_every_consumer_long_polls(
+    env: Env, client: FlaskClient, kills: list[tuple[int, int]]
+) -> None:
+    me, parent = os.getpid(), os.getppid()
+    env.pool(me, parent)
+    env.consumer(0, me, "polling")
+    env.consumer(1, parent, "polling")
+
+    body = client.post("/").get_json()
+
+    assert body == {
+        "triggered": 0,
+        "consumers": {"woken": [], "receiving": [0, 1], "backing_off": [], "starting": [],
+                      "not_running": []},
+        "detail": "nothing to wake; 2 already receiving (a long poll takes new messages as "
+                  "they arrive)"}
+    assert kills == []
 
 
 def test_trigger_does_not_signal_an_idle_consumer_that_stopped_beating(
@@ -444,7 +471,8 @@ def test_trigger_does_not_signal_an_idle_consumer_that_stopped_beating(
 
     response = client.post("/")
 
-    assert response.get_json() == {"triggered": 0}
+    assert response.get_json()["triggered"] == 0
+    assert response.get_json()["consumers"]["not_running"] == [0, 1]
     assert kills == []
 
 
@@ -480,7 +508,7 @@ def test_trigger_really_wakes_an_idle_consumer_process(
     response = client.post("/")
 
     assert response.status_code == 202
-    assert response.get_json() == {"triggered": 1}
+    assert response.get_json()["triggered"] == 1
     deadline = time.monotonic() + 30
     # write_text creates the file before it writes: wait for the content, not the name.
     while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):
