@@ -112,12 +112,11 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _condition(template: Template, name: str) -> bool:
-    """A condition of the template, as deployed with its parameters' defaults: only the
-    `Fn::Equals` of a parameter and a string is understood."""
+    """A condition of the template, as deployed: only the `Fn::Equals` of two strings (an
+    osls param written in, and a value) is understood."""
     (left, right), = template["Conditions"][name]["Fn::Equals"],
-    parameter = template["Parameters"][left["Ref"]]
-    assert isinstance(right, str)
-    return bool(parameter["Default"] == right)
+    assert isinstance(left, str) and isinstance(right, str)
+    return left == right
 
 
 def _statements(template: Template, policy: str) -> Iterator[dict[str, Any]]:
