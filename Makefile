@@ -15,6 +15,7 @@
 #                     what was in it)
 #   make infra        the settings checked, the emulator started if needed, serverless.yml deployed
 #   make send         put $(COUNT) books of $(GENRES) on the queue
+#   make shelver ARGS="dlq stats"  the `shelver` command against the local stack (--local)
 #   make image        build the container image $(IMAGE) with docker or podman; prints its size
 #   make bench        Shelver against the alternatives on its own LocalStack -> docs/benchmarks.md
 #                     (BENCH_ARGS=--quick for a smoke run into .run/bench)
@@ -59,17 +60,17 @@ STAMPS := .stamps
 EMULATOR := $(VENV)/bin/python scripts/emulator.py
 LOCAL_RUN := LOCALSTACK_PORT=$(LOCALSTACK_PORT) BIND=$(BIND) RUN_DIR=$(RUN_DIR) \
 	$(VENV)/bin/python -m scripts.run_local
-AWS_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(LOCALSTACK_PORT) AWS_REGION=us-east-1 \
-	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+# The `shelver` command aimed at the emulator, whatever AWS settings the shell has.
+SHELVER_LOCAL := LOCALSTACK_PORT=$(LOCALSTACK_PORT) $(VENV)/bin/shelver --local
 LINT_PATHS := service workers scripts tests bench
 
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.
 rebuild_if_missing = $(if $(wildcard $(1)),,FORCE)
 
-.PHONY: help install install-run install-prometheus emulator emulator-down infra run run-fresh reload send image bench bench-slow-clients chaos fuzz dashboard-picture test lint clean FORCE
+.PHONY: help install install-run install-prometheus emulator emulator-down infra run run-fresh reload send shelver image bench bench-slow-clients chaos fuzz dashboard-picture test lint clean FORCE
 
 help:
-	@sed -n '2,28p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,29p' Makefile | sed 's/^# \{0,1\}//'
 
 install: install-run $(STAMPS)/venv-dev
 
@@ -139,7 +140,11 @@ reload: $(STAMPS)/venv
 	$(LOCAL_RUN) reload
 
 send: $(STAMPS)/venv
-	$(AWS_ENV) $(VENV)/bin/shelver send --count $(COUNT) --genres $(GENRES)
+	$(SHELVER_LOCAL) send --count $(COUNT) --genres $(GENRES)
+
+# Any `shelver` command against the local stack: make shelver ARGS="dlq stats".
+shelver: $(STAMPS)/venv
+	@$(SHELVER_LOCAL) $(ARGS)
 
 # Standard library only: no venv needed. Where no registry answers, the base image is made with
 # debootstrap (scripts/container.py); docs/deploy.md.

@@ -67,6 +67,8 @@ module.exports = async ({ resolveVariable, resolveConfigurationProperty }) => {
     bookObjects: genres.map((genre) => ({
       'Fn::Sub': `\${${logicalId(genre)}.Arn}/${keyPrefixes[genre]}*`,
     })),
+    // OperatorPolicy: the buckets `shelver ls` lists.
+    bucketArns: genres.map((genre) => ({ 'Fn::GetAtt': [logicalId(genre), 'Arn'] })),
     // OperatorPolicy: `shelver check`'s probe objects, put and deleted.
     probeObjects: genres.map((genre) => ({
       'Fn::Sub': `\${${logicalId(genre)}.Arn}/${keyPrefixes[genre]}.shelver-check/*`,

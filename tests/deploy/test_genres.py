@@ -65,7 +65,9 @@ def test_a_genre_added_to_the_list_gets_its_bucket_grants_and_output(
         ("${HorrorBucket.Arn}/books/horror/*", "s3:GetObject")}
     assert grants(three_genres, "OperatorPolicy") == OPERATOR_PRIVILEGE | {
         ("${HorrorBucket.Arn}/books/horror/.shelver-check/*", "s3:PutObject"),
-        ("${HorrorBucket.Arn}/books/horror/.shelver-check/*", "s3:DeleteObject")}
+        ("${HorrorBucket.Arn}/books/horror/.shelver-check/*", "s3:DeleteObject"),
+        ("HorrorBucket.Arn", "s3:ListBucket"),
+        ("${HorrorBucket.Arn}/books/horror/*", "s3:GetObject")}
     assert three_genres["Outputs"]["HorrorBucketName"] == {"Value": {"Ref": "HorrorBucket"}}
 
 
