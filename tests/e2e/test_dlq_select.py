@@ -28,12 +28,12 @@ def test_dlq_delete_and_selective_redrive_finish_the_workflow(
                    60, 0.3, "six messages in the DLQ")
 
         # Delete what is not a book: a dry run first, which deletes nothing.
-        dry = ok(shelver.cli("dlq", "delete", "--reason", "invalid_json", "--dry-run"))
+        dry = ok(shelver.cli("dlq", "delete", "--reason", "not_json", "--dry-run"))
         assert dry.count("would delete  ") == 2
-        assert "dry run: would delete 2 of 6 message(s) read (reason invalid_json)" in dry
+        assert "dry run: would delete 2 of 6 message(s) read (reason not_json)" in dry
         assert aws.counts(stack.dlq_url) == (6, 0)
-        deleted = ok(shelver.cli("dlq", "delete", "--reason", "invalid_json", "--rate", "5"))
-        assert "deleted 2 of 2 message(s) selected (reason invalid_json)" in deleted
+        deleted = ok(shelver.cli("dlq", "delete", "--reason", "not_json", "--rate", "5"))
+        assert "deleted 2 of 2 message(s) selected (reason not_json)" in deleted
         assert "; 4 other(s) read, left in the queue" in deleted
         assert aws.counts(stack.dlq_url) == (4, 0)
 

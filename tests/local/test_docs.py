@@ -42,7 +42,7 @@ def test_the_config_file_takes_exactly_the_range_readme_gives(tmp_path: Path) ->
     assert set(rows) == ENVIRONMENT_VARIABLES  # every variable was tried
 
 
-@pytest.mark.parametrize("target", ["run", "run-fresh", "infra", "reload", "emulator",
+@pytest.mark.parametrize("target", ["run", "run-fresh", "infra", "reload", "shelver", "emulator",
                                     "emulator-down", "install", "test", "lint"])
 def test_every_make_target_readme_names_exists(target: str) -> None:
     assert f"make {target}" in README

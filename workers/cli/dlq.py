@@ -180,7 +180,7 @@ def _add_selection(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group.add_argument("--id", dest="ids", action="append", metavar="MESSAGE_ID",
                        help="the DLQ message id, or the original message id peek shows")
     group.add_argument("--reason", dest="reasons", action="append",
-                       help="its shelver-reason, e.g. invalid_json; (none) for messages SQS "
+                       help="its shelver-reason, e.g. not_json; (none) for messages SQS "
                             "moved itself")
     if not required:
         group.add_argument("--genre", dest="genres", action="append",
