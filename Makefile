@@ -61,7 +61,7 @@ EMULATOR := $(VENV)/bin/python scripts/emulator.py
 LOCAL_RUN := LOCALSTACK_PORT=$(LOCALSTACK_PORT) BIND=$(BIND) RUN_DIR=$(RUN_DIR) \
 	$(VENV)/bin/python -m scripts.run_local
 # The `shelver` command aimed at the emulator, whatever AWS settings the shell has.
-SHELVER_LOCAL := LOCALSTACK_PORT=$(LOCALSTACK_PORT) $(VENV)/bin/shelver --local
+SHELVER_LOCAL := $(VENV)/bin/shelver --local --endpoint-url http://127.0.0.1:$(LOCALSTACK_PORT)
 LINT_PATHS := service workers scripts tests bench
 
 # A stamp is rebuilt when its inputs change, and also when the thing it stands for is gone.

@@ -48,7 +48,8 @@ def test_shelver_works_on_the_local_stack_without_variables_and_shows_what_lande
 
     # The command itself, as the README shows it; aimed anywhere but this machine, refused.
     env = place.env(**SHELL_AWS)
-    direct = subprocess.run([str(REPO / ".venv/bin/shelver"), "--local", "ls", "scifi"],
+    direct = subprocess.run([str(REPO / ".venv/bin/shelver"), "--local", "--endpoint-url",
+                             place.endpoint, "ls", "scifi"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert direct.returncode == 0 and direct.stdout.startswith("scifi\tDune.json"), direct.stderr
     away = subprocess.run([str(REPO / ".venv/bin/shelver"), "--local", "--endpoint-url",

@@ -14,7 +14,7 @@ from workers.settings import ConfigError
 SHELL = {"AWS_PROFILE": "production", "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
          "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",
          "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_SQS": "https://sqs.eu-west-1.amazonaws.com",
-         "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/prod", "LOCALSTACK_PORT": "4577"}
+         "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/prod"}
 
 
 def parsed(*argv: str) -> argparse.Namespace:
@@ -23,15 +23,15 @@ def parsed(*argv: str) -> argparse.Namespace:
 
 def test_local_aims_everything_at_the_emulator_and_drops_the_shells_aws_settings() -> None:
     env = dict(SHELL)
-    assert target.apply(parsed("--local"), env) == "http://127.0.0.1:4577"
-    assert env == {"LOCALSTACK_PORT": "4577", "AWS_ENDPOINT_URL": "http://127.0.0.1:4577",
+    assert target.apply(parsed("--local"), env) == "http://127.0.0.1:4566"
+    assert env == {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
                    "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 
 
 def test_local_refuses_an_endpoint_off_this_machine() -> None:
-    with pytest.raises(ConfigError, match="the local emulator listens on 127.0.0.1 only"):
+    with pytest.raises(ConfigError, match=r"the local emulator listens on 127\.0\.0\.1 only"):
         target.apply(parsed("--local", "--endpoint-url", "https://sqs.amazonaws.com"), {})
 
 

@@ -1,21 +1,21 @@
 """`shelver ls [GENRE] [--prefix TEXT]` and `shelver show TITLE`: what landed in the buckets.
 
-Keys are found as the consumers write them: a genre's key prefix (GENRE_KEY_PREFIXES, see
-workers/destinations.py), then the book's key by the key rule (workers/books/keys.py). Objects
+Keys are found as the consumers write them: a genre's destination (workers/destinations.py: its
+bucket, and its key prefix once the settings carry it), then the book's key by the key rule
+(workers/books/keys.py). Objects
 under the prefix `.shelver-check/` (the probes of `shelver check`) are no books, and not listed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from workers.books.keys import object_key
 from workers.cli.session import CommandError, Session
-from workers.destinations import Destination, destinations, parse_key_prefixes
+from workers.destinations import Destination, destinations
 
 PROBE_PREFIX = ".shelver-check/"
 # The metadata a book's file carries (README, "Where books go"), in the order shown.
@@ -45,13 +45,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def genre_destinations(session: Session, genre: str | None) -> list[Destination]:
     """The genres' destinations as the consumers use them; one genre's if named."""
-    try:
-        # Read here until the settings carry the destinations (issue 18 wires them).
-        spec = os.environ.get("GENRE_KEY_PREFIXES", "")
-        prefixes = parse_key_prefixes(spec) if spec.strip() else {}
-        every = destinations(session.settings.genre_buckets, key_prefixes=prefixes)
-    except ValueError as exc:
-        raise CommandError(f"GENRE_KEY_PREFIXES: {exc}") from None
+    # Each genre's key prefix comes with the destinations' wiring into the settings (issue
+    # 18): until then the consumers write at each bucket's root, and so this looks there.
+    every = destinations(session.settings.genre_buckets)
     if genre is None:
         return list(every.values())
     found = every.get(genre.strip().lower())

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from workers.settings import ConfigError
 
-DEFAULT_LOCAL_PORT = 4566
+# make run's emulator; `make shelver` passes --endpoint-url for another LOCALSTACK_PORT.
+LOCAL_ENDPOINT = "http://127.0.0.1:4566"
 LOCAL_REGION = "us-east-1"
 # LocalStack accepts any; these are the ones its documentation and `make run` use.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
@@ -33,19 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "configuration, as the service uses it)")
     where.add_argument(
         "--local", action="store_true",
-        help="the local emulator of `make run`: http://127.0.0.1:$LOCALSTACK_PORT (4566), "
+        help=f"the local emulator of `make run`: {LOCAL_ENDPOINT} (another port: with "
+             "--endpoint-url), "
              f"region {LOCAL_REGION}, its dummy credentials; AWS profiles, credentials and "
              "endpoints of the environment are ignored, so nothing reaches real AWS")
     where.add_argument("--endpoint-url", metavar="URL",
                        help="send every call to this endpoint (AWS_ENDPOINT_URL)")
     where.add_argument("--region", help="the AWS region (AWS_REGION)")
-
-
-def local_endpoint(env: MutableMapping[str, str]) -> str:
-    port = env.get("LOCALSTACK_PORT", str(DEFAULT_LOCAL_PORT))
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"LOCALSTACK_PORT={port!r} is not valid: expected a port number")
-    return f"http://127.0.0.1:{int(port)}"
 
 
 def is_loopback(url: str) -> bool:
@@ -63,7 +58,7 @@ def apply(args: argparse.Namespace, env: MutableMapping[str, str]) -> str | None
     any. Raises ConfigError for a `--local` aimed anywhere but this machine."""
     endpoint: str | None = args.endpoint_url
     if args.local:
-        endpoint = endpoint or local_endpoint(env)
+        endpoint = endpoint or LOCAL_ENDPOINT
         if not is_loopback(endpoint):
             raise ConfigError(f"--local with --endpoint-url {endpoint}: the local emulator "
                               "listens on 127.0.0.1 only")
