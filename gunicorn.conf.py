@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from workers.lease.files import RECOVERY_DIR
@@ -49,7 +50,13 @@ from prometheus_client import multiprocess  # noqa: E402
 
 from workers.aws import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
-from workers.settings import ConfigError, Settings, read_log_format  # noqa: E402
+from workers.settings import (  # noqa: E402
+    CONFIG_FILE_VARIABLE,
+    ConfigError,
+    Settings,
+    changed_variables,
+    read_log_format,
+)
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 # gunicorn's asyncio worker reads every connection on an event loop, and Flask answers a request
@@ -118,6 +125,30 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
+def _shown(value: Any) -> str:
+    """A setting's value as its variable would say it (GENRE_BUCKETS=scifi=scifi,...)."""
+    if isinstance(value, Mapping):
+        return ",".join(f"{key}={item}" for key, item in value.items())
+    return str(value)
+
+
+def _log_reload(server: Any, old: Settings, new: Settings) -> None:
+    """Which file was read, and what changed: a reload that changes nothing says so."""
+    path = os.environ.get(CONFIG_FILE_VARIABLE, "").strip()
+    changes = [f"{variable} {_shown(before)} -> {_shown(after)}"
+               for variable, (before, after) in changed_variables(old, new).items()]
+    if not path:
+        server.log.warning("shelver: reload without %s: the environment is read once, at "
+                           "start, so the settings are the same; consumers replaced",
+                           CONFIG_FILE_VARIABLE)
+    elif changes:
+        server.log.info("shelver: reload read %s=%s; changed: %s", CONFIG_FILE_VARIABLE, path,
+                        "; ".join(changes))
+    else:
+        server.log.info("shelver: reload read %s=%s; nothing changed; consumers replaced",
+                        CONFIG_FILE_VARIABLE, path)
+
+
 def on_reload(server: Any) -> None:
     try:
         settings = Settings.from_env()
@@ -125,6 +156,7 @@ def on_reload(server: Any) -> None:
     except ConfigError as exc:
         server.log.error("shelver: configuration error, keeping the running consumers: %s", exc)
         return
+    _log_reload(server, server.shelver_settings, settings)
     server.shelver_settings = settings
     server.shelver_pool.reload(settings)
 

@@ -4,13 +4,19 @@ Used by `make emulator` / `make infra` / `make run` through the CLI below and by
 through `LocalStack` and `deploy`. Standard library only, so it runs with the service venv's
 Python 3.11 while LocalStack itself runs from its own Python 3.13 venv (.venv-localstack).
 
-    python scripts/emulator.py up --port 4566 --data-dir .run/localstack
-    python scripts/emulator.py deploy --stage local --port 4566
+    python scripts/emulator.py up --port 4566
+    python scripts/emulator.py deploy --stage local --port 4566 --param genres=scifi,romance
     python scripts/emulator.py status --port 4566
     python scripts/emulator.py down --port 4566
 
 `up` writes the pid to .run/localstack.pid (.run/localstack-<port>.pid on any other port, with
-data in .run/localstack-<port>), so emulators on different ports never clobber each other.
+data in .run/localstack-<port>; `--run-dir` for another directory than .run), so emulators on
+different ports never clobber each other. It leaves the emulator running: what is in it stays
+until `down` (LocalStack keeps its state in memory).
+
+`up` and `deploy` stop what they started when interrupted (SIGTERM, or SIGINT: Ctrl-C), however
+many signals come: an emulator not ready yet is stopped, an osls deploy is ended with all its
+processes. `make run` (scripts/run_local.py) relies on that.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,6 +71,8 @@ _DEPLOY_ENV_DROP = (
     "USE_SSL",
 )
 _PR_SET_PDEATHSIG = 1
+# How long an interrupted osls deploy gets to end on SIGTERM before it is killed.
+_DEPLOY_STOP_SECONDS = 10.0
 
 
 class EmulatorError(RuntimeError):
@@ -90,6 +99,34 @@ def free_port(host: str = HOST) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Interrupted(Exception):
+    """A stop signal (SIGTERM or SIGINT) reached a command that must stop what it started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Within the block, the first SIGTERM or SIGINT raises `Interrupted`, and later ones are
+    ignored until the block is left, so the clean-up it triggers is not cut short by the next
+    (a terminal's Ctrl-C pressed again, make forwarding a SIGTERM the process group got too)."""
+    stops = (signal.SIGTERM, signal.SIGINT)
+
+    def interrupted(signum: int, _frame: object) -> None:
+        for stop in stops:
+            signal.signal(stop, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {stop: signal.signal(stop, interrupted) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 def health(endpoint: str, timeout: float = 2.0) -> dict[str, str] | None:
@@ -129,7 +166,7 @@ def _is_localstack(pid: int) -> bool:
     return b"localstack_runtime.py" in cmdline or b"localstack.runtime.main" in cmdline
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting for its parent to reap it counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -145,7 +182,7 @@ def _kill_group(pgid: int, timeout: float) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while _alive(pgid) and time.monotonic() < deadline:
+    while alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)  # stragglers of the group, or the leader if it hung
@@ -315,7 +352,9 @@ def deploy(
     # osls polls the stack every 5 s by default; LocalStack finishes in well under one.
     env.setdefault("SLS_AWS_MONITORING_FREQUENCY", "500")
     try:
-        result = subprocess.run(
+        # Its own process group: npx starts osls in a process of its own, and whatever ends the
+        # deploy early (a timeout, an interruption) must end all of it.
+        proc = subprocess.Popen(
             cmd,
             cwd=repo,
             env=env,
@@ -323,18 +362,22 @@ def deploy(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
-            check=False,
+            process_group=0,
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output if isinstance(exc.output, str) else ""
-        raise EmulatorError(f"{' '.join(cmd)} timed out after {timeout:.0f}s:\n{out}") from exc
     except FileNotFoundError as exc:
         raise EmulatorError("npx not found: install Node.js and run `npm ci`") from exc
-    if result.returncode != 0:
-        raise EmulatorError(
-            f"{' '.join(cmd)} failed with exit code {result.returncode}:\n{result.stdout}"
-        )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(proc.pid, _DEPLOY_STOP_SECONDS)
+        out, _ = proc.communicate()
+        raise EmulatorError(f"{' '.join(cmd)} timed out after {timeout:.0f}s:\n{out}") from exc
+    except BaseException:
+        _kill_group(proc.pid, _DEPLOY_STOP_SECONDS)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise EmulatorError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{out}")
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -342,11 +385,11 @@ def deploy(
 RUN_DIR = REPO / ".run"
 
 
-def default_run_path(port: int, suffix: str = "") -> Path:
+def default_run_path(port: int, suffix: str = "", run_dir: Path = RUN_DIR) -> Path:
     """.run/localstack<suffix> for the default port, .run/localstack-<port><suffix> otherwise,
     so emulators on different ports never share a pid file or a data directory."""
     name = "localstack" if port == DEFAULT_PORT else f"localstack-{port}"
-    return RUN_DIR / f"{name}{suffix}"
+    return run_dir / f"{name}{suffix}"
 
 
 def _read_pid(pid_file: Path) -> int | None:
@@ -356,25 +399,41 @@ def _read_pid(pid_file: Path) -> int | None:
         return None
 
 
+def _pid_file(args: argparse.Namespace) -> Path:
+    pid_file: Path = args.pid_file or default_run_path(args.port, ".pid", args.run_dir)
+    return pid_file
+
+
+def _recorded_emulator(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if it is a LocalStack still running."""
+    pid = _read_pid(pid_file)
+    return pid if pid is not None and alive(pid) and _is_localstack(pid) else None
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    data_dir: Path = args.data_dir or default_run_path(args.port)
+    data_dir: Path = args.data_dir or default_run_path(args.port, run_dir=args.run_dir)
     ls = LocalStack(port=args.port, data_dir=data_dir, die_with_parent=False)
-    pid_file: Path = args.pid_file or default_run_path(args.port, ".pid")
-    if health(ls.endpoint) is not None:
+    pid_file = _pid_file(args)
+    # One that answers, or one of ours still starting (an `up` killed before it was ready).
+    if health(ls.endpoint) is not None or _recorded_emulator(pid_file) is not None:
         ls.wait_ready(args.timeout)
         print(f"LocalStack already running at {ls.endpoint}", file=sys.stderr)
         print(ls.endpoint)
         return 0
     started = time.monotonic()
-    ls.start()
-    try:
-        ls.wait_ready(args.timeout)
-    except BaseException:
-        ls.stop()
-        raise
-    assert ls.pid is not None
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{ls.pid}\n")
+    with stop_signals_raise():
+        ls.start()
+        assert ls.pid is not None
+        try:
+            # Recorded at once: even an `up` killed outright leaves `down` something to stop.
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(f"{ls.pid}\n")
+            ls.wait_ready(args.timeout)
+        except BaseException:
+            # Interrupted or failed before it was ready: nothing in it is worth keeping.
+            ls.stop()
+            pid_file.unlink(missing_ok=True)
+            raise
     print(
         f"LocalStack ready at {ls.endpoint} in {time.monotonic() - started:.1f}s "
         f"(pid {ls.pid}, log {ls.log_path})",
@@ -385,12 +444,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    pid_file: Path = args.pid_file or default_run_path(args.port, ".pid")
+    pid_file = _pid_file(args)
     pid = _read_pid(pid_file)
     if pid is None:
         print(f"no pid file at {pid_file}: nothing to stop", file=sys.stderr)
         return 0
-    running = _alive(pid) and _is_localstack(pid)
+    running = alive(pid) and _is_localstack(pid)
     if running:
         _kill_group(pid, args.timeout)
     # Before printing: on Ctrl-C the terminal's reader may be gone, and a failed write must not
@@ -421,7 +480,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.stage == "local" and not is_ready(endpoint):
         raise SystemExit(f"LocalStack is not running on {endpoint}: run `make emulator` first")
     started = time.monotonic()
-    deploy(args.stage, args.port, args.repo, params)
+    with stop_signals_raise():
+        deploy(args.stage, args.port, args.repo, params)
     print(
         f"deployed stage {args.stage} in {time.monotonic() - started:.1f}s",
         file=sys.stderr,
@@ -436,9 +496,15 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", type=int, default=DEFAULT_PORT)
         p.add_argument(
+            "--run-dir",
+            type=Path,
+            default=RUN_DIR,
+            help="where the pid file, the data directory and the log go by default (.run)",
+        )
+        p.add_argument(
             "--pid-file",
             type=Path,
-            help="default .run/localstack.pid (port 4566) or .run/localstack-<port>.pid",
+            help="default <run-dir>/localstack.pid (port 4566) or <run-dir>/localstack-<port>.pid",
         )
 
     up = sub.add_parser("up", help="start LocalStack unless it already answers; wait until ready")
@@ -446,7 +512,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--data-dir",
         type=Path,
-        help="default .run/localstack (port 4566) or .run/localstack-<port>",
+        help="default <run-dir>/localstack (port 4566) or <run-dir>/localstack-<port>",
     )
     up.add_argument("--timeout", type=float, default=90.0)
     up.set_defaults(func=_cmd_up)
@@ -476,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     except EmulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"{args.command}: stopped ({exc})", file=sys.stderr)
+        return 128 + exc.signum
     return code
 
 

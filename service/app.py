@@ -48,7 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.route("/", methods=["GET", "POST"])
     def trigger() -> Response:
-        return json_response({"triggered": wake_idle_consumers(_settings())}, 202)
+        return json_response(wake_idle_consumers(_settings()), 202)
 
     @app.get("/health")
     def health() -> Response:

@@ -323,3 +323,10 @@ def read_log_format(env: Mapping[str, str] | None = None) -> str:
         return _parse(variable, raw, form, Settings.log_format)
     except ConfigError:
         return Settings.log_format
+
+
+def changed_variables(old: Settings, new: Settings) -> dict[str, tuple[Any, Any]]:
+    """The variables whose values differ from `old` to `new`, by name: what a reload logs."""
+    return {variable: (getattr(old, name), getattr(new, name))
+            for name, (variable, _) in _VARIABLES.items()
+            if getattr(old, name) != getattr(new, name)}

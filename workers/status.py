@@ -49,6 +49,9 @@ class ConsumerStatus:
     started_at: float
     heartbeat_at: float
     last_poll_at: float | None = None
+    # When its first receive call began: until a receive completes, /health counts that call,
+    # in flight, as its poll (on an idle queue the first long poll lasts WAIT_TIME_SECONDS).
+    first_receive_at: float | None = None
     last_error: str | None = None
     # Why the last batch failed as a whole (e.g. "SlowDown" while S3 is down), and when; None
     # once a batch made progress. Receives still succeed then, so the poll age cannot tell.
@@ -103,6 +106,14 @@ class StatusWriter:
         with self._lock:
             self._status = dataclasses.replace(self._status, **changes)  # type: ignore[arg-type]
             write_consumer_status(self._state_dir, self._status)
+
+    def receiving(self, state: ConsumerState) -> None:
+        """A receive call begins; the first is recorded (one write in a consumer's life)."""
+        if self._status.first_receive_at is None:
+            now = time.time()
+            self.update(state=state, heartbeat_at=now, first_receive_at=now)
+        else:
+            self.beat(state)
 
     def beat(self, state: ConsumerState | None = None) -> None:
         """The heartbeat the pool watches, and the state, if it changed."""

@@ -4,7 +4,7 @@ FROM node:20-bookworm-slim
 WORKDIR /deploy
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY serverless.yml ./
+COPY serverless.yml serverless-genres.js ./
 ENV SLS_TELEMETRY_DISABLED=1 \
     SLS_NOTIFICATIONS_MODE=off \
     SLS_AWS_MONITORING_FREQUENCY=500 \

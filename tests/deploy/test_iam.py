@@ -40,9 +40,10 @@ LEAST_PRIVILEGE: frozenset[Grant] = frozenset(
 )
 # With deletePayloads=true: the payload of a filed book deleted, as the extended client does.
 PAYLOAD_DELETION: frozenset[Grant] = frozenset([("${PayloadBucket.Arn}/*", "s3:DeleteObject")])
-# What workers/cli needs beyond that: dlq stats/peek (receive, then visibility 0), redrive (a move
-# task receives from and deletes on its source, sends to the input queue), check (the queue, its
-# RedrivePolicy, a probe object under .shelver-check/ put and deleted), send.
+# What workers/cli needs beyond that: dlq stats/peek (receive, then visibility 0), delete,
+# redrive (a move task receives from and deletes on its source, sends to the input queue; a
+# selective one sends and deletes itself), check (the queue, its RedrivePolicy, a probe object
+# under .shelver-check/ put and deleted), send, ls and show (list, read, decrypt).
 OPERATOR_PRIVILEGE: frozenset[Grant] = frozenset(
     [("InputQueueDLQ.Arn", f"sqs:{action}") for action in (
         "GetQueueUrl", "GetQueueAttributes", "ReceiveMessage", "ChangeMessageVisibility",
@@ -52,6 +53,10 @@ OPERATOR_PRIVILEGE: frozenset[Grant] = frozenset(
     + [(f"${{{bucket}.Arn}}/.shelver-check/*", f"s3:{action}")
        for bucket in GENRE_BUCKETS for action in ("PutObject", "DeleteObject")]
     + [("ShelverKey.Arn", "kms:GenerateDataKey")]
+    # ls lists the genre buckets, show reads a book.
+    + [(f"{bucket}.Arn", "s3:ListBucket") for bucket in GENRE_BUCKETS]
+    + [(f"${{{bucket}.Arn}}/*", "s3:GetObject") for bucket in GENRE_BUCKETS]
+    + [("ShelverKey.Arn", "kms:Decrypt")]
 )
 POLICIES = {"ConsumerPolicy": LEAST_PRIVILEGE, "OperatorPolicy": OPERATOR_PRIVILEGE}
 
@@ -112,12 +117,11 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _condition(template: Template, name: str) -> bool:
-    """A condition of the template, as deployed with its parameters' defaults: only the
-    `Fn::Equals` of a parameter and a string is understood."""
+    """A condition of the template, as deployed: only the `Fn::Equals` of two strings (an
+    osls param written in, and a value) is understood."""
     (left, right), = template["Conditions"][name]["Fn::Equals"],
-    parameter = template["Parameters"][left["Ref"]]
-    assert isinstance(right, str)
-    return bool(parameter["Default"] == right)
+    assert isinstance(left, str) and isinstance(right, str)
+    return left == right
 
 
 def _statements(template: Template, policy: str) -> Iterator[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The emulator keeps SQS's FIFO contract where Shelver's correctness rests on it: a message group
 is handed to one receiver at a time, also when a dead consumer's messages are handed back in one
-ChangeMessageVisibilityBatch call (scripts/localstack_runtime.py has the defect and the fix)."""
+ChangeMessageVisibilityBatch call; and it listens on loopback only, as GATEWAY_LISTEN says
+(scripts/localstack_runtime.py has both defects and their fixes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 import uuid
 from typing import Any
 
+from scripts.emulator import HOST, LocalStack
 from tests.support.aws import Aws
+from tests.support.listeners import descendants, listeners
 
 HELD = 10
 RECEIVERS = 6
@@ -56,3 +59,10 @@ def test_a_group_handed_back_in_one_batch_goes_to_one_receiver(aws: Aws) -> None
             aws.sqs.delete_queue(QueueUrl=url)
         assert len(got) == RECEIVERS
         assert [g for g in got if g] == [["m0", "m1", "m2"]], got
+
+
+def test_the_emulator_listens_on_loopback_only(localstack: LocalStack) -> None:
+    assert localstack.pid is not None
+    found = listeners(descendants(localstack.pid))
+    assert [(listener.address, listener.port) for listener in found] == [
+        (HOST, localstack.port)], [str(listener) for listener in found]

@@ -80,7 +80,8 @@ def test_trigger_wakes_idle_consumers_to_poll_now(aws: Aws, stack: Stack,
 
     response = shelver.post("/")
     assert response.status == 202
-    assert response.body == {"triggered": 2}
+    assert response.body["triggered"] == 2
+    assert response.body["consumers"]["woken"] == [0, 1]
     wait_until(lambda: aws.objects(stack), 20, 0.2, "the book to be stored after the trigger")
     assert shelver.get("/").status == 202
 

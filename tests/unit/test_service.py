@@ -62,13 +62,15 @@ class Env:
     def consumer(self, slot: int, pid: int, state: str = "polling", *,
                  heartbeat_age: float = 1.0, poll_age: float | None = 2.0,
                  restarts: int = 0, last_error: str | None = None,
-                 failing: str | None = None, failing_age: float = 1.0) -> None:
+                 failing: str | None = None, failing_age: float = 1.0,
+                 first_receive_age: float | None = None) -> None:
         now = time.time()
         write_consumer_status(self.state_dir, ConsumerStatus(
             slot=slot, pid=pid, state=ConsumerState(state), restarts=restarts,
             started_at=now - 100,
             heartbeat_at=now - heartbeat_age,
             last_poll_at=None if poll_age is None else now - poll_age,
+            first_receive_at=None if first_receive_age is None else now - first_receive_age,
             last_error=last_error,
             failing=failing, failing_at=None if failing is None else now - failing_age,
         ))
@@ -218,6 +220,74 @@ def test_health_is_503_when_a_consumer_never_polled(env: Env, client: FlaskClien
     assert consumer["healthy"] is False
 
 
+def test_health_is_ok_while_the_first_long_polls_are_in_flight(
+    env: Env, client: FlaskClient
+) -> None:
+    me = os.getpid()
+    env.pool(me, me)
+    env.consumer(0, me, "polling", poll_age=None, first_receive_age=19)
+
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert by_slot(body)[0]["seconds_since_last_poll"] is None  # none completed yet
+
+
+def test_health_is_degraded_when_the_first_receive_never_completes(
+    env: Env, client: FlaskClient
+) -> None:
+    me = os.getpid()
+    env.pool(me, me)
+    env.consumer(0, me, "polling", poll_age=None, first_receive_age=61)  # max age 60
+
+    response = client.get("/health")
+
+    assert (response.status_code, response.get_json()["status"]) == (503, "degraded")
+
+
+def test_health_says_starting_while_consumers_start_and_nothing_failed(
+    env: Env, client: FlaskClient
+) -> None:
+    me = os.getpid()
+    env.pool(me, me)
+    env.consumer(0, me, "starting", poll_age=None)  # looking its queue up; slot 1: no file yet
+
+    response = client.get("/health")
+
+    assert (response.status_code, response.get_json()["status"]) == (503, "starting")
+
+
+@pytest.mark.parametrize("failed", [
+    {"state": "backoff", "last_error": "queue lookup: AWS.SimpleQueueService.NonExistentQueue"},
+    {"state": "starting", "heartbeat_age": 90.0},  # stopped beating while starting
+])
+def test_health_is_degraded_not_starting_when_a_starting_consumer_failed(
+    env: Env, client: FlaskClient, failed: dict[str, Any]
+) -> None:
+    me, parent = os.getpid(), os.getppid()  # two live processes: a status file each
+    env.pool(me, parent)
+    env.consumer(0, me, poll_age=None, **failed)
+    env.consumer(1, parent, "polling", poll_age=None, first_receive_age=1)
+
+    response = client.get("/health")
+
+    assert (response.status_code, response.get_json()["status"]) == (503, "degraded")
+
+
+def test_health_is_degraded_while_a_dead_consumer_is_replaced(
+    env: Env, client: FlaskClient
+) -> None:
+    me = os.getpid()
+    env.pool(me, 0)  # slot 1: its consumer died, the pool restarts it
+    env.consumer(0, me)
+
+    response = client.get("/health")
+
+    assert (response.status_code, response.get_json()["status"]) == (503, "degraded")
+
+
 def test_health_reports_slots_without_status_or_process(env: Env, client: FlaskClient) -> None:
     env.pool(os.getpid(), 0)  # slot 0 spawned but not reporting yet, slot 1 being restarted
 
@@ -241,7 +311,8 @@ def test_health_is_503_when_the_pool_has_fewer_consumers_than_configured(
 
     assert response.status_code == 503
     body = response.get_json()
-    assert body["status"] == "degraded"
+    # The pool has not published the new slot yet (a reload adding consumers), nothing failed.
+    assert body["status"] == "starting"
     assert [c["healthy"] for c in body["consumers"]] == [True]
 
 
@@ -360,8 +431,35 @@ def test_trigger_signals_only_idle_consumers(
 
     assert response.status_code == 202
     # Not the one in a backoff: `/` must not end its pause (a load balancer's check would).
-    assert response.get_json() == {"triggered": 1}
+    body = response.get_json()
+    assert body["triggered"] == 1
     assert kills == [(idle, signal.SIGUSR1)]
+    # And it says what became of each slot, and why.
+    assert body["consumers"] == {"woken": [0], "receiving": [2, 3], "backing_off": [1],
+                                 "starting": [], "not_running": [4, 5]}
+    assert body["detail"] == (
+        "1 woken from the pause between polls; 2 already receiving (a long poll takes new "
+        "messages as they arrive); 1 in a backoff after a failure, left to it; "
+        "2 not running (see /health)")
+
+
+def test_trigger_explains_why_it_woke_nobody_when_every_consumer_long_polls(
+    env: Env, client: FlaskClient, kills: list[tuple[int, int]]
+) -> None:
+    me, parent = os.getpid(), os.getppid()
+    env.pool(me, parent)
+    env.consumer(0, me, "polling")
+    env.consumer(1, parent, "polling")
+
+    body = client.post("/").get_json()
+
+    assert body == {
+        "triggered": 0,
+        "consumers": {"woken": [], "receiving": [0, 1], "backing_off": [], "starting": [],
+                      "not_running": []},
+        "detail": "nothing to wake; 2 already receiving (a long poll takes new messages as "
+                  "they arrive)"}
+    assert kills == []
 
 
 def test_trigger_does_not_signal_an_idle_consumer_that_stopped_beating(
@@ -373,7 +471,8 @@ def test_trigger_does_not_signal_an_idle_consumer_that_stopped_beating(
 
     response = client.post("/")
 
-    assert response.get_json() == {"triggered": 0}
+    assert response.get_json()["triggered"] == 0
+    assert response.get_json()["consumers"]["not_running"] == [0, 1]
     assert kills == []
 
 
@@ -409,7 +508,7 @@ def test_trigger_really_wakes_an_idle_consumer_process(
     response = client.post("/")
 
     assert response.status_code == 202
-    assert response.get_json() == {"triggered": 1}
+    assert response.get_json()["triggered"] == 1
     deadline = time.monotonic() + 30
     # write_text creates the file before it writes: wait for the content, not the name.
     while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):

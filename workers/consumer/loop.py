@@ -246,7 +246,7 @@ class Consumer:
     def _receive(self, transport: Transport, batches: InFlightBatches) -> list[Message]:
         """One receive call, counted, and what it brought held; `LongPollAbandoned` at a stop,
         an AWS error if it failed."""
-        self.status.beat(ConsumerState.PROCESSING if batches else ConsumerState.POLLING)
+        self.status.receiving(ConsumerState.PROCESSING if batches else ConsumerState.POLLING)
         assert self._held is not None and self._record is not None
         # Before the call: SQS starts the messages' visibility timeout after this, never
         # before, so the held file never claims them invisible for longer than they are.

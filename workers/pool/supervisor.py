@@ -246,7 +246,8 @@ class ConsumerPool:
 
     def replace_consumers(self, settings: Settings) -> None:
         """SIGHUP: start a new generation with the new settings, stop the old one gracefully."""
-        self.log.info("consumer pool: reloading %d consumer(s)", len(self._slots))
+        self.log.info("consumer pool: reloading %d consumer(s), %d after", len(self._slots),
+                      settings.consumers)
         self.settings = settings
         self.resize_slots(settings.consumers)
         for slot in self._slots:
