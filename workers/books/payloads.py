@@ -163,21 +163,3 @@ class PayloadRules:
             raise InvalidPointer(TOO_LARGE, f"the payload is {size:,} bytes, more than "
                                  f"{self.max_bytes:,}")
 
-
-def parse_payload_buckets(spec: str) -> frozenset[str]:
-    """``"acme-payloads, acme-payloads-2"``: bucket names separated by commas."""
-    if not spec.strip():
-        raise ValueError("empty: expected bucket names separated by commas")
-    buckets: set[str] = set()
-    for position, entry in enumerate(spec.split(","), start=1):
-        name = entry.strip()
-        if not name:
-            raise ValueError(f"entry {position} is empty (stray comma?)")
-        try:
-            check_bucket_name(name)
-        except ValueError as exc:
-            raise ValueError(f"entry {position}: {exc}") from None
-        if name in buckets:
-            raise ValueError(f"entry {position}: bucket {name!r} is given more than once")
-        buckets.add(name)
-    return frozenset(buckets)

@@ -106,7 +106,8 @@ class Consumer:
         transport = SqsTransport(clients.sqs_receive, clients.sqs, queue)
         record, held = self.hold(transport)
         self._hand_back_predecessors(transport)
-        processor = BookProcessor(BookStore(clients.s3), self.settings.genre_buckets,
+        processor = BookProcessor(BookStore(clients.s3, self.settings.destinations),
+                                  self.settings.genre_buckets,
                                   max_receive_count=queue.max_receive_count,
                                   crashes=self._crashes, slots=record.processing)
         executor = ThreadPoolExecutor(self.settings.consumer_threads, thread_name_prefix="group")
