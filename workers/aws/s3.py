@@ -94,6 +94,51 @@ class Boto3Objects:
         return object_head(response.get("ETag"), response.get("Metadata") or {}, bucket, key)
 
 
+class ObjectTooLarge(Exception):
+    """An object larger than a read may take; nothing more of it was read."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the object is {size:,} bytes or more, more than {limit:,}")
+        self.size = size
+
+
+# A payload is read in pieces of this size: an object whose Content-Length lied (a proxy's
+# answer, say) costs at most this much more than `max_bytes`.
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+class Boto3Payloads:
+    """GetObject and DeleteObject of payloads offloaded by the Amazon SQS Extended Client, on a
+    boto3 S3 client (thread-safe) whichever S3_CLIENT writes the books: a payload is read once,
+    where a book may take three requests, and the CRT client has no GET of its own here."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        """The object's bytes; `ObjectTooLarge` without reading them if it has more than
+        `max_bytes` (by its Content-Length, and again as it is read)."""
+        response = self.client.get_object(Bucket=bucket, Key=key)
+        stream = response["Body"]
+        try:
+            size = int(response.get("ContentLength") or 0)
+            if size > max_bytes:
+                raise ObjectTooLarge(size, max_bytes)
+            pieces: list[bytes] = []
+            read = 0
+            while piece := stream.read(min(READ_CHUNK_BYTES, max_bytes + 1 - read)):
+                pieces.append(piece)
+                read += len(piece)
+                if read > max_bytes:
+                    raise ObjectTooLarge(read, max_bytes)
+            return b"".join(pieces)
+        finally:
+            stream.close()
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+
 @dataclass(frozen=True)
 class BucketLookup:
     """What a HeadBucket answered: its HTTP status, and the bucket's region if it told."""
