@@ -103,10 +103,6 @@ def test_offloaded_payloads_are_filed_in_group_order_and_deleted_after_their_mes
         journal: FaultProxy, shelver_factory: ShelverFactory) -> None:
     stack = versioned_stack
     limit = 10_500_000
-    shelver = shelver_factory(stack, AWS_ENDPOINT_URL_S3=journal.url,
-                              PAYLOAD_BUCKETS=payload_bucket, PAYLOAD_DELETE="true",
-                              PAYLOAD_MAX_BYTES=str(limit))
-    shelver.wait_healthy()
     sent = {"g1": [sized_book("g1", 300_000), sized_book("g1", 2_000_000),
                    sized_book("g1", 10_000_000)],
             "g2": [sized_book("g2", 2_000_000), sized_book("g2", 300_000)]}
@@ -119,6 +115,10 @@ def test_offloaded_payloads_are_filed_in_group_order_and_deleted_after_their_mes
             library.send_message(QueueUrl=stack.input_url, MessageBody=body,
                                  MessageGroupId=group, MessageDeduplicationId=uuid.uuid4().hex)
     assert len(aws.keys(payload_bucket)) == 6  # every one went to S3
+
+    shelver = shelver_factory(stack, AWS_ENDPOINT_URL_S3=journal.url,
+                              PAYLOAD_BUCKETS=payload_bucket, PAYLOAD_DELETE="true",
+                              PAYLOAD_MAX_BYTES=str(limit))
 
     wait_until(lambda: aws.drained(stack.input_url), 180, 0.5, "the input queue to drain")
     bucket = stack.buckets["scifi"]
@@ -150,7 +150,8 @@ def test_a_1_mib_book_is_stored_and_a_1_mib_poison_message_dead_lettered(
     assert len(good.encode()) == len(poison.encode()) == MIB
     shelver = shelver_factory(stack)
     shelver.wait_healthy()
-    aws.send(stack.input_url, [("g1", good), ("g2", poison)])
+    for group, body in (("g1", good), ("g2", poison)):  # a batch holds 1 MiB in all
+        aws.send(stack.input_url, [(group, body)])
 
     wait_until(lambda: aws.drained(stack.input_url), 90, 0.5, "the input queue to drain")
     assert aws.get(stack.buckets["scifi"], "big.json")[0] == good.encode()

@@ -39,6 +39,19 @@ class Transport:
                           failure_level: int = logging.WARNING) -> list[Message]:
         return []
 
+    # The rest of a consumer's transport, which settling does not use.
+    def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
+        raise AssertionError("not called")
+
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        raise AssertionError("not called")
+
+    def depth(self) -> tuple[int, int] | None:
+        raise AssertionError("not called")
+
+    def dead_letter_depth(self) -> tuple[int, int] | None:
+        raise AssertionError("not called")
+
 
 @dataclass
 class Objects:
