@@ -16,6 +16,11 @@ loopback port, serverless.yml deployed into it by osls), and three runs:
           deadline: the time to exit against workers.pool.stop_deadline, which the pod's grace
           period must exceed.
 
+`--book-bytes 1048576 --steps drain` measures the same with books of SQS's largest message (the
+figures behind the memory request and limit since books reach 1 MiB: issue 18); `--steps payloads`
+sends every book through the Amazon SQS Extended Client instead, as a payload offloaded to S3
+(`--book-bytes 10000000`: 10 MB payloads at the default PAYLOAD_MAX_BYTES).
+
 Memory is reported two ways: the sum of every process's RSS (pages shared between the forked
 HTTP workers and the master count once per process, so it overstates) and the sum of their PSS
 (shared pages split between their users: what the container's cgroup is charged, give or take
@@ -38,8 +43,9 @@ from pathlib import Path
 
 from bench.measure import Background, wait_for
 from bench.run import emulator
-from bench.workload import list_etags, make_workload
+from bench.workload import BODY_BYTES, list_etags, make_workload
 from tests.support.aws import Aws, Stack
+from tests.support.extended_client import producer
 from tests.support.shelver import Shelver
 from workers.pool import stop_deadline
 from workers.settings import Settings
@@ -47,6 +53,7 @@ from workers.settings import Settings
 SAMPLE_SECONDS = 0.5
 PROBE_SECONDS = 1.0
 MIB = 1024 * 1024
+SEND_BATCH_BYTES = MIB
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -154,6 +161,7 @@ class Run:
     run_dir: Path
     books: int
     groups: int
+    book_bytes: int = BODY_BYTES
 
     def shelver(self, stack: Stack) -> Shelver:
         """Shelver with its own defaults: nothing set but the queue, buckets and endpoint."""
@@ -162,8 +170,14 @@ class Run:
 
     def filled_stack(self) -> tuple[Stack, int]:
         stack = self.aws.clone_stack()
-        workload = make_workload(self.books, self.groups, uuid.uuid4().hex[:8])
-        self.aws.send(stack.input_url, workload.pairs())
+        workload = make_workload(self.books, self.groups, uuid.uuid4().hex[:8],
+                                 size=self.book_bytes)
+        pairs = workload.pairs()
+        # A batch's bodies together are bound by the queue's largest message: large books go
+        # one SendMessageBatch each.
+        per_call = 10 if self.book_bytes * 10 <= SEND_BATCH_BYTES else 1
+        for start in range(0, len(pairs), per_call):
+            self.aws.send(stack.input_url, pairs[start:start + per_call])
         return stack, len(workload.versions)
 
     def timed_stop(self, shelver: Shelver) -> tuple[float, int]:
@@ -194,6 +208,38 @@ class Run:
             self.aws.delete_stack(stack)
         return {"footprint": asdict(sampler.result), "drained_seconds": round(drained_in, 1),
                 "idle_stop_seconds": round(idle_stop, 2), "idle_stop_exit": code}
+
+    def payloads(self) -> dict[str, object]:
+        """`drain` with every book a payload of `book_bytes` offloaded to S3 by the Amazon SQS
+        Extended Client (the real library), filed and deleted (PAYLOAD_DELETE)."""
+        stack = self.aws.clone_stack()
+        bucket = self.aws.create_bucket(f"payloads-{uuid.uuid4().hex[:10]}")
+        library = producer(bucket, endpoint_url=self.aws_env["AWS_ENDPOINT_URL"],
+                           aws_access_key_id=self.aws_env["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=self.aws_env["AWS_SECRET_ACCESS_KEY"])
+        workload = make_workload(self.books, self.groups, uuid.uuid4().hex[:8],
+                                 size=self.book_bytes)
+        for group, body in workload.pairs():
+            library.send_message(QueueUrl=stack.input_url, MessageBody=body,
+                                 MessageGroupId=group, MessageDeduplicationId=uuid.uuid4().hex)
+        shelver = Shelver(env={**self.aws_env, **stack.shelver_env(), "PAYLOAD_BUCKETS": bucket,
+                               "PAYLOAD_DELETE": "true"},
+                          run_dir=self.run_dir, defaults={}).start()
+        try:
+            sampler = Sampler(shelver, [shelver.state_dir]).start()
+            try:
+                began = time.monotonic()
+                wait_for(lambda: self.aws.drained(stack.input_url)
+                         and self.aws.keys(bucket) == [], 900, 0.5, "the payloads to be filed")
+                drained_in = time.monotonic() - began
+            finally:
+                sampler.stop()
+        finally:
+            shelver.stop()
+            self.aws.delete_stack(stack)
+            self.aws.delete_bucket(bucket)
+        return {"payloads_footprint": asdict(sampler.result),
+                "payloads_drained_seconds": round(drained_in, 1)}
 
     def busy_stop(self) -> dict[str, object]:
         stack, objects = self.filled_stack()
@@ -230,14 +276,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, default=5000)
     parser.add_argument("--groups", type=int, default=100)
+    parser.add_argument("--book-bytes", type=int, default=BODY_BYTES,
+                        help="each book's size (1048576: SQS's largest message)")
+    parser.add_argument("--steps", nargs="+",
+                        choices=("drain", "payloads", "busy_stop", "frozen_stop"),
+                        default=["drain", "busy_stop", "frozen_stop"])
     args = parser.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix="shelver-footprint-"))
     print(f"footprint: work files in {run_dir}", flush=True)
-    results: dict[str, object] = {"books": args.books, "groups": args.groups}
+    results: dict[str, object] = {"books": args.books, "groups": args.groups,
+                                  "book_bytes": args.book_bytes}
     with emulator(run_dir) as (aws_env, _):
-        run = Run(Aws(aws_env), aws_env, run_dir, args.books, args.groups)
-        for step in (run.drain, run.busy_stop, run.frozen_stop):
-            results.update(step())
+        run = Run(Aws(aws_env), aws_env, run_dir, args.books, args.groups, args.book_bytes)
+        for step in args.steps:
+            results.update(getattr(run, step)())
             print(json.dumps(results), flush=True)
     print(json.dumps(results, indent=2))
     return 0

@@ -231,6 +231,25 @@ def check_bucket_name(name: str) -> str:
     return name
 
 
+def parse_bucket_names(spec: str) -> frozenset[str]:
+    """``"acme-payloads, acme-payloads-2"``: bucket names separated by commas (PAYLOAD_BUCKETS)."""
+    if not spec.strip():
+        raise ValueError("empty: expected bucket names separated by commas")
+    buckets: set[str] = set()
+    for position, entry in enumerate(spec.split(","), start=1):
+        name = entry.strip()
+        if not name:
+            raise ValueError(f"entry {position} is empty (stray comma?)")
+        try:
+            check_bucket_name(name)
+        except ValueError as exc:
+            raise ValueError(f"entry {position}: {exc}") from None
+        if name in buckets:
+            raise ValueError(f"entry {position}: bucket {name!r} is given more than once")
+        buckets.add(name)
+    return frozenset(buckets)
+
+
 def key_prefix(raw: str) -> str:
     """A GENRE_KEY_PREFIXES value: "" (the bucket's root) or a prefix by the module's rules."""
     if not raw:

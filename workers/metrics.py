@@ -123,9 +123,12 @@ LAST_POLL_TIMESTAMP = Gauge(
 
 
 # Dead-letter reasons: the InvalidBook reasons of workers.books.decode, the store's key conflict,
-# and a message that kept crashing its consumer (workers.lease.crashes).
+# a message that kept crashing its consumer (workers.lease.crashes), and a payload offloaded by
+# the Amazon SQS Extended Client that cannot be filed (workers.books.payloads.REASONS).
 DEAD_LETTER_REASONS = ("not_json", "duplicate_key", "not_object", "missing_field", "wrong_type",
-                       "unknown_genre", "key_conflict", "crashed_consumer")
+                       "unknown_genre", "key_conflict", "crashed_consumer",
+                       "payload_pointer_invalid", "payload_bucket_not_allowed",
+                       "payload_too_large", "payload_missing", "payload_unreadable")
 RESTART_REASONS = ("died", "exited", "heartbeat")
 # The threads of workers.consumer.internal_errors.ConsumerThread.
 INTERNAL_ERROR_THREADS = ("keeper", "settle", "main")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from workers import destinations
+from workers.destinations import Destination, Encryption
 from workers.logs import LOG_FORMATS, parse_log_format
 
 T = TypeVar("T")
@@ -29,6 +31,10 @@ MAX_VISIBILITY_SECONDS = 43_200
 MIN_LEASE_SECONDS = 5
 # S3_CLIENT and SQS_CLIENT: AWS's Common Runtime for the per-message calls, or boto3 alone.
 AWS_CLIENTS = ("crt", "boto3")
+# PAYLOAD_MAX_BYTES: the largest payload offloaded by the Amazon SQS Extended Client that is read
+# (whole, into memory: a book is one PutObject) and filed; larger ones are dead-lettered.
+DEFAULT_PAYLOAD_MAX_BYTES = 10 * 1024 * 1024
+MAX_PAYLOAD_MAX_BYTES = 256 * 1024 * 1024
 # The AWS clients' connect timeout, and how much longer than WaitTimeSeconds a long poll may take
 # to answer before it counts as hung (workers.aws.clients builds the clients with both): the
 # longest a receive call can block a consumer's main loop, which does not beat meanwhile, so
@@ -68,6 +74,17 @@ class Settings:
     log_format: str = "text"
     s3_client: str = "crt"
     sqs_client: str = "crt"
+    # Each genre's destination besides its bucket (workers.destinations): empty, none set.
+    genre_key_prefixes: Mapping[str, str] = field(default_factory=dict)
+    genre_encryption: Mapping[str, Encryption] = field(default_factory=dict)
+    genre_bucket_owners: Mapping[str, str] = field(default_factory=dict)
+    genre_storage_classes: Mapping[str, str] = field(default_factory=dict)
+    # Payloads offloaded by the Amazon SQS Extended Client (workers.books.payloads): the buckets
+    # a pointer may name (none: every pointer is dead-lettered), the largest payload read, and
+    # whether a filed payload's object is deleted after its message.
+    payload_buckets: frozenset[str] = frozenset()
+    payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES
+    payload_delete: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,8 +108,20 @@ class Settings:
         settings.check_consistency()
         return settings
 
+    @property
+    def destinations(self) -> dict[str, Destination]:
+        """Each genre's destination: its bucket, and how its books are written there."""
+        return destinations.destinations(
+            self.genre_buckets, key_prefixes=self.genre_key_prefixes,
+            encryption=self.genre_encryption, bucket_owners=self.genre_bucket_owners,
+            storage_classes=self.genre_storage_classes)
+
     def check_consistency(self) -> None:
         """Cross-variable rules: each names both variables involved."""
+        try:
+            self.destinations  # noqa: B018 (a genre named but not in GENRE_BUCKETS)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         # A consumer blocked in a long poll does not beat; the timeouts must leave room for it.
         longest_receive = receive_call_limit(self.wait_time_seconds)
         if self.heartbeat_timeout_seconds <= longest_receive:
@@ -209,6 +238,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value not in {"true", "false"}:
+        raise ValueError(f"{raw!r} is neither true nor false")
+    return value == "true"
+
+
 def _aws_client(raw: str) -> str:
     client = raw.lower()
     if client not in AWS_CLIENTS:
@@ -243,6 +279,19 @@ _VARIABLES: dict[str, tuple[str, _Form]] = {
     "log_format": ("LOG_FORMAT", _Form(parse_log_format, " or ".join(LOG_FORMATS))),
     "s3_client": ("S3_CLIENT", _Form(_aws_client, "crt or boto3")),
     "sqs_client": ("SQS_CLIENT", _Form(_aws_client, "crt or boto3")),
+    "genre_key_prefixes": (destinations.KEY_PREFIXES_VARIABLE, _Form(
+        destinations.parse_key_prefixes, destinations.KEY_PREFIXES_FORM)),
+    "genre_encryption": (destinations.ENCRYPTION_VARIABLE, _Form(
+        destinations.parse_encryption, destinations.ENCRYPTION_FORM)),
+    "genre_bucket_owners": (destinations.BUCKET_OWNERS_VARIABLE, _Form(
+        destinations.parse_bucket_owners, destinations.BUCKET_OWNERS_FORM)),
+    "genre_storage_classes": (destinations.STORAGE_CLASSES_VARIABLE, _Form(
+        destinations.parse_storage_classes, destinations.STORAGE_CLASSES_FORM)),
+    "payload_buckets": ("PAYLOAD_BUCKETS", _Form(
+        destinations.parse_bucket_names, "bucket names separated by commas, e.g. "
+        "acme-payloads,acme-payloads-eu")),
+    "payload_max_bytes": ("PAYLOAD_MAX_BYTES", _int_between(1024, MAX_PAYLOAD_MAX_BYTES)),
+    "payload_delete": ("PAYLOAD_DELETE", _Form(_boolean, "true or false")),
 }
 
 

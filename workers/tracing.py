@@ -64,6 +64,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -469,6 +470,11 @@ def traced_objects(objects: S3Objects, tracing: Tracing) -> S3Objects:
     return objects if not tracing.enabled else _TracedObjects(objects, tracing)
 
 
+# The S3 clients' default of no extra headers (workers.aws.s3.NO_HEADERS, which this module
+# does not import at run time: tracing off must not load botocore).
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 class _TracedObjects:
     def __init__(self, objects: S3Objects, tracing: Tracing) -> None:
         self._objects = objects
@@ -476,15 +482,17 @@ class _TracedObjects:
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None) -> str | None:
+            if_match: str | None = None, headers: Mapping[str, str] = _NO_HEADERS
+            ) -> str | None:
         with self._tracing.s3("PutObject", bucket, key):
             return self._objects.put(bucket, key, body, content_type=content_type,
                                      metadata=metadata, if_none_match=if_none_match,
-                                     if_match=if_match)
+                                     if_match=if_match, headers=headers)
 
-    def head(self, bucket: str, key: str) -> ObjectHead:
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = _NO_HEADERS
+             ) -> ObjectHead:
         with self._tracing.s3("HeadObject", bucket, key):
-            return self._objects.head(bucket, key)
+            return self._objects.head(bucket, key, headers=headers)
 
 
 # -- log correlation --------------------------------------------------------------------------

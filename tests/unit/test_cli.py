@@ -538,3 +538,29 @@ def test_progress_writes_a_line_per_interval_elsewhere() -> None:
 
     assert stream.getvalue() == "moved 1 of 3\nmoved 2 of 3\n"
     assert quiet.getvalue() == ""
+
+
+def test_check_probes_under_the_prefix_with_the_destinations_headers(
+        empty_moto_server: str, aws_at: Callable[[str], None], s3_client: str, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator's policy grants the probe under each genre's key prefix only, and an SSE-KMS
+    # destination's probe proves the KMS grant: the probe is written as the books are.
+    with FaultProxy(empty_moto_server, journal=True) as proxy:
+        aws_at(proxy.url)
+        boto3.client("s3").create_bucket(Bucket="scifi-books")
+        boto3.client("sqs").create_queue(QueueName=INPUT, Attributes=FIFO)
+        for name, value in {"INPUT_QUEUE": INPUT, "GENRE_BUCKETS": "scifi=scifi-books",
+                            "GENRE_KEY_PREFIXES": "*=books/", "GENRE_ENCRYPTION": "*=SSE-S3",
+                            "GENRE_BUCKET_OWNERS": "*=123456789012",
+                            "S3_CLIENT": s3_client}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("SHELVER_CONFIG_FILE", raising=False)
+
+        _, out, _ = run(capsys, "check")
+
+        probes = [e for e in proxy.exchanges() if e.method in ("PUT", "DELETE")
+                  and e.path.startswith("/scifi-books/books/.shelver-check/")]
+    assert "ok    bucket scifi-books (genre scifi) writable" in out
+    assert [e.method for e in probes] == ["PUT", "DELETE"]
+    assert probes[0].headers["x-amz-server-side-encryption"] == "AES256"
+    assert {e.headers["x-amz-expected-bucket-owner"] for e in probes} == {"123456789012"}

@@ -23,9 +23,9 @@ from workers.books.payloads import (
     InvalidPointer,
     PayloadPointer,
     PayloadRules,
-    parse_payload_buckets,
     read_pointer,
 )
+from workers.destinations import parse_bucket_names
 
 BUCKET = "acme-payloads"
 
@@ -247,7 +247,7 @@ def test_a_payload_larger_than_allowed_is_refused_declared_or_found() -> None:
 
 
 def test_payload_buckets_parse() -> None:
-    assert parse_payload_buckets(" acme-payloads , acme-payloads-2") == RULES.buckets
+    assert parse_bucket_names(" acme-payloads , acme-payloads-2") == RULES.buckets
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -259,7 +259,7 @@ def test_payload_buckets_parse() -> None:
 ])
 def test_payload_bucket_errors(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        parse_payload_buckets(spec)
+        parse_bucket_names(spec)
 
 
 def test_pointer_detail_is_what_a_dead_letter_would_say() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
 import workers.aws
 from tests.support.proxy import FaultProxy
@@ -234,3 +235,38 @@ def test_a_crt_client_without_awscrt_is_a_config_error(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match="SQS_CLIENT=crt needs the awscrt package"):
         check_environment(Settings(s3_client="boto3"), REGION)
     check_environment(Settings(s3_client="boto3", sqs_client="boto3"), REGION)
+
+
+def test_the_bucket_lookup_carries_the_expected_owner_and_a_403_says_what_it_may_mean(
+        aws: Aws) -> None:
+    asked: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        asked.append(dict(params))
+
+    aws.s3.meta.events.register("provide-client-params.s3.HeadBucket", record)
+    findings = aws.examine(genre_bucket_owners={"scifi": "111122223333"})
+    aws.s3.meta.events.unregister("provide-client-params.s3.HeadBucket", record)
+
+    assert [params.get("ExpectedBucketOwner") for params in asked] == ["111122223333", None]
+    # moto does not check the owner (nor does LocalStack): a 403 is what AWS would answer.
+    assert findings[2] == Finding("bucket scifi-books (genre scifi)", Verdict.OK, "in us-east-1")
+
+
+def test_a_403_with_an_expected_owner_is_a_warning_naming_the_owner_and_the_variable(
+        aws: Aws) -> None:
+    class Refusing:
+        meta = aws.s3.meta
+
+        def head_bucket(self, **params: Any) -> Any:
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403, "HTTPHeaders": {
+                                   "x-amz-bucket-region": "us-east-1"}}}, "HeadBucket")
+
+    settings = replace(aws.settings, genre_bucket_owners={"*": "111122223333"})
+    findings = examine(settings, aws.sqs, Refusing())
+
+    assert findings[2] == Finding(
+        "bucket scifi-books (genre scifi)", Verdict.WARNING,
+        "HeadBucket answered 403: access denied, or the bucket is not owned by account "
+        "111122223333 (GENRE_BUCKET_OWNERS), in which case every write is refused")

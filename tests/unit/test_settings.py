@@ -313,4 +313,4 @@ def test_the_settings_are_parsed_and_validated_without_anything_of_aws() -> None
     imported = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                               text=True).stdout
 
-    assert imported.strip() == "['workers.logs', 'workers.settings']"
+    assert imported.strip() == "['workers.destinations', 'workers.logs', 'workers.settings']"

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from scripts.emulator import free_port
 from tests.support.http_stub import Answer, HttpStub, s3_error
 from workers.aws.clients import make_s3, make_session
-from workers.aws.s3 import ObjectHead, S3Objects
+from workers.aws.s3 import NO_HEADERS, ObjectHead, S3Objects
 from workers.books.decode import Book
 from workers.books.keys import object_key
 from workers.books.store import (
@@ -29,6 +29,7 @@ from workers.books.store import (
     StoreOutcome,
     WriteContention,
 )
+from workers.destinations import Destination, Encryption, Sse
 
 BUCKET = "scifi-books"
 
@@ -69,19 +70,24 @@ class Spy:
         self._objects = objects
         self._before_head, self._after_head = before_head, after_head
         self.calls: list[str] = []
+        self.headers: list[dict[str, str]] = []  # each call's
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None) -> str | None:
+            if_match: str | None = None, headers: Mapping[str, str] = NO_HEADERS
+            ) -> str | None:
         self.calls.append("put" + ("_if_match" if if_match is not None else ""))
+        self.headers.append(dict(headers))
         return self._objects.put(bucket, key, body, content_type=content_type,
                                  metadata=metadata, if_none_match=if_none_match,
-                                 if_match=if_match)
+                                 if_match=if_match, headers=headers)
 
-    def head(self, bucket: str, key: str) -> ObjectHead:
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = NO_HEADERS
+             ) -> ObjectHead:
         self.calls.append("head")
+        self.headers.append(dict(headers))
         self._once("_before_head")
-        head = self._objects.head(bucket, key)
+        head = self._objects.head(bucket, key, headers=headers)
         self._once("_after_head")
         return head
 
@@ -475,3 +481,94 @@ def test_connection_errors_propagate_unchanged(aws_at: Callable[[str], None],
     objects = make_s3(make_session(), threads=1, s3_client=s3_client)
     with pytest.raises(EndpointConnectionError):
         BookStore(objects).store(make_book(), Origin("msg-1"))
+
+
+# --- destinations (issue 18): the prefix, and the headers of every request ---------------------
+
+KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+LOCKED = Destination("scifi", BUCKET, key_prefix="books/scifi/",
+                     encryption=Encryption(Sse.KMS, KMS_KEY), expected_owner="111122223333",
+                     storage_class="STANDARD_IA")
+
+
+def test_every_request_carries_the_destinations_headers_on_the_wire(
+        scripted: tuple[HttpStub, S3Objects]) -> None:
+    """Both clients send the same headers: a put has them all, a HeadObject the owner alone."""
+    stub, objects = scripted
+    stub.script(refused("PreconditionFailed", 412),
+                Answer(200, etag='"e1"', headers=(("x-amz-meta-book-id", "b-1"),)),
+                Answer(200, etag='"e2"'))
+
+    stored = BookStore(objects, {"scifi": LOCKED}).store(make_book(), Origin("msg-1"))
+
+    assert (stored.key, stored.reason) == ("books/scifi/Dune.json", "replaced")
+    put, head, put_if_match = stub.requests
+    assert [r.method for r in stub.requests] == ["PUT", "HEAD", "PUT"]
+    assert unquote(put.path).endswith(f"{BUCKET}/books/scifi/Dune.json")
+    for sent in (put, put_if_match):
+        assert {name: sent.headers.get(name) for name in (
+            "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+            "x-amz-server-side-encryption-bucket-key-enabled", "x-amz-storage-class",
+            "x-amz-expected-bucket-owner")} == {
+            "x-amz-server-side-encryption": "aws:kms",
+            "x-amz-server-side-encryption-aws-kms-key-id": KMS_KEY,
+            "x-amz-server-side-encryption-bucket-key-enabled": "true",
+            "x-amz-storage-class": "STANDARD_IA",
+            "x-amz-expected-bucket-owner": "111122223333"}
+    assert put.headers["if-none-match"] == "*" and put_if_match.headers["if-match"] == '"e1"'
+    assert head.headers["x-amz-expected-bucket-owner"] == "111122223333"
+    assert "x-amz-server-side-encryption" not in head.headers
+    assert "x-amz-storage-class" not in head.headers
+
+
+def test_a_genre_without_a_destination_sends_no_extra_header(
+        scripted: tuple[HttpStub, S3Objects]) -> None:
+    stub, objects = scripted
+    BookStore(objects, {"romance": LOCKED}).store(make_book(), Origin("msg-1"))
+
+    (put,) = stub.requests
+    assert not [name for name in put.headers if name.startswith(
+        ("x-amz-server-side", "x-amz-storage", "x-amz-expected"))]
+    assert unquote(put.path).endswith(f"{BUCKET}/Dune.json")
+
+
+def test_the_prefix_leads_every_key_and_the_protocol_holds_under_it(
+        s3: Any, objects: S3Objects) -> None:
+    store = BookStore(objects, {"scifi": Destination("scifi", BUCKET, key_prefix="a/b/")})
+
+    first = store.store(make_book("b-1", summary="v1"), Origin("m1", "g", 1))
+    update = store.store(make_book("b-1", summary="v2"), Origin("m2", "g", 2))
+    other = store.store(make_book("b-2"), Origin("m3", "h", 1))
+    stale = store.store(make_book("b-1", summary="v1"), Origin("m1", "g", 1, receive_count=2))
+
+    assert [r.reason for r in (first, update, other, stale)] == [
+        "created", "replaced", "created_alternate", "superseded"]
+    assert other.key == "a/b/" + object_key("Dune", "b-2")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == sorted(["a/b/Dune.json", other.key])
+    assert orjson.loads(read(s3, "a/b/Dune.json")[0])["summary"] == "v2"
+
+
+def test_a_long_title_under_a_prefix_keeps_the_key_within_1024_bytes(
+        s3: Any, objects: S3Objects) -> None:
+    prefix = "p/" * 128  # 256 bytes, the longest prefix
+    title = "\u00e9" * 1000
+    store = BookStore(objects, {"scifi": Destination("scifi", BUCKET, key_prefix=prefix)})
+
+    stored = store.store(make_book(title=title), Origin("m1"))
+    alternate = store.store(make_book("b-2", title=title), Origin("m2"))
+
+    for key in (stored.key, alternate.key):
+        assert key.startswith(prefix)
+        assert len(key.encode()) <= 1024
+    assert alternate.alternate and alternate.key != stored.key
+    assert read(s3, stored.key)[0] == make_book(title=title).body
+
+
+def test_encryption_and_storage_class_reach_the_object(s3: Any, objects: S3Objects) -> None:
+    destination = Destination("scifi", BUCKET, encryption=Encryption(Sse.S3),
+                              storage_class="STANDARD_IA")
+    stored = BookStore(objects, {"scifi": destination}).store(make_book(), Origin("m1"))
+
+    head = s3.head_object(Bucket=BUCKET, Key=stored.key)
+    assert (head["ServerSideEncryption"], head["StorageClass"]) == ("AES256", "STANDARD_IA")

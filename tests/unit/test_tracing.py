@@ -432,7 +432,7 @@ def test_s3_requests_are_children_of_the_process_span_with_either_client(
                                    "ResponseMetadata": {"HTTPStatusCode": 412}}, "PutObject")
             return '"etag"'
 
-        def head(self, bucket: str, key: str) -> ObjectHead:
+        def head(self, bucket: str, key: str, **kwargs: Any) -> ObjectHead:
             return ObjectHead('"etag"', {})
 
     objects = traced_objects(Objects(), traced.tracing)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from workers.aws.s3 import Boto3Objects, S3Objects
+from workers.aws.s3 import Boto3Objects, Boto3Payloads, S3Objects
 from workers.settings import CONNECT_TIMEOUT_SECONDS, RECEIVE_READ_MARGIN_SECONDS
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Clients:
     sqs_receive: Any  # long-poll client: its read timeout must outlast WaitTimeSeconds
     sqs: Any  # every other SQS call: short timeouts so a slow SQS cannot stall the keeper
     s3: S3Objects
+    # The payloads offloaded by the Amazon SQS Extended Client; None when none is allowed.
+    payloads: Boto3Payloads | None = None
 
 
 def make_session(region: str | None = None) -> boto3.session.Session:
@@ -107,8 +109,8 @@ def _runtime(session: boto3.session.Session) -> CrtRuntime:
     return CrtRuntime.create(session)
 
 
-def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_client: str
-                 ) -> Clients:
+def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_client: str,
+                 payloads: bool = False) -> Clients:
     session = make_session()
     # One CRT event loop and credential source for every CRT client of the process.
     runtime = _runtime(session) if "crt" in (s3_client, sqs_client) else None
@@ -120,5 +122,7 @@ def make_clients(threads: int, wait_time_seconds: int, s3_client: str, sqs_clien
                              connections, attempts=1, runtime=runtime),
         sqs=make_sqs(session, sqs_client, SQS_TIMEOUT_SECONDS, connections, runtime=runtime),
         s3=make_s3(session, threads, s3_client, runtime),
+        payloads=Boto3Payloads(session.client("s3", config=_config(S3_TIMEOUT_SECONDS, threads)))
+        if payloads else None,
     )
 

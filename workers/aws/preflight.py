@@ -172,14 +172,20 @@ def _dead_letter_queue(settings: Settings, sqs: Any, queue: QueueInfo, url: str)
 
 def _buckets(settings: Settings, s3: Any) -> list[Finding]:
     found: list[Finding] = []
-    for genre, bucket in settings.genre_buckets.items():
+    for genre, destination in settings.destinations.items():
+        bucket, owner = destination.bucket, destination.expected_owner
         subject = bucket_subject(genre, bucket)
         try:
-            lookup = look_up_bucket(s3, bucket)
+            lookup = look_up_bucket(s3, bucket, owner)
         except BotoCoreError as exc:
             return [*found, _out_of_reach("S3", exc, "the consumers ask each bucket's region "
                                                      "themselves")]
-        if lookup.region is None:
+        if lookup.status == 403 and owner is not None:
+            found.append(Finding(subject, Verdict.WARNING, (
+                f"HeadBucket answered 403: access denied, or the bucket is not owned by "
+                f"account {owner} (GENRE_BUCKET_OWNERS), in which case every write is "
+                "refused")))
+        elif lookup.region is None:
             missing = " (no such bucket)" if lookup.status == 404 else ""
             found.append(Finding(subject, Verdict.WARNING,
                                  f"HeadBucket answered {lookup.status}{missing}"))

@@ -21,15 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
+from workers.destinations import boto3_parameters
+
 # S3 names a bucket's region in this header of every HeadBucket answer it sends from the bucket's
 # own region or as a redirect to it: 200, and the 301/400 of a request for another region, and
 # the 403 of a caller without s3:ListBucket (the consumers' policy does not grant it).
 REGION_HEADER = "x-amz-bucket-region"
+# A request's extra headers (`workers.destinations.request_headers`): none.
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,18 @@ def object_head(etag: str | None, metadata: Mapping[str, str], bucket: str, key:
 
 
 class S3Objects(Protocol):
+    """`headers`: the destination's (`workers.destinations.request_headers`, names in lower
+    case), which both implementations send as they are: the CRT one adds them to the request,
+    the boto3 one passes the parameters botocore writes them from."""
+
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None) -> str | None:
+            if_match: str | None = None, headers: Mapping[str, str] = NO_HEADERS
+            ) -> str | None:
         """PutObject (`If-None-Match: *` and/or `If-Match: <etag>` when asked); the new ETag."""
 
-    def head(self, bucket: str, key: str) -> ObjectHead:
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = NO_HEADERS
+             ) -> ObjectHead:
         """HeadObject: the ETag and user metadata of an existing object."""
 
 
@@ -64,8 +75,9 @@ class Boto3Objects:
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None) -> str | None:
-        condition: dict[str, str] = {}
+            if_match: str | None = None, headers: Mapping[str, str] = NO_HEADERS
+            ) -> str | None:
+        condition: dict[str, str | bool] = boto3_parameters(headers)
         if if_none_match:
             condition["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -76,9 +88,55 @@ class Boto3Objects:
         etag = response.get("ETag")
         return str(etag) if etag else None
 
-    def head(self, bucket: str, key: str) -> ObjectHead:
-        response = self.client.head_object(Bucket=bucket, Key=key)
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = NO_HEADERS
+             ) -> ObjectHead:
+        response = self.client.head_object(Bucket=bucket, Key=key, **boto3_parameters(headers))
         return object_head(response.get("ETag"), response.get("Metadata") or {}, bucket, key)
+
+
+class ObjectTooLarge(Exception):
+    """An object larger than a read may take; nothing more of it was read."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the object is {size:,} bytes or more, more than {limit:,}")
+        self.size = size
+
+
+# A payload is read in pieces of this size: an object whose Content-Length lied (a proxy's
+# answer, say) costs at most this much more than `max_bytes`.
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+class Boto3Payloads:
+    """GetObject and DeleteObject of payloads offloaded by the Amazon SQS Extended Client, on a
+    boto3 S3 client (thread-safe) whichever S3_CLIENT writes the books: a payload is read once,
+    where a book may take three requests, and the CRT client has no GET of its own here."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        """The object's bytes; `ObjectTooLarge` without reading them if it has more than
+        `max_bytes` (by its Content-Length, and again as it is read)."""
+        response = self.client.get_object(Bucket=bucket, Key=key)
+        stream = response["Body"]
+        try:
+            size = int(response.get("ContentLength") or 0)
+            if size > max_bytes:
+                raise ObjectTooLarge(size, max_bytes)
+            pieces: list[bytes] = []
+            read = 0
+            while piece := stream.read(min(READ_CHUNK_BYTES, max_bytes + 1 - read)):
+                pieces.append(piece)
+                read += len(piece)
+                if read > max_bytes:
+                    raise ObjectTooLarge(read, max_bytes)
+            return b"".join(pieces)
+        finally:
+            stream.close()
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
 
 
 @dataclass(frozen=True)
@@ -89,13 +147,16 @@ class BucketLookup:
     region: str | None
 
 
-def look_up_bucket(s3: Any, bucket: str) -> BucketLookup:
-    """HeadBucket with the boto3 client `s3`. The region is the one S3 names; a 200 that names
-    none (an S3-compatible store without regions) means the client's. An error answer is a
-    result, not an exception (a 403 still names the region; a 404 means no such bucket, yet); a
-    failure without an answer (network, credentials) is raised as boto3 raises it."""
+def look_up_bucket(s3: Any, bucket: str, expected_owner: str | None = None) -> BucketLookup:
+    """HeadBucket with the boto3 client `s3`, with `expected_owner` as its ExpectedBucketOwner
+    if given (S3 answers 403 when another account owns the bucket). The region is the one S3
+    names; a 200 that names none (an S3-compatible store without regions) means the client's.
+    An error answer is a result, not an exception (a 403 still names the region; a 404 means
+    no such bucket, yet); a failure without an answer (network, credentials) is raised as boto3
+    raises it."""
+    owner = {} if expected_owner is None else {"ExpectedBucketOwner": expected_owner}
     try:
-        metadata = s3.head_bucket(Bucket=bucket)["ResponseMetadata"]
+        metadata = s3.head_bucket(Bucket=bucket, **owner)["ResponseMetadata"]
     except ClientError as exc:
         metadata = exc.response.get("ResponseMetadata", {})
     status = int(metadata.get("HTTPStatusCode") or 0)

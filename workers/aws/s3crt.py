@@ -56,7 +56,7 @@ from workers.aws.crt import (
     network_error,
     raise_failure,
 )
-from workers.aws.s3 import ObjectHead, look_up_bucket, object_head
+from workers.aws.s3 import NO_HEADERS, ObjectHead, look_up_bucket, object_head
 
 # boto3's standard-mode backoff for throttling: the first retry waits a random 0-1 s, each next
 # one up to twice as long, never more than 20 s.
@@ -267,22 +267,25 @@ class CrtObjects:
 
     def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
             metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None) -> str | None:
+            if_match: str | None = None, headers: Mapping[str, str] = NO_HEADERS
+            ) -> str | None:
         location = self._endpoints.locate(bucket)
-        headers = HttpHeaders([("Host", location.host), ("Content-Length", str(len(body))),
-                               ("Content-Type", content_type)])
+        sent = HttpHeaders([("Host", location.host), ("Content-Length", str(len(body))),
+                            ("Content-Type", content_type), *headers.items()])
         for name, value in metadata.items():
-            headers.add(_META_PREFIX + name, value)
+            sent.add(_META_PREFIX + name, value)
         if if_none_match:
-            headers.add("If-None-Match", "*")
+            sent.add("If-None-Match", "*")
         if if_match is not None:
-            headers.add("If-Match", if_match)
-        request = HttpRequest("PUT", location.path(key), headers, io.BytesIO(body))
+            sent.add("If-Match", if_match)
+        request = HttpRequest("PUT", location.path(key), sent, io.BytesIO(body))
         return self._send("PutObject", location, key, request).header("etag")
 
-    def head(self, bucket: str, key: str) -> ObjectHead:
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = NO_HEADERS
+             ) -> ObjectHead:
         location = self._endpoints.locate(bucket)
-        request = HttpRequest("HEAD", location.path(key), HttpHeaders([("Host", location.host)]))
+        request = HttpRequest("HEAD", location.path(key),
+                              HttpHeaders([("Host", location.host), *headers.items()]))
         answer = self._send("HeadObject", location, key, request)
         metadata = {name.lower()[len(_META_PREFIX):]: value for name, value in answer.headers
                     if name.lower().startswith(_META_PREFIX)}

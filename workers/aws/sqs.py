@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,9 @@ class Message:
     sequence: int | None = None
     # When SQS accepted the message (its SentTimestamp, Unix seconds): the metrics' age and lag.
     sent_at: float | None = None
+    # The MessageAttributes the receive asked for (`SqsTransport.message_attributes`), as boto3
+    # answers them; None when it asked for none or the message has none of them.
+    attributes: Mapping[str, Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,14 @@ class SqsTransport:
     receive_client: Any
     client: Any
     queue: QueueInfo
+    # The message attributes each receive asks for (the offloaded payloads' sizes).
+    message_attributes: tuple[str, ...] = ()
 
     def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
         """Up to a batch of messages, invisible to others for `lease_seconds` (the holder
         extends that while it works on them)."""
+        names = {"MessageAttributeNames": list(self.message_attributes)
+                 } if self.message_attributes else {}
         response = self.receive_client.receive_message(
             QueueUrl=self.queue.url,
             MaxNumberOfMessages=SQS_BATCH,
@@ -131,6 +138,7 @@ class SqsTransport:
             VisibilityTimeout=lease_seconds,
             MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount",
                                          "SequenceNumber", "SentTimestamp"],
+            **names,
         )
         return [
             Message(
@@ -141,6 +149,7 @@ class SqsTransport:
                 receive_count=int(raw["Attributes"].get("ApproximateReceiveCount", "1")),
                 sequence=_sequence(raw["Attributes"].get("SequenceNumber")),
                 sent_at=_epoch_seconds(raw["Attributes"].get("SentTimestamp")),
+                attributes=raw.get("MessageAttributes"),
             )
             for raw in response.get("Messages", [])
         ]

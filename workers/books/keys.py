@@ -57,18 +57,21 @@ _REPLACED_CHARS = frozenset(
 _HASH_ENDING = re.compile(rf"-[0-9a-f]{{{_HASH_CHARS}}}\Z")
 
 
-def object_key(title: str, book_id: str | None = None) -> str:
+def object_key(title: str, book_id: str | None = None, *, max_bytes: int = MAX_KEY_BYTES
+               ) -> str:
     """Return the S3 key of a book file by the rule in the module docstring: the title key, or
-    with ``book_id`` the alternate key."""
+    with ``book_id`` the alternate key. `max_bytes` replaces the rule's 1024 when the key follows
+    a genre's key prefix (`workers.destinations`): the prefix and the key together stay within
+    S3's 1024 bytes."""
     if not title:
         raise ValueError("a book title must not be empty")
     if book_id is None:
-        budget = MAX_KEY_BYTES - len(KEY_SUFFIX)
+        budget = max_bytes - len(KEY_SUFFIX)
         return _fit(_sanitize(title), title, budget) + KEY_SUFFIX
     if not book_id:
         raise ValueError("a book id must not be empty")
     tail = ID_SEPARATOR + _unique_part(book_id, MAX_ID_PART_BYTES, ID_SEPARATOR) + KEY_SUFFIX
-    budget = MAX_KEY_BYTES - len(tail.encode("utf-8"))
+    budget = max_bytes - len(tail.encode("utf-8"))
     return _unique_part(title, budget) + tail
 
 

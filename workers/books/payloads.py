@@ -35,10 +35,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from botocore.exceptions import ClientError
 
+from workers.aws.s3 import ObjectTooLarge
 from workers.destinations import check_bucket_name
 
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
@@ -55,7 +57,14 @@ MAX_KEY_BYTES = 1024
 POINTER_INVALID = "payload_pointer_invalid"
 BUCKET_NOT_ALLOWED = "payload_bucket_not_allowed"
 TOO_LARGE = "payload_too_large"
-REASONS = (POINTER_INVALID, BUCKET_NOT_ALLOWED, TOO_LARGE)
+MISSING = "payload_missing"  # no such object (or bucket): deleted, expired, never written
+# S3 refused the read for good: access denied (IAM, a KMS key policy, a bucket of another
+# account), or another 4xx that a retry cannot change.
+UNREADABLE = "payload_unreadable"
+REASONS = (POINTER_INVALID, BUCKET_NOT_ALLOWED, TOO_LARGE, MISSING, UNREADABLE)
+# 4xx answers that a retry can change: throttled, timed out, a clock skew being corrected.
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                              "RequestTimeTooSkewed", "RequestLimitExceeded", "TooManyRequests"})
 
 # A pointer's body starts with '[' after JSON whitespace; a book's with '{'. Matched in place:
 # no copy of a body that may be 1 MiB.
@@ -164,20 +173,52 @@ class PayloadRules:
                                  f"{self.max_bytes:,}")
 
 
-def parse_payload_buckets(spec: str) -> frozenset[str]:
-    """``"acme-payloads, acme-payloads-2"``: bucket names separated by commas."""
-    if not spec.strip():
-        raise ValueError("empty: expected bucket names separated by commas")
-    buckets: set[str] = set()
-    for position, entry in enumerate(spec.split(","), start=1):
-        name = entry.strip()
-        if not name:
-            raise ValueError(f"entry {position} is empty (stray comma?)")
+class PayloadObjects(Protocol):
+    """The S3 calls about payload objects (`workers.aws.s3.Boto3Payloads`)."""
+
+    def get(self, bucket: str, key: str, max_bytes: int) -> bytes: ...
+
+    def delete_object(self, bucket: str, key: str) -> None: ...
+
+
+class PayloadReader:
+    """Reads the payload a pointer names, if the rules admit it: its bytes, or InvalidPointer
+    with the reason it never can be read. Any other failure (the network, a 5xx, throttling)
+    propagates as the S3 client raised it, for the message to be retried."""
+
+    def __init__(self, objects: PayloadObjects, rules: PayloadRules) -> None:
+        self._objects = objects
+        self._rules = rules
+
+    def read(self, pointer: PayloadPointer) -> bytes:
+        self._rules.admit(pointer)
+        where = f"s3://{pointer.bucket}/{pointer.key}"
         try:
-            check_bucket_name(name)
-        except ValueError as exc:
-            raise ValueError(f"entry {position}: {exc}") from None
-        if name in buckets:
-            raise ValueError(f"entry {position}: bucket {name!r} is given more than once")
-        buckets.add(name)
-    return frozenset(buckets)
+            return self._objects.get(pointer.bucket, pointer.key, self._rules.max_bytes)
+        except ObjectTooLarge as exc:
+            raise InvalidPointer(TOO_LARGE, f"{where}: {exc}") from None
+        except ClientError as exc:
+            reason = _refusal(exc)
+            if reason is None:
+                raise
+            error = exc.response.get("Error", {})
+            raise InvalidPointer(reason, f"{where}: S3 answered {_status(exc)} "
+                                 f"{error.get('Code')}: {error.get('Message')}") from None
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        self._objects.delete_object(bucket, key)
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _refusal(exc: ClientError) -> str | None:
+    """The dead-letter reason of an S3 error answer to a payload's GetObject; None if a retry
+    may succeed."""
+    status, code = _status(exc), exc.response.get("Error", {}).get("Code")
+    if status == 404 or code in ("NoSuchKey", "NoSuchBucket"):
+        return MISSING
+    if 400 <= status < 500 and status not in (408, 429) and code not in _TRANSIENT_CODES:
+        return UNREADABLE
+    return None

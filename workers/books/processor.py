@@ -26,6 +26,12 @@ from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.sqs import Message
 from workers.books.decode import Book, InvalidBook, decode_book
+from workers.books.payloads import (
+    BUCKET_NOT_ALLOWED,
+    InvalidPointer,
+    PayloadPointer,
+    read_pointer,
+)
 from workers.books.store import KeyConflict, Origin, StoredBook, WriteContention
 from workers.lease.crashes import CrashRegistry, ProcessingGate
 from workers.lease.files import ProcessingSlots
@@ -38,6 +44,12 @@ class Store(Protocol):
     """Where books are written (`workers.books.store.BookStore`)."""
 
     def store(self, book: Book, origin: Origin) -> StoredBook: ...
+
+
+class Payloads(Protocol):
+    """Where offloaded payloads are read (`workers.books.payloads.PayloadReader`)."""
+
+    def read(self, pointer: PayloadPointer) -> bytes: ...
 
 
 def retries_exhausted_at(max_receive_count: int | None) -> int | None:
@@ -97,8 +109,14 @@ class BookProcessor:
         crashes: CrashRegistry | None = None,
         slots: ProcessingSlots | None = None,
         gate: ProcessingGate | None = None,
+        payloads: Payloads | None = None,
+        delete_payloads: bool = False,
     ) -> None:
         self._store = store
+        # A pointer message's payload is read here (None: no payload bucket is allowed) and,
+        # with `delete_payloads`, its object deleted once the message is (`Result.offloaded`).
+        self._payloads = payloads
+        self._delete_payloads = delete_payloads
         self._genre_buckets = genre_buckets
         # The input queue's RedrivePolicy's, for `retries_exhausted`; None without one.
         self._max_receive_count = max_receive_count
@@ -133,9 +151,18 @@ class BookProcessor:
 
     def _process(self, message: Message) -> Result:
         try:
-            book = decode_book(message.body, self._genre_buckets)
+            pointer = read_pointer(message.body, message.attributes)
+            body = message.body if pointer is None else self._read_payload(pointer)
+        except InvalidPointer as invalid:
+            return _dead_lettered(message, InvalidBook(invalid.reason, invalid.detail))
+        except AWS_ERRORS as exc:
+            return self._failed(message, None, exc)
+        try:
+            book = decode_book(body, self._genre_buckets)
         except InvalidBook as invalid:
             return _dead_lettered(message, invalid)
+        offloaded = ((pointer.bucket, pointer.key)
+                     if pointer is not None and self._delete_payloads else None)
         try:
             with metrics.S3_PUT_SECONDS.time():
                 stored = self._store.store(book, Origin(
@@ -151,26 +178,38 @@ class BookProcessor:
                      "group %s", book.id, message.message_id, stored.bucket, stored.key,
                      message.group_id, extra=stored_fields(message, book.id, stored))
             metrics.MESSAGES_SUPERSEDED.inc()
-            return Result(message, Outcome.STORED, "superseded")
+            return Result(message, Outcome.STORED, "superseded", offloaded=offloaded)
         if log.isEnabledFor(logging.DEBUG):  # the fields cost a dict per book, at every level
             log.debug("stored book %r as s3://%s/%s (%s)", book.id, stored.bucket, stored.key,
                       stored.reason, extra=stored_fields(message, book.id, stored))
         metrics.BOOKS_STORED.labels(genre=book.genre).inc()
         metrics.observe_since_sent(metrics.MESSAGE_LAG_SECONDS, message.sent_at, time.time())
-        return Result(message, Outcome.STORED)
+        return Result(message, Outcome.STORED, offloaded=offloaded)
 
-    def _failed(self, message: Message, book: Book, exc: Exception) -> Result:
-        """A failed write: retried, unless the message has spent the receives SQS leaves it."""
+    def _read_payload(self, pointer: PayloadPointer) -> bytes:
+        if self._payloads is None:
+            raise InvalidPointer(BUCKET_NOT_ALLOWED, f"bucket {pointer.bucket!r} is not a "
+                                 "payload bucket: PAYLOAD_BUCKETS allows none")
+        return self._payloads.read(pointer)
+
+    def _failed(self, message: Message, book: Book | None, exc: Exception) -> Result:
+        """A failed write (or payload read, with no `book` yet): retried, unless the message has
+        spent the receives SQS leaves it."""
         reason = failure_reason(exc)
+        book_id = None if book is None else book.id
         if self._exhausted_at is not None and message.receive_count >= self._exhausted_at:
             return _dead_lettered(message, InvalidBook(
                 "retries_exhausted",
                 f"failed at receive {message.receive_count} of the queue's maxReceiveCount "
                 f"{self._max_receive_count}, after which SQS would move it with no reason: "
-                f"{reason}: {exc}"), book.id)
-        log.warning("book %r (message %s) not stored, will retry: %s",
-                    book.id, message.message_id, exc,
-                    extra={**message_fields(message, Outcome.RETRY), **failure_fields(exc),
-                           "book_id": book.id, "bucket": book.bucket})
+                f"{reason}: {exc}"), book_id)
+        fields = {**message_fields(message, Outcome.RETRY), **failure_fields(exc)}
+        if book is None:
+            log.warning("payload of message %s not read, will retry: %s", message.message_id,
+                        exc, extra=fields)
+        else:
+            log.warning("book %r (message %s) not stored, will retry: %s",
+                        book.id, message.message_id, exc,
+                        extra={**fields, "book_id": book.id, "bucket": book.bucket})
         metrics.MESSAGES_RETRIED.labels(reason=reason).inc()
         return Result(message, Outcome.RETRY, reason)

@@ -65,7 +65,8 @@ from botocore.exceptions import ClientError
 
 from workers.aws.s3 import S3Objects
 from workers.books.decode import Book
-from workers.books.keys import object_key
+from workers.books.keys import MAX_KEY_BYTES, object_key
+from workers.destinations import Destination, S3Request, request_headers
 
 MAX_ATTEMPTS = 5
 CONTENT_TYPE = "application/json"
@@ -220,45 +221,74 @@ class _Owners:
             self._entries.pop((bucket, key), None)
 
 
-class BookStore:
-    """Files books into S3; safe to share between threads (both `S3Objects` are thread-safe)."""
+@dataclass(frozen=True)
+class _Route:
+    """A destination as the store uses it: the headers of each request, made once per genre,
+    and the bytes the key rule may use after the key prefix."""
 
-    def __init__(self, s3: S3Objects, remembered_keys: int = 10_000) -> None:
+    destination: Destination
+    put_headers: Mapping[str, str]
+    head_headers: Mapping[str, str]
+
+    @classmethod
+    def to(cls, destination: Destination) -> _Route:
+        return cls(destination, request_headers(destination, S3Request.PUT_OBJECT),
+                   request_headers(destination, S3Request.HEAD_OBJECT))
+
+    def key(self, title: str, book_id: str | None = None) -> str:
+        """The full key: the prefix, then the key rule's key within what the prefix leaves."""
+        prefix = self.destination.key_prefix
+        budget = MAX_KEY_BYTES - len(prefix.encode("utf-8"))
+        return self.destination.key(object_key(title, book_id, max_bytes=budget))
+
+
+class BookStore:
+    """Files books into S3; safe to share between threads (both `S3Objects` are thread-safe).
+
+    `destinations` (`Settings.destinations`) say, per genre, the key prefix and the headers of
+    every request (encryption, storage class, expected owner); a genre without one is written
+    at its bucket's root with no extra header."""
+
+    def __init__(self, s3: S3Objects, destinations: Mapping[str, Destination] | None = None,
+                 remembered_keys: int = 10_000) -> None:
         self._s3 = s3
+        self._routes = {genre: _Route.to(destination)
+                        for genre, destination in (destinations or {}).items()}
         self._owners = _Owners(remembered_keys)
 
     def store(self, book: Book, origin: Origin) -> StoredBook:
         """Write ``book`` and say how; any S3 or network error propagates unchanged."""
+        route = self._routes.get(book.genre) or _Route.to(Destination(book.genre, book.bucket))
         for _ in range(MAX_ATTEMPTS):
-            stored = self._attempt(book, origin)
+            stored = self._attempt(book, origin, route)
             if stored is not None:
                 return stored
         raise WriteContention(
-            f"s3://{book.bucket}/{object_key(book.title)} changed concurrently "
+            f"s3://{book.bucket}/{route.key(book.title)} changed concurrently "
             f"{MAX_ATTEMPTS} times while storing book {book.id!r}"
         )
 
-    def _attempt(self, book: Book, origin: Origin) -> StoredBook | None:
+    def _attempt(self, book: Book, origin: Origin, route: _Route) -> StoredBook | None:
         """One round; None means the key changed between our requests, so start over."""
-        key = object_key(book.title)
+        key = route.key(book.title)
         own_id = metadata_id(book.id)
         # Only a first delivery may rest on what this process remembers (module docstring). A
         # remembered file that would supersede this message is checked with the full protocol:
         # the remembered state may be gone, and an unwritten book must not rest on a guess.
         known = self._owners.get(book.bucket, key) if origin.first_delivery else None
         if known is not None and known.book_id == own_id and not known.supersedes(origin):
-            if self._put(book, key, origin, own_id, if_match=known.etag):
+            if self._put(book, key, origin, own_id, route, if_match=known.etag):
                 return StoredBook(book.bucket, key, StoreOutcome.REPLACED)
             self._owners.forget(book.bucket, key)  # changed since: take the full protocol
-        outcome = self._write_if_ours(book, key, origin, own_id)
+        outcome = self._write_if_ours(book, key, origin, own_id, route)
         if outcome is _NotOurs.CHANGED:
             return None
         if outcome is not _NotOurs.TAKEN:
             return StoredBook(book.bucket, key, outcome)
         # The alternate key is written conditionally too: a title containing '~' could make it
         # another book's file, and we never overwrite those.
-        alternate = object_key(book.title, book.id)
-        outcome = self._write_if_ours(book, alternate, origin, own_id)
+        alternate = route.key(book.title, book.id)
+        outcome = self._write_if_ours(book, alternate, origin, own_id, route)
         if outcome is _NotOurs.CHANGED:
             return None
         if outcome is _NotOurs.TAKEN:
@@ -268,21 +298,21 @@ class BookStore:
             )
         return StoredBook(book.bucket, alternate, outcome, alternate=True)
 
-    def _write_if_ours(self, book: Book, key: str, origin: Origin, own_id: str
+    def _write_if_ours(self, book: Book, key: str, origin: Origin, own_id: str, route: _Route
                        ) -> StoreOutcome | _NotOurs:
         """Write `key` if it is free (CREATED) or holds this book (REPLACED), unless it holds
         this book from the same or a later message of the group (SUPERSEDED, nothing written);
         TAKEN if another book owns it; CHANGED if it changed between our requests."""
-        if self._put(book, key, origin, own_id, if_none_match=True):
+        if self._put(book, key, origin, own_id, route, if_none_match=True):
             return StoreOutcome.CREATED
-        existing = self._head(book.bucket, key)
+        existing = self._head(book.bucket, key, route)
         if existing is None:
             return _NotOurs.CHANGED
         if existing.book_id != own_id:
             return _NotOurs.TAKEN
         if existing.supersedes(origin):
             return StoreOutcome.SUPERSEDED
-        if self._put(book, key, origin, own_id, if_match=existing.etag):
+        if self._put(book, key, origin, own_id, route, if_match=existing.etag):
             return StoreOutcome.REPLACED
         return _NotOurs.CHANGED
 
@@ -292,6 +322,7 @@ class BookStore:
         key: str,
         origin: Origin,
         own_id: str,
+        route: _Route,
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
@@ -301,7 +332,7 @@ class BookStore:
             etag = self._s3.put(
                 book.bucket, key, book.body, content_type=CONTENT_TYPE,
                 metadata={"book-id": own_id, **origin.metadata},
-                if_none_match=if_none_match, if_match=if_match,
+                if_none_match=if_none_match, if_match=if_match, headers=route.put_headers,
             )
         except ClientError as exc:
             if _is_precondition_failure(exc):
@@ -315,10 +346,10 @@ class BookStore:
                 book_id=own_id, etag=etag, group=origin.encoded_group, sequence=origin.sequence))
         return True
 
-    def _head(self, bucket: str, key: str) -> _Existing | None:
+    def _head(self, bucket: str, key: str, route: _Route) -> _Existing | None:
         """Owner and ETag of an existing file; None if it was deleted since our put failed."""
         try:
-            head = self._s3.head(bucket, key)
+            head = self._s3.head(bucket, key, headers=route.head_headers)
         except ClientError as exc:
             if _status(exc) == 404:
                 return None

@@ -35,6 +35,7 @@ from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.preflight import not_fifo
 from workers.aws.sqs import Message, QueueInfo, SqsTransport, discover_queue
 from workers.backoff import Backoff
+from workers.books.payloads import SIZE_ATTRIBUTES, PayloadReader, PayloadRules
 from workers.books.processor import BookProcessor, crash_limit_warning
 from workers.books.store import BookStore
 from workers.consumer.batches import GroupRunner, InFlightBatches
@@ -95,20 +96,31 @@ class Consumer:
         # Set once the queue is known (`hold`).
         self._record: ConsumerRecord | None = None
         self._held: HeldMessages | None = None
+        self._payloads: PayloadReader | None = None
 
     def run(self) -> int:
         self._start()
-        clients = make_clients(self.settings.consumer_threads, self.settings.wait_time_seconds,
-                               self.settings.s3_client, self.settings.sqs_client)
+        settings = self.settings
+        clients = make_clients(settings.consumer_threads, settings.wait_time_seconds,
+                               settings.s3_client, settings.sqs_client,
+                               payloads=bool(settings.payload_buckets))
         queue = self._look_up_queue(clients.sqs)
         if queue is None:
             return self._finish(EXIT_OK)
-        transport = SqsTransport(clients.sqs_receive, clients.sqs, queue)
+        # The payloads' size attributes, asked for: a pointer's declared size is checked
+        # against PAYLOAD_MAX_BYTES before anything is read.
+        transport = SqsTransport(clients.sqs_receive, clients.sqs, queue,
+                                 message_attributes=SIZE_ATTRIBUTES)
         record, held = self.hold(transport)
         self._hand_back_predecessors(transport)
-        processor = BookProcessor(BookStore(clients.s3), self.settings.genre_buckets,
+        self._payloads = None if clients.payloads is None else PayloadReader(
+            clients.payloads, PayloadRules(settings.payload_buckets, settings.payload_max_bytes))
+        processor = BookProcessor(BookStore(clients.s3, settings.destinations),
+                                  settings.genre_buckets,
                                   max_receive_count=queue.max_receive_count,
-                                  crashes=self._crashes, slots=record.processing)
+                                  crashes=self._crashes, slots=record.processing,
+                                  payloads=self._payloads,
+                                  delete_payloads=settings.payload_delete)
         executor = ThreadPoolExecutor(self.settings.consumer_threads, thread_name_prefix="group")
         settled = self._consume(transport, processor, executor)
         # Threads still busy past the stop deadline are abandoned, not waited for: the pool's
@@ -304,14 +316,33 @@ class Consumer:
         self._breaker.record(results)
 
     def _settle(self, transport: Transport, results: Sequence[Result]) -> None:
-        """Delete what is done, back off what failed, release the rest (`workers.lease.settle`)."""
+        """Delete what is done, back off what failed, release the rest (`workers.lease.settle`);
+        then the offloaded payloads of the deleted messages (PAYLOAD_DELETE)."""
         try:
-            settle(transport, plan(results, self._retry_backoff), held=self._held)
+            settled = settle(transport, plan(results, self._retry_backoff), held=self._held)
         except AWS_ERRORS as exc:
             # Undeleted messages come back after their visibility timeout and are rewritten
             # idempotently; the others just wait out their timeout. Late, never lost.
             log.error("consumer %d could not settle %d message(s): %s", self.spec.slot,
                       len(results), exc, extra=failure_fields(exc))
+            return
+        not_deleted = {message.message_id for message in settled.not_deleted}
+        for result in results:
+            if result.offloaded is not None and result.message.message_id not in not_deleted:
+                self._delete_payload(result.message, *result.offloaded)
+
+    def _delete_payload(self, message: Message, bucket: str, key: str) -> None:
+        """After its message: a message still on the queue (not deleted) must find its payload
+        when it comes back. A failed delete leaves the object, as the extended client's own
+        consumer would, for a lifecycle rule to expire."""
+        assert self._payloads is not None
+        try:
+            self._payloads.delete_object(bucket, key)
+        except AWS_ERRORS as exc:
+            log.warning("consumer %d could not delete the payload s3://%s/%s of message %s: %s",
+                        self.spec.slot, bucket, key, message.message_id, exc,
+                        extra={"message_id": message.message_id, "group_id": message.group_id,
+                               "bucket": bucket, "key": key, **failure_fields(exc)})
 
     # -- helpers --------------------------------------------------------------------------------
     def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:

@@ -91,6 +91,9 @@ class Result(NamedTuple):
     # book itself could be read.
     detail: str = ""
     book_id: str | None = None
+    # A stored message's payload offloaded to S3 (bucket, key), to be deleted once the message
+    # is (PAYLOAD_DELETE); the consumer does it after `settle`.
+    offloaded: tuple[str, str] | None = None
 
 
 class Action(enum.Enum):
