@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = cProfile.Profile()
     profile.runcall(drain, args.books, tracing)
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
-    print(f"tracing {args.traced or 'as the code defaults'}: {best / args.books * 1e6:.1f} µs CPU per book "
+    label = args.traced or "as the code defaults"
+    print(f"tracing {label}: {best / args.books * 1e6:.1f} µs CPU per book "
           f"(best of {args.repeat} x {args.books}), {calls / args.books:.1f} Python calls per "
           "book")
     return 0
