@@ -51,14 +51,15 @@ def stop(shelver: Shelver) -> None:
     assert shelver.wait_exit(90) == 0
 
 
-@pytest.mark.parametrize("client", ["crt", "boto3"])
+# Both S3 and SQS clients; JSON log lines with the one, text with the other.
+@pytest.mark.parametrize(("client", "log_format"), [("crt", "json"), ("boto3", "text")])
 def test_a_book_is_traced_from_its_producer_to_its_object_and_a_poison_to_the_dlq(
         aws: Aws, stack: Stack, shelver_factory: ShelverFactory, receiver: OtlpReceiver,
-        client: str):
+        client: str, log_format: str):
     queue = stack.input_name
     dlq = stack.dlq_url.rsplit("/", 1)[1]
     shelver = shelver_factory(stack, **receiver.env(), OTEL_SERVICE_NAME="shelver-e2e",
-                              S3_CLIENT=client, SQS_CLIENT=client, LOG_FORMAT="json",
+                              S3_CLIENT=client, SQS_CLIENT=client, LOG_FORMAT=log_format,
                               LOG_LEVEL="DEBUG")
     shelver.wait_healthy()
     # The HTTP side makes no spans.
@@ -150,8 +151,12 @@ def test_a_book_is_traced_from_its_producer_to_its_object_and_a_poison_to_the_dl
     assert dlq_send.attributes["messaging.destination.name"] == dlq
 
     # The DLQ copy carries the send span's context, within SQS's 10 attributes.
-    [copy] = aws.receive_all(stack.dlq_url, expect=1)
+    [copy] = aws.sqs.receive_message(
+        QueueUrl=stack.dlq_url, MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"]
     assert dlq_send.attributes["messaging.message.id"] == copy["MessageId"]
+    assert copy["Attributes"]["AWSTraceHeader"] == (
+        f"Root=1-{POISON_TRACE[:8]}-{POISON_TRACE[8:]};Parent={dlq_send.span_id};Sampled=1")
     attributes = copy["MessageAttributes"]
     assert len(attributes) <= 10
     assert attributes["shelver-reason"]["StringValue"] == "not_json"
@@ -164,6 +169,11 @@ def test_a_book_is_traced_from_its_producer_to_its_object_and_a_poison_to_the_dl
     assert (POISON_TRACE, POISON_PARENT) in linked and (XRAY_TRACE, XRAY_PARENT) in linked
 
     # Log lines about a message carry its trace and span ids.
+    if log_format == "text":
+        [dead_line] = [line for line in shelver.log().splitlines()
+                       if f"message {poison_id} dead-lettered" in line]
+        assert dead_line.endswith(f" trace_id={POISON_TRACE} span_id={poison.span_id}")
+        return
     records = log_records(shelver)
     [dead] = [r for r in records if r.get("message_id") == poison_id
               and r.get("outcome") == "dead_lettered"]
