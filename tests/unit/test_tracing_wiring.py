@@ -1,0 +1,99 @@
+"""Where the consumer calls workers.tracing, with each SQS client against moto's server over HTTP:
+a traced receive asks for the context a message carries and links its span to it; the DLQ copy
+carries its send span's context within SQS's 10 attributes; and with tracing off, nothing of
+OpenTelemetry is imported on the way from a receive to a delete."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from opentelemetry.trace import SpanKind
+
+from tests.unit.test_sqs import INPUT, Queues, queues  # noqa: F401 (the fixture)
+from tests.unit.test_tracing import Traced
+from workers.aws.sqs import SqsTransport, discover_queue
+
+PRODUCER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+PRODUCER_SPAN = "b7ad6b7169203331"
+TRACEPARENT = f"00-{PRODUCER_TRACE}-{PRODUCER_SPAN}-01"
+XRAY = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+def send_with_context(queues: Queues, dedup: str) -> str:
+    return str(queues.sqs.send_message(
+        QueueUrl=queues.input_url, MessageBody="{}", MessageGroupId="g",
+        MessageDeduplicationId=dedup,
+        MessageAttributes={"traceparent": {"DataType": "String", "StringValue": TRACEPARENT}},
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String",
+                                                    "StringValue": XRAY}})["MessageId"])
+
+
+def test_a_traced_receive_brings_each_message_s_context_and_links_to_it(queues: Queues) -> None:
+    traced = Traced()
+    transport = SqsTransport(queues.sqs, queues.sqs, discover_queue(queues.sqs, INPUT),
+                             traced.tracing)
+    message_id = send_with_context(queues, "d-1")
+
+    [message] = transport.receive(0, 30)
+
+    assert message.message_id == message_id
+    assert message.trace is not None
+    assert (message.trace.traceparent, message.trace.aws_trace_header) == (TRACEPARENT, XRAY)
+    receive = traced.span(f"receive {INPUT}")
+    assert receive.kind is SpanKind.CLIENT
+    assert [(format(link.context.trace_id, "032x"), format(link.context.span_id, "016x"))
+            for link in receive.links] == [(PRODUCER_TRACE, PRODUCER_SPAN)]
+    assert message.received is not None
+    assert message.received.span_context == receive.context
+    traced.tracing.shutdown(10)
+
+
+def test_untraced_a_receive_asks_for_no_context(queues: Queues) -> None:
+    transport = SqsTransport(queues.sqs, queues.sqs, discover_queue(queues.sqs, INPUT))
+    send_with_context(queues, "d-2")
+
+    [message] = transport.receive(0, 30)
+
+    assert (message.trace, message.received) == (None, None)
+
+
+def test_the_dead_letter_copy_carries_its_send_span_s_context(queues: Queues) -> None:
+    traced = Traced()
+    transport = SqsTransport(queues.sqs, queues.sqs, discover_queue(queues.sqs, INPUT),
+                             traced.tracing)
+    send_with_context(queues, "d-3")
+    [message] = transport.receive(0, 30)
+
+    with traced.tracing.process(transport.queue.url, message.message_id, message.group_id, 1,
+                                message.trace, message.received):
+        transport.dead_letter(message, "not_json", "body is not valid JSON")
+
+    [copy] = queues.sqs.receive_message(
+        QueueUrl=queues.dlq_url, MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["AWSTraceHeader"])["Messages"]
+    send = traced.span("send books-dlq.fifo")
+    span_id = format(send.context.span_id, "016x")
+    assert send.kind is SpanKind.PRODUCER
+    assert format(send.context.trace_id, "032x") == PRODUCER_TRACE
+    assert send.attributes is not None
+    assert send.attributes["messaging.message.id"] == copy["MessageId"]
+    attributes = copy["MessageAttributes"]
+    assert len(attributes) <= 10
+    assert attributes["traceparent"]["StringValue"] == f"00-{PRODUCER_TRACE}-{span_id}-01"
+    assert attributes["shelver-reason"]["StringValue"] == "not_json"
+    assert copy["Attributes"]["AWSTraceHeader"] == (
+        f"Root=1-{PRODUCER_TRACE[:8]}-{PRODUCER_TRACE[8:]};Parent={span_id};Sampled=1")
+    traced.tracing.shutdown(10)
+
+
+def test_with_tracing_off_the_hot_path_imports_nothing_of_opentelemetry() -> None:
+    # A process of its own: this one has imported the SDK for the other tests.
+    script = ("import sys\n"
+              "from bench.hot_path_cost import drain\n"
+              "from workers.consumer import process\n"
+              "drain(100, None)\n"
+              "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
