@@ -2,6 +2,7 @@
 a traced receive asks for the context a message carries and links its span to it; the DLQ copy
 carries its send span's context within SQS's 10 attributes; and with tracing off, nothing of
 OpenTelemetry is imported on the way from a receive to a delete."""
+# ruff: noqa: F811 (the tests' `queues` parameter is the fixture imported from test_sqs)
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 from opentelemetry.trace import SpanKind
 
-from tests.unit.test_sqs import INPUT, Queues, queues  # noqa: F401 (the fixture)
+from tests.unit.test_sqs import INPUT, Queues, queues  # noqa: F401
 from tests.unit.test_tracing import Traced
 from workers.aws.sqs import SqsTransport, discover_queue
 
