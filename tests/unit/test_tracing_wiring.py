@@ -1,19 +1,27 @@
 """Where the consumer calls workers.tracing, with each SQS client against moto's server over HTTP:
 a traced receive asks for the context a message carries and links its span to it; the DLQ copy
-carries its send span's context within SQS's 10 attributes; and with tracing off, nothing of
+carries its send span's context within SQS's 10 attributes; a message that crashed consumers has
+the event on its process span; a hand-back is a span; and with tracing off, nothing of
 OpenTelemetry is imported on the way from a receive to a delete."""
 # ruff: noqa: F811 (the tests' `queues` parameter is the fixture imported from test_sqs)
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+from pathlib import Path
 
 from opentelemetry.trace import SpanKind
 
+from tests.unit.test_consumer import _PollingTransport, successor
+from tests.unit.test_processor import GENRES, QUEUE, crash_registry, make, message
 from tests.unit.test_sqs import INPUT, Queues, queues  # noqa: F401
 from tests.unit.test_tracing import Traced
 from workers.aws.sqs import SqsTransport, discover_queue
+from workers.books.processor import BookProcessor
+from workers.consumer.batches import GroupRunner
+from workers.lease.settle import Outcome, dead_letter
 
 PRODUCER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 PRODUCER_SPAN = "b7ad6b7169203331"
@@ -98,3 +106,39 @@ def test_with_tracing_off_the_hot_path_imports_nothing_of_opentelemetry() -> Non
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_message_that_crashed_consumers_is_processed_in_a_span_with_the_crash_event(
+        tmp_path: Path) -> None:
+    traced = Traced()
+    fx = make()
+    fx.processor = BookProcessor(fx.store, GENRES, crashes=crash_registry(tmp_path, {"m-b-1": 2}))
+    runner = GroupRunner(fx.processor.process, functools.partial(dead_letter, fx.transport),
+                         lambda: False, traced.tracing, QUEUE)
+
+    [result] = runner.run([message("b-1")])
+
+    assert result.outcome is Outcome.STORED
+    process = traced.span("process " + QUEUE.rsplit("/", 1)[1])
+    assert process.kind is SpanKind.CONSUMER and process.attributes is not None
+    assert [(event.name, dict(event.attributes or {})) for event in process.events] == [
+        ("crashed_consumer", {"shelver.crashes": 2})]
+    assert (process.attributes["shelver.outcome"], process.attributes["shelver.book_id"]) == (
+        "stored", "b-1")
+    traced.tracing.shutdown(10)
+
+
+def test_a_hand_back_of_dead_consumers_messages_is_a_span(tmp_path: Path) -> None:
+    traced = Traced()
+    transport = _PollingTransport(answer_after=0)
+    consumer = successor(tmp_path, transport, poll_seconds=0)
+    consumer.tracing = traced.tracing
+
+    consumer._hand_back_predecessors(transport)
+
+    assert transport.handed_back == [("m-0", 0)]
+    span = traced.span("hand_back q.fifo")
+    assert span.attributes is not None
+    assert (span.attributes["messaging.batch.message_count"],
+            span.attributes["shelver.consumers"]) == (1, 1)
+    traced.tracing.shutdown(10)
