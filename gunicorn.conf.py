@@ -48,6 +48,7 @@ if os.environ.get("_SHELVER_MASTER_PID") != str(os.getpid()):
 
 from prometheus_client import multiprocess  # noqa: E402
 
+from workers import tracing  # noqa: E402
 from workers.aws import preflight  # noqa: E402
 from workers.pool import HTTP_GRACEFUL_TIMEOUT_SECONDS, ConsumerPool  # noqa: E402
 from workers.settings import (  # noqa: E402
@@ -91,6 +92,9 @@ def _load_settings(server: Any) -> Settings:
     a definite misconfiguration stops start-up with EXIT_CONFIG; AWS out of reach only warns."""
     try:
         settings = Settings.from_env()
+        # Tracing's OTEL_ variables, checked here once: each consumer reads them again when it
+        # starts, and a bad value must stop the start, not each consumer.
+        tracing.read_config(os.environ)
         preflight.run(settings, server.log)
         return settings
     except ConfigError as exc:

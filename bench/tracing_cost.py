@@ -1,6 +1,6 @@
 """`python -m bench.tracing_cost`: what workers.tracing's verbs cost per book, in-process.
 
-A consumer's tracing work for one book, as phase two will call it: a tenth of a receive span (ten
+A consumer's tracing work for one book, as the consumer calls it: a tenth of a receive span (ten
 books per ReceiveMessage), a process span with the book and its outcome, one S3 span (a new
 title is one PutObject), a tenth of a delete span, the current span's ids on one log record. Times
 the process's CPU (every thread: the batch span processor's worker, which encodes each batch as

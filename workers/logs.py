@@ -33,6 +33,10 @@ FIELDS = (
     "reason",  # why: an invalid-book reason, an AWS error code, how a book was written
     "detail",  # what exactly was wrong with an invalid book (the DLQ's shelver-detail)
     "error",  # the text of the exception behind a failure logged without its traceback
+    # With tracing on, in a consumer: the ids of the span current where the line was written
+    # (`workers.tracing.install_log_fields`), so a line about a message leads to its trace.
+    "trace_id",
+    "span_id",
 )
 
 

@@ -356,11 +356,15 @@ PROCESS_VARIABLES = (
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(
     [variable for variable, _ in _VARIABLES.values()] + list(PROCESS_VARIABLES))
 AWS_VARIABLE_PREFIX = "AWS_"
+# OpenTelemetry's standard variables (tracing, workers/tracing.py and the SDK): read at start
+# from the environment, as the AWS ones are.
+OTEL_VARIABLE_PREFIX = "OTEL_"
 
 
 def is_read(variable: str) -> bool:
     """True if setting `variable` can change what Shelver does."""
-    return variable in ENVIRONMENT_VARIABLES or variable.startswith(AWS_VARIABLE_PREFIX)
+    return (variable in ENVIRONMENT_VARIABLES
+            or variable.startswith((AWS_VARIABLE_PREFIX, OTEL_VARIABLE_PREFIX)))
 
 
 def read_log_format(env: Mapping[str, str] | None = None) -> str:

@@ -43,8 +43,8 @@ Spans, after the OpenTelemetry messaging and AWS SDK semantic conventions (`mess
   context; an empty long poll records nothing (it would be most spans of an idle consumer);
 - process (CONSUMER), one per message, in its producer's trace (a new trace when it carries no
   context), linked to the receive span: the book, its bucket and key, what became of it;
-- S3 (CLIENT), one per request, as children of the process span (`traced_objects` wraps either
-  S3 client);
+- S3 (CLIENT), one per request, as children of the process span (`workers.aws.s3.traced_objects`
+  wraps either S3 client);
 - send (PRODUCER): the DLQ copy, a child of the process span; `shelver send`'s batches, linked to
   a create (PRODUCER) span per book, each the root of that book's trace;
 - settle (CLIENT): a batch delete or visibility change, linked to the messages' process spans;
@@ -64,14 +64,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from workers.settings import ConfigError
-
-if TYPE_CHECKING:
-    from workers.aws.s3 import ObjectHead, S3Objects
 
 # The standard variables this module reads (the SDK reads its other OTEL_* ones itself).
 SDK_DISABLED = "OTEL_SDK_DISABLED"
@@ -463,36 +459,6 @@ def start(config: TracingConfig | None, **resource: str | int) -> Tracing:
     from workers.tracing_otel import OtelTracing  # the SDK is imported only when on
 
     return OtelTracing.configure(config, resource)
-
-
-def traced_objects(objects: S3Objects, tracing: Tracing) -> S3Objects:
-    """`objects` (either S3 client) with a span per request; itself when tracing is off."""
-    return objects if not tracing.enabled else _TracedObjects(objects, tracing)
-
-
-# The S3 clients' default of no extra headers (workers.aws.s3.NO_HEADERS, which this module
-# does not import at run time: tracing off must not load botocore).
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-
-
-class _TracedObjects:
-    def __init__(self, objects: S3Objects, tracing: Tracing) -> None:
-        self._objects = objects
-        self._tracing = tracing
-
-    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
-            metadata: Mapping[str, str], if_none_match: bool = False,
-            if_match: str | None = None, headers: Mapping[str, str] = _NO_HEADERS
-            ) -> str | None:
-        with self._tracing.s3("PutObject", bucket, key):
-            return self._objects.put(bucket, key, body, content_type=content_type,
-                                     metadata=metadata, if_none_match=if_none_match,
-                                     if_match=if_match, headers=headers)
-
-    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = _NO_HEADERS
-             ) -> ObjectHead:
-        with self._tracing.s3("HeadObject", bucket, key):
-            return self._objects.head(bucket, key, headers=headers)
 
 
 # -- log correlation --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PODMAN_COMPOSE = REPO / ".venv" / "bin" / "podman-compose"
-SERVICES = {"localstack", "deploy", "shelver", "prometheus", "grafana"}
+SERVICES = {"localstack", "deploy", "shelver", "prometheus", "grafana", "otel-collector"}
 
 
 def compose(engine: Engine, *args: str, files: tuple[Path, ...] = (REPO / "compose.yaml",),
@@ -74,6 +74,22 @@ def test_the_deploy_reaches_localstack_by_its_service_name(rendered: dict[str, A
     assert deploy_env["LOCALSTACK_ENDPOINT_HOST"] == "http://localstack"
     assert services["deploy"]["depends_on"]["localstack"]["condition"] == "service_healthy"
     assert "localstack" in services
+
+
+def test_shelver_in_compose_sends_its_traces_to_the_collector_s_otlp_receiver(
+        rendered: dict[str, Any]):
+    services = rendered["services"]
+    endpoint = urlsplit(services["shelver"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    collector = services["otel-collector"]
+    [mount] = collector["volumes"]
+    source, target = (mount["source"], mount["target"]) if isinstance(mount, dict) else (
+        mount.split(":")[0], mount.split(":")[1])
+    config = yaml.safe_load((REPO / source).read_text())
+
+    assert endpoint.hostname == "otel-collector" and endpoint.port == 4318
+    assert f"--config={target}" in collector["command"]
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
 
 
 def test_prometheus_scrapes_shelver_and_its_config_is_valid():

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from workers import tracing
-from workers.aws.s3 import ObjectHead
+from workers.aws.s3 import ObjectHead, traced_objects
 from workers.settings import ConfigError
 from workers.tracing import (
     OFF,
@@ -30,7 +30,6 @@ from workers.tracing import (
     outgoing,
     parse_aws_trace_header,
     read_config,
-    traced_objects,
 )
 from workers.tracing_otel import OtelTracing
 

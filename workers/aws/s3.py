@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
 from workers.destinations import boto3_parameters
+from workers.tracing import Tracing
 
 # S3 names a bucket's region in this header of every HeadBucket answer it sends from the bucket's
 # own region or as a redirect to it: 200, and the 301/400 of a request for another region, and
@@ -164,3 +165,28 @@ def look_up_bucket(s3: Any, bucket: str, expected_owner: str | None = None) -> B
     if region is None and status == 200:
         region = s3.meta.region_name
     return BucketLookup(status, region)
+
+
+def traced_objects(objects: S3Objects, tracing: Tracing) -> S3Objects:
+    """`objects` (either S3 client) with a span per request; itself when tracing is off."""
+    return objects if not tracing.enabled else _TracedObjects(objects, tracing)
+
+
+class _TracedObjects:
+    def __init__(self, objects: S3Objects, tracing: Tracing) -> None:
+        self._objects = objects
+        self._tracing = tracing
+
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
+            metadata: Mapping[str, str], if_none_match: bool = False,
+            if_match: str | None = None, headers: Mapping[str, str] = NO_HEADERS
+            ) -> str | None:
+        with self._tracing.s3("PutObject", bucket, key):
+            return self._objects.put(bucket, key, body, content_type=content_type,
+                                     metadata=metadata, if_none_match=if_none_match,
+                                     if_match=if_match, headers=headers)
+
+    def head(self, bucket: str, key: str, *, headers: Mapping[str, str] = NO_HEADERS
+             ) -> ObjectHead:
+        with self._tracing.s3("HeadObject", bucket, key):
+            return self._objects.head(bucket, key, headers=headers)

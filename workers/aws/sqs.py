@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from botocore.exceptions import ClientError
+
+from workers import tracing
+from workers.tracing import OFF, TraceCarrier, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,10 @@ class Message:
     sequence: int | None = None
     # When SQS accepted the message (its SentTimestamp, Unix seconds): the metrics' age and lag.
     sent_at: float | None = None
+    # With tracing on only: the producer's context the message carries, and the context of the
+    # receive span that brought it (for its process span to link to).
+    trace: TraceCarrier | None = None
+    received: TraceCarrier | None = None
     # The MessageAttributes the receive asked for (`SqsTransport.message_attributes`), as boto3
     # answers them; None when it asked for none or the message has none of them.
     attributes: Mapping[str, Mapping[str, Any]] | None = None
@@ -118,17 +126,45 @@ def _epoch_seconds(milliseconds: str | None) -> float | None:
     return int(milliseconds) / 1000 if milliseconds and milliseconds.isdigit() else None
 
 
+# What every receive asks for; with tracing on, also the attributes a context travels in.
+_SYSTEM_ATTRIBUTE_NAMES = ["MessageGroupId", "ApproximateReceiveCount", "SequenceNumber",
+                           "SentTimestamp"]
+_TRACED_SYSTEM_ATTRIBUTE_NAMES = [*_SYSTEM_ATTRIBUTE_NAMES,
+                                  *tracing.RECEIVE_SYSTEM_ATTRIBUTE_NAMES]
+
+
+def _message(raw: Mapping[str, Any], trace: TraceCarrier | None = None,
+             received: TraceCarrier | None = None) -> Message:
+    attributes = raw["Attributes"]
+    return Message(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw["Body"],
+        group_id=attributes["MessageGroupId"],
+        receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+        sequence=_sequence(attributes.get("SequenceNumber")),
+        sent_at=_epoch_seconds(attributes.get("SentTimestamp")),
+        trace=trace,
+        received=received,
+        attributes=raw.get("MessageAttributes"),
+    )
+
+
 @dataclass
 class SqsTransport:
     receive_client: Any
     client: Any
     queue: QueueInfo
+    # Spans for the receive, the dead-letter send and the settling calls (`workers.tracing`).
+    tracing: Tracing = OFF
     # The message attributes each receive asks for (the offloaded payloads' sizes).
     message_attributes: tuple[str, ...] = ()
 
     def receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
         """Up to a batch of messages, invisible to others for `lease_seconds` (the holder
         extends that while it works on them)."""
+        if self.tracing.enabled:
+            return self._traced_receive(wait_time_seconds, lease_seconds)
         names = {"MessageAttributeNames": list(self.message_attributes)
                  } if self.message_attributes else {}
         response = self.receive_client.receive_message(
@@ -136,26 +172,41 @@ class SqsTransport:
             MaxNumberOfMessages=SQS_BATCH,
             WaitTimeSeconds=wait_time_seconds,
             VisibilityTimeout=lease_seconds,
-            MessageSystemAttributeNames=["MessageGroupId", "ApproximateReceiveCount",
-                                         "SequenceNumber", "SentTimestamp"],
+            MessageSystemAttributeNames=_SYSTEM_ATTRIBUTE_NAMES,
             **names,
         )
-        return [
-            Message(
-                message_id=raw["MessageId"],
-                receipt_handle=raw["ReceiptHandle"],
-                body=raw["Body"],
-                group_id=raw["Attributes"]["MessageGroupId"],
-                receive_count=int(raw["Attributes"].get("ApproximateReceiveCount", "1")),
-                sequence=_sequence(raw["Attributes"].get("SequenceNumber")),
-                sent_at=_epoch_seconds(raw["Attributes"].get("SentTimestamp")),
-                attributes=raw.get("MessageAttributes"),
+        return [_message(raw) for raw in response.get("Messages", [])]
+
+    def _traced_receive(self, wait_time_seconds: int, lease_seconds: int) -> list[Message]:
+        """`receive` with the messages' contexts asked for, and a receive span."""
+        started = time.time_ns()
+        try:
+            response = self.receive_client.receive_message(
+                QueueUrl=self.queue.url,
+                MaxNumberOfMessages=SQS_BATCH,
+                WaitTimeSeconds=wait_time_seconds,
+                VisibilityTimeout=lease_seconds,
+                MessageSystemAttributeNames=_TRACED_SYSTEM_ATTRIBUTE_NAMES,
+                MessageAttributeNames=[*tracing.RECEIVE_ATTRIBUTE_NAMES,
+                                       *self.message_attributes],
             )
-            for raw in response.get("Messages", [])
-        ]
+        except Exception as exc:
+            self.tracing.received(self.queue.url, started, [], error=exc)
+            raise
+        raws = response.get("Messages", [])
+        carriers = [TraceCarrier.from_sqs(raw) for raw in raws]
+        received = self.tracing.received(self.queue.url, started, carriers)
+        return [_message(raw, carrier, received)
+                for raw, carrier in zip(raws, carriers, strict=True)]
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
         """Delete in batches of ten; return the messages SQS did not delete."""
+        if not self.tracing.enabled:
+            return self._delete(messages)
+        with self.tracing.settle("delete", self.queue.url, [m.trace for m in messages]):
+            return self._delete(messages)
+
+    def _delete(self, messages: Sequence[Message]) -> list[Message]:
         failed: list[Message] = []
         for batch in chunks(messages):
             by_id = {str(i): m for i, m in enumerate(batch)}
@@ -170,6 +221,14 @@ class SqsTransport:
                           failure_level: int = logging.WARNING) -> list[Message]:
         """Set each message's visibility timeout (seconds from now); return those that failed,
         logged at `failure_level`."""
+        if not self.tracing.enabled:
+            return self._change_visibility(changes, failure_level)
+        with self.tracing.settle("change_visibility", self.queue.url,
+                                 [m.trace for m, _ in changes]):
+            return self._change_visibility(changes, failure_level)
+
+    def _change_visibility(self, changes: Sequence[tuple[Message, int]],
+                           failure_level: int) -> list[Message]:
         failed: list[Message] = []
         for batch in chunks(changes):
             by_id = {str(i): change for i, change in enumerate(batch)}
@@ -196,30 +255,38 @@ class SqsTransport:
         if self.queue.dead_letter_url is None:
             raise RuntimeError("no dead-letter queue is configured for the input queue")
         forms = _dead_letter_forms(message, reason, detail)
-        for attributes, fallback in zip(forms, [*forms[1:], None], strict=True):
-            try:
-                self.client.send_message(
-                    QueueUrl=self.queue.dead_letter_url,
-                    MessageBody=message.body,
-                    MessageGroupId=message.group_id,
-                    # A retried move (say after a crash between send and delete) is deduplicated
-                    # by SQS; a refused send left nothing to deduplicate against.
-                    MessageDeduplicationId=message.message_id,
+        with self.tracing.send(self.queue.dead_letter_url) as span:
+            for attributes, fallback in zip(forms, [*forms[1:], None], strict=True):
+                request = {
+                    "QueueUrl": self.queue.dead_letter_url,
+                    "MessageBody": message.body,
+                    "MessageGroupId": message.group_id,
+                    # A retried move (say after a crash between send and delete) is
+                    # deduplicated by SQS; a refused send left nothing to deduplicate against.
+                    "MessageDeduplicationId": message.message_id,
                     **({"MessageAttributes": attributes} if attributes else {}),
-                )
-                return
-            except ClientError as exc:
-                if fallback is None or not _refused_for_good(exc):
-                    raise
-                error = exc.response.get("Error", {})
-                log.warning("the dead-letter queue refused message %s (%s: %s): sending it "
-                            "again %s (reason %s)", message.message_id, error.get("Code"),
-                            error.get("Message"),
-                            "with a shorter detail" if fallback else "without attributes",
-                            reason,
-                            extra={"message_id": message.message_id,
-                                   "group_id": message.group_id, "reason": reason,
-                                   "error": str(error.get("Message"))})
+                }
+                # The copy carries the send span's context within SQS's 10 attributes; the
+                # last form, for a body that leaves no room, in AWSTraceHeader only (which
+                # counts toward neither the attributes nor the size).
+                room_taken = len(attributes) if attributes else tracing.SQS_MAX_ATTRIBUTES
+                try:
+                    answer = self.client.send_message(
+                        **span.outgoing(room_taken).apply(request))
+                    span.sent(str(answer.get("MessageId", "")))
+                    return
+                except ClientError as exc:
+                    if fallback is None or not _refused_for_good(exc):
+                        raise
+                    error = exc.response.get("Error", {})
+                    log.warning("the dead-letter queue refused message %s (%s: %s): sending "
+                                "it again %s (reason %s)", message.message_id,
+                                error.get("Code"), error.get("Message"),
+                                "with a shorter detail" if fallback else "without attributes",
+                                reason,
+                                extra={"message_id": message.message_id,
+                                       "group_id": message.group_id, "reason": reason,
+                                       "error": str(error.get("Message"))})
 
     def depth(self) -> tuple[int, int]:
         """Approximate (visible, in flight) message counts of the input queue."""

@@ -36,6 +36,7 @@ from workers.books.store import KeyConflict, Origin, StoredBook, WriteContention
 from workers.lease.crashes import CrashRegistry, ProcessingGate
 from workers.lease.files import ProcessingSlots
 from workers.lease.settle import Outcome, Result, message_fields
+from workers.tracing import NO_SPAN, Span
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,12 @@ class BookProcessor:
         # Where each thread says which message it is on, for the crash count if we die.
         self._slots = slots
 
-    def process(self, message: Message) -> Result:
-        """What should happen to `message`, its book stored if it can be."""
+    def process(self, message: Message, span: Span = NO_SPAN) -> Result:
+        """What should happen to `message`, its book stored if it can be; `span`, the message's
+        process span, told the book, how it was stored, and a failure (`workers.tracing`)."""
         crashes = 0 if self._crashes is None else self._crashes.crashes(message.message_id)
+        if crashes:
+            span.crashed(crashes)
         if self._crashes is not None and crashes >= self._crashes.dead_letter_after:
             return _dead_lettered(message, InvalidBook(
                 "crashed_consumer",
@@ -144,12 +148,12 @@ class BookProcessor:
             if self._slots is not None:
                 self._slots.begin(message.message_id)
             try:
-                return self._process(message)
+                return self._process(message, span)
             finally:
                 if self._slots is not None:
                     self._slots.end()
 
-    def _process(self, message: Message) -> Result:
+    def _process(self, message: Message, span: Span) -> Result:
         try:
             pointer = read_pointer(message.body, message.attributes)
             body = message.body if pointer is None else self._read_payload(pointer)
@@ -161,6 +165,7 @@ class BookProcessor:
             book = decode_book(body, self._genre_buckets)
         except InvalidBook as invalid:
             return _dead_lettered(message, invalid)
+        span.book(book.id, book.genre, book.bucket)
         offloaded = ((pointer.bucket, pointer.key)
                      if pointer is not None and self._delete_payloads else None)
         try:
@@ -171,7 +176,10 @@ class BookProcessor:
         except KeyConflict as conflict:
             return _dead_lettered(message, InvalidBook("key_conflict", str(conflict)), book.id)
         except (*AWS_ERRORS, WriteContention) as exc:
+            span.failed(exc)
             return self._failed(message, book, exc)
+        span.book(book.id, book.genre, stored.bucket, stored.key)
+        span.outcome(Outcome.STORED.value, stored.reason)
         if not stored.written:
             # A redelivery of what a consumer that died before its delete had written already.
             log.info("book %r (message %s) not written: s3://%s/%s holds a later message of "

@@ -38,6 +38,7 @@ from workers import metrics
 from workers.aws.sqs import Message
 from workers.consumer.internal_errors import ConsumerThread
 from workers.lease.settle import Outcome, Result
+from workers.tracing import OFF, Span, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,15 @@ log = logging.getLogger(__name__)
 class GroupRunner:
     """One message group, on one processing thread, strictly in order (module docstring)."""
 
-    # What should happen to one message (`BookProcessor.process`).
-    process: Callable[[Message], Result]
+    # What should happen to one message (`BookProcessor.process`), told its process span.
+    process: Callable[[Message, Span], Result]
     # Sends a message decided DEAD_LETTERED to the DLQ: the same result, or a RETRY if it
     # could not be sent (`workers.lease.settle.dead_letter`).
     dead_letter: Callable[[Result], Result]
     stopping: Callable[[], bool]
+    # A process span per message, in its producer's trace (`workers.tracing`).
+    tracing: Tracing = OFF
+    queue_url: str = ""
 
     def run(self, messages: Sequence[Message]) -> list[Result]:
         results: list[Result] = []
@@ -71,10 +75,15 @@ class GroupRunner:
         """Process one message, and dead-letter it if so decided."""
         started = time.perf_counter()
         try:
-            result = self.process(message)
-            if result.outcome is Outcome.DEAD_LETTERED:
-                result = self.dead_letter(result)
-            return result
+            with self.tracing.process(self.queue_url, message.message_id, message.group_id,
+                                      message.receive_count, message.trace,
+                                      message.received) as span:
+                result = self.process(message, span)
+                if result.outcome is Outcome.DEAD_LETTERED:
+                    result = self.dead_letter(result)
+                if result.outcome is not Outcome.STORED:  # the processor told how it was stored
+                    span.outcome(result.outcome.value, result.reason, result.detail)
+                return result
         finally:
             metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 

@@ -33,6 +33,7 @@ from workers.aws import AWS_ERRORS
 from workers.aws.clients import make_clients
 from workers.aws.errors import failure_fields, failure_reason
 from workers.aws.preflight import not_fifo
+from workers.aws.s3 import traced_objects
 from workers.aws.sqs import Message, QueueInfo, SqsTransport, discover_queue
 from workers.backoff import Backoff
 from workers.books.payloads import SIZE_ATTRIBUTES, PayloadReader, PayloadRules
@@ -40,7 +41,11 @@ from workers.books.processor import BookProcessor, crash_limit_warning
 from workers.books.store import BookStore
 from workers.consumer.batches import GroupRunner, InFlightBatches
 from workers.consumer.breaker import Breaker
-from workers.consumer.internal_errors import ConsumerThread, exit_on_internal_error
+from workers.consumer.internal_errors import (
+    ConsumerThread,
+    exit_at_once,
+    exit_on_internal_error,
+)
 from workers.consumer.keeper import EXIT_ORPHANED, Keeper
 from workers.consumer.queue_depth import Depths, QueueDepthSampler
 from workers.consumer.signals import LongPollAbandoned, Signals
@@ -58,6 +63,7 @@ from workers.lease.settle import (
     settle,
 )
 from workers.status import ConsumerState, ConsumerStatus, StatusWriter
+from workers.tracing import OFF, Tracing
 
 if TYPE_CHECKING:
     from workers.consumer.process import ConsumerSpec
@@ -70,6 +76,9 @@ EXIT_OK = 0
 # After a failed queue lookup or receive (SQS down, credentials, ...), and while whole batches
 # fail (the breaker): 1, 2, 4 ... 30 s.
 RECEIVE_BACKOFF = Backoff(1.0, 30.0)
+# The longest a stopping consumer waits for its last spans to be exported (`workers.tracing`):
+# a collector out of reach must not hold a stop up until the pool kills the consumer.
+TRACING_FLUSH_SECONDS = 5.0
 
 
 class Transport(handback.Transport, DeadLetterQueue, Depths, Protocol):
@@ -79,8 +88,9 @@ class Transport(handback.Transport, DeadLetterQueue, Depths, Protocol):
 
 
 class Consumer:
-    def __init__(self, spec: ConsumerSpec) -> None:
+    def __init__(self, spec: ConsumerSpec, tracing: Tracing = OFF) -> None:
         self.spec = spec
+        self.tracing = tracing
         self.settings = spec.settings
         self.pid = os.getpid()
         self._signals = Signals()
@@ -109,13 +119,14 @@ class Consumer:
             return self._finish(EXIT_OK)
         # The payloads' size attributes, asked for: a pointer's declared size is checked
         # against PAYLOAD_MAX_BYTES before anything is read.
-        transport = SqsTransport(clients.sqs_receive, clients.sqs, queue,
+        transport = SqsTransport(clients.sqs_receive, clients.sqs, queue, self.tracing,
                                  message_attributes=SIZE_ATTRIBUTES)
         record, held = self.hold(transport)
         self._hand_back_predecessors(transport)
         self._payloads = None if clients.payloads is None else PayloadReader(
             clients.payloads, PayloadRules(settings.payload_buckets, settings.payload_max_bytes))
-        processor = BookProcessor(BookStore(clients.s3, settings.destinations),
+        processor = BookProcessor(BookStore(traced_objects(clients.s3, self.tracing),
+                                            settings.destinations),
                                   settings.genre_buckets,
                                   max_receive_count=queue.max_receive_count,
                                   crashes=self._crashes, slots=record.processing,
@@ -133,7 +144,14 @@ class Consumer:
     def internal_error(self, thread: ConsumerThread, exc: BaseException) -> None:
         """End this process on an exception nothing expected in one of its threads."""
         exit_on_internal_error(self.spec.slot, thread, exc,
-                               self._record.processing if self._record is not None else None)
+                               self._record.processing if self._record is not None else None,
+                               self._flush_and_exit)
+
+    def _flush_and_exit(self, code: int) -> None:
+        # The spans so far, the failing one's included, are worth a short wait: the pool
+        # replaces this consumer in the meantime anyway.
+        self.tracing.shutdown(TRACING_FLUSH_SECONDS)
+        exit_at_once(code)
 
     # -- start-up -------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -202,6 +220,7 @@ class Consumer:
             self._sleep(wait)  # only a stop ends it early
         if self._signals.stopping():
             return  # the files stay for the next consumer
+        started = time.time_ns()
         try:
             handed_back = hand_back_from(self.spec.predecessors, directory, transport,
                                          self._crashes)
@@ -212,6 +231,8 @@ class Consumer:
             return
         log.info("consumer %d handed back %d message(s) held by %d dead consumer(s)",
                  self.spec.slot, handed_back, len(self.spec.predecessors))
+        self.tracing.hand_back(transport.queue.url, started, len(self.spec.predecessors),
+                               handed_back, ())
 
     # -- the receive loop -----------------------------------------------------------------------
     def _consume(self, transport: Transport, processor: BookProcessor, executor: Executor
@@ -219,7 +240,7 @@ class Consumer:
         """Receive and hand each batch to the processing threads until stopped; True if every
         batch was settled within the stop timeout."""
         groups = GroupRunner(processor.process, functools.partial(dead_letter, transport),
-                             self._signals.stopping)
+                             self._signals.stopping, self.tracing, transport.queue.url)
         batches = InFlightBatches(
             slot=self.spec.slot, executor=executor, process_group=groups.run,
             settle=functools.partial(self._settle_batch, transport),
