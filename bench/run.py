@@ -51,6 +51,7 @@ from typing import Protocol
 from bench import report
 from bench.awslike import COUNTING, Endpoints, Latencies
 from bench.bill import count
+from bench.contenders import WAIT_SECONDS
 from bench.measure import (
     DRAIN_POLL_SECONDS,
     BenchError,
@@ -431,8 +432,10 @@ class Bench:
             # A's three requests a book need no measuring, and it is the slowest to drain.
             bills = self.bill({shape: (f"Shelver {shape}", config)
                                for shape, config in shapes.items()}, naive=False)
-            return "\n".join(f"\n{workload}:\n{report.requests_table(runs)}\n"
-                             f"{report.cost_table(runs)}" for workload, runs in bills.items())
+            idle = report.idle_table(self.options.reference_threads, WAIT_SECONDS, _DEFAULTS)
+            return "\n".join([*(f"\n{workload}:\n{report.requests_table(runs)}\n"
+                                 f"{report.cost_table(runs)}" for workload, runs in bills.items()),
+                               f"\nidle, an hour and a month:\n{idle}"])
         threads = str(self.options.reference_threads)
         runs = [self.drain("B", "B reference", {"threads": threads},
                            self.process_contender("reference", "--threads", threads)),
