@@ -77,12 +77,13 @@ HOURS_A_MONTH = 730  # as AWS prices a month
 @dataclass(frozen=True)
 class Idle:
     """The requests of a consumer with nothing to receive: one long poll after another in each
-    receive loop, and, for Shelver, the queue-depth samples each consumer takes before a receive
-    once `sample_seconds` have passed (two calls: the input queue and its DLQ)."""
+    receive loop, and, for Shelver, the queue-depth samples its sampling consumer (one a replica)
+    takes before a receive once `sample_seconds` have passed (two calls: the input queue and its
+    DLQ)."""
 
     receivers: int  # receive loops (B: its threads; Shelver: CONSUMERS)
     wait_seconds: int  # the long poll (WAIT_TIME_SECONDS), at least 1
-    samplers: int = 0  # consumers sampling the queues (Shelver: CONSUMERS)
+    samplers: int = 0  # consumers sampling the queues (Shelver: 1)
     sample_seconds: float = 15.0  # QUEUE_SAMPLE_SECONDS
 
     def __post_init__(self) -> None:

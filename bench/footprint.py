@@ -1,7 +1,7 @@
 """`python -m bench.footprint`: what one Shelver needs from its pod, measured.
 
 The figures behind deploy/kubernetes/deployment.yaml: a real Shelver with its defaults
-(CONSUMERS=2, CONSUMER_THREADS=4, WEB_CONCURRENCY=2) on its own LocalStack (started here on a free
+(CONSUMERS=4, CONSUMER_THREADS=8, WEB_CONCURRENCY=2) on its own LocalStack (started here on a free
 loopback port, serverless.yml deployed into it by osls), and three runs:
 
   drain   `--books` books pre-sent over `--groups` groups, drained while /health and /metrics

@@ -9,7 +9,7 @@ consumer has: 30 entries with receipt handles of AWS's length.
 
 And what the processing gate (workers/lease/crashes.py: a message with a recorded crash is processed
 alone) costs an ordinary message, which only shares it: entering and leaving it, on one thread,
-and on CONSUMER_THREADS threads at once (the default 4, and 16) contending for it.
+and on CONSUMER_THREADS threads at once (4, the default 8, and 16) contending for it.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ PAYS_FOR = {
     "S3 HeadBucket": "the CRT client asking each bucket's region, once per bucket per consumer, "
                      "and the start-up checks",
     "SQS ChangeMessageVisibilityBatch": "visibility extensions of held messages, and hand-backs",
-    "SQS GetQueueAttributes": "queue-depth samples for the metrics (each consumer, every "
+    "SQS GetQueueAttributes": "queue-depth samples for the metrics (one consumer a replica, every "
                               "`QUEUE_SAMPLE_SECONDS`, input queue and DLQ) and the queue "
                               "checks at start",
     "SQS GetQueueUrl": "the queue lookups at start (the start-up checks, each consumer)",
@@ -179,9 +179,9 @@ def idle_table(reference_threads: int, reference_wait_seconds: int, shelver: Set
     month."""
     idle = {f"B reference, {reference_threads} threads": Idle(reference_threads,
                                                              reference_wait_seconds),
+            # One consumer of a replica samples the depths (workers/consumer/queue_depth.py).
             f"C Shelver, defaults ({shelver.consumers} consumers)": Idle(
-                shelver.consumers, shelver.wait_time_seconds, shelver.consumers,
-                shelver.queue_sample_seconds)}
+                shelver.consumers, shelver.wait_time_seconds, 1, shelver.queue_sample_seconds)}
     return _table(["idle", "ReceiveMessage / hour", "GetQueueAttributes / hour", "$ / month"],
                   [[name, f"{load.requests_per_hour()['SQS ReceiveMessage']:.0f}",
                     f"{load.requests_per_hour()['SQS GetQueueAttributes']:.0f}",

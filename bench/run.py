@@ -51,6 +51,7 @@ from typing import Protocol
 from bench import report
 from bench.awslike import COUNTING, Endpoints, Latencies
 from bench.bill import count
+from bench.contenders import WAIT_SECONDS
 from bench.measure import (
     DRAIN_POLL_SECONDS,
     BenchError,
@@ -94,8 +95,9 @@ class Options:
     sweep: tuple[tuple[int, int], ...] = tuple(itertools.product((1, 2, 3), (4, 8)))
     latency_rate: float = 20.0
     latency_seconds: float = 15.0
-    # Shelver's consumers x threads with AWS-like latencies: from latency-bound to CPU-bound.
-    aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (4, 8), (8, 8))
+    # Shelver's consumers x threads with AWS-like latencies: from latency-bound to CPU-bound (C
+    # is the defaults, 4 x 8; 2 x 4 the defaults before 2026-12-03).
+    aws_like_sweep: tuple[tuple[int, int], ...] = ((1, 4), (2, 4), (2, 16), (3, 8), (8, 8))
     profile: bool = True
     bill: bool = True
     # One part alone ("cpu", "aws-like" or "bill"), Shelver in the sweep's shapes; printed,
@@ -431,8 +433,10 @@ class Bench:
             # A's three requests a book need no measuring, and it is the slowest to drain.
             bills = self.bill({shape: (f"Shelver {shape}", config)
                                for shape, config in shapes.items()}, naive=False)
-            return "\n".join(f"\n{workload}:\n{report.requests_table(runs)}\n"
-                             f"{report.cost_table(runs)}" for workload, runs in bills.items())
+            idle = report.idle_table(self.options.reference_threads, WAIT_SECONDS, _DEFAULTS)
+            return "\n".join([*(f"\n{workload}:\n{report.requests_table(runs)}\n"
+                                 f"{report.cost_table(runs)}" for workload, runs in bills.items()),
+                               f"\nidle, an hour and a month:\n{idle}"])
         threads = str(self.options.reference_threads)
         runs = [self.drain("B", "B reference", {"threads": threads},
                            self.process_contender("reference", "--threads", threads)),
@@ -536,7 +540,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, str]:
                         help="Shelver's CONSUMERS x CONSUMER_THREADS to sweep (default "
                              "1x4,1x8,2x4,2x8,3x4,3x8)")
     parser.add_argument("--aws-like-sweep", type=shapes, metavar="CxT,...",
-                        help="the same with AWS-like latency (default 1x4,2x4,2x16,4x8,8x8)")
+                        help="the same with AWS-like latency (default 1x4,2x4,2x16,3x8,8x8)")
     parser.add_argument("--only", choices=PARTS,
                         help="one part alone, printed, nothing written: cpu (B, C, the --sweep "
                              "shapes), aws-like (B, C, the --aws-like-sweep shapes) or bill "

@@ -142,7 +142,7 @@ CASES: list[tuple[Check, Mutation, str]] = [
      "60 does not exceed the stop deadline 67"),
     (liveness_problems, _set("Deployment", f"{CONTAINER}.livenessProbe.failureThreshold", 3),
      "liveness fails after 30 s"),
-    (scaling_problems, _config("CONSUMER_THREADS", "8"), "keep 7 replicas of 2 x 8"),
+    (scaling_problems, _config("CONSUMER_THREADS", "4"), "keep 7 replicas of 4 x 4"),
     (scaling_problems, _config("INPUT_QUEUE", "InputQueue.fifo"), "Shelver drains"),
     (scaling_problems, _config("AWS_REGION", "us-east-1"), "Shelver in us-east-1"),
     (reference_problems, _set("ScaledObject", "spec.scaleTargetRef.name", "shelve"),

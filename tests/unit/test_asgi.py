@@ -51,7 +51,8 @@ def call(bridge: Bridge, request: Scope, body: Iterable[bytes] = (b"",)) -> Answ
 @pytest.fixture
 def bridge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bridge]:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    bridge = Bridge(create_app({"SHELVER_SETTINGS": Settings(state_dir=str(tmp_path))}), 2)
+    settings = Settings(consumers=2, state_dir=str(tmp_path))
+    bridge = Bridge(create_app({"SHELVER_SETTINGS": settings}), 2)
     yield bridge
     bridge.executor.shutdown()
 

@@ -1,5 +1,5 @@
-"""Queue depths are sampled at most every QUEUE_SAMPLE_SECONDS, the dead-letter queue's with the
-input queue's, and a failed sample is no error."""
+"""Queue depths are sampled by one consumer of a replica, at most every QUEUE_SAMPLE_SECONDS, the
+dead-letter queue's with the input queue's, and a failed sample is no error."""
 
 from __future__ import annotations
 
@@ -109,3 +109,18 @@ def test_a_dead_letter_queue_that_cannot_be_read_leaves_the_input_depth_alone(
     assert (gauge("visible"), gauge("in_flight")) == (8, 0)
     assert (dead_letter_gauge("visible"), dead_letter_gauge("in_flight")) == (2, 0)
     assert "could not sample dead-letter queue depth" in caplog.text
+
+
+@pytest.mark.parametrize("slot", [1, 2, 63])
+def test_only_the_first_consumer_of_a_replica_samples(slot: int):
+    # The depths are the queue's, the same for every consumer: one sampler per replica is
+    # enough, and the others' GetQueueAttributes calls would be paid for nothing.
+    transport, clock = DepthTransport([(7, 3)], dead_letter_answers=[(1, 0)]), FakeClock()
+    sampler = QueueDepthSampler(slot, transport, 15, clock=clock)
+
+    for _ in range(3):
+        sampler.sample_if_due()
+        clock.now += 15
+
+    assert transport.calls == 0
+    assert transport.dead_letter_answers == [(1, 0)]

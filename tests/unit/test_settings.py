@@ -21,8 +21,8 @@ def test_defaults_when_only_the_region_is_set() -> None:
     assert settings == Settings()
     assert settings.input_queue == "InputQueue.fifo"
     assert dict(settings.genre_buckets) == {"scifi": "scifi", "romance": "romance"}
-    assert settings.consumers == 2
-    assert settings.consumer_threads == 4
+    assert settings.consumers == 4
+    assert settings.consumer_threads == 8
     assert settings.wait_time_seconds == 20
     assert settings.poll_interval_seconds == 0.0
     assert settings.visibility_ceiling_seconds == 3_600

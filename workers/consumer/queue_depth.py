@@ -1,8 +1,10 @@
-"""Queue depths for the metrics, sampled by a consumer between receives.
+"""Queue depths for the metrics, sampled by a replica's first consumer between receives.
 
 A sample every `QUEUE_SAMPLE_SECONDS`, not per receive or per scrape: the gauges only need to be
 roughly current, and each sample costs SQS calls, one for the input queue and one for its
-dead-letter queue (when it has one).
+dead-letter queue (when it has one). The depths are the queue's, the same whoever asks, so one
+consumer of a replica (slot `SAMPLING_SLOT`, which every pool has and refills when its consumer
+dies) samples them: more would pay for the same figures again, `CONSUMERS` times over.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from workers.aws import AWS_ERRORS
 from workers.aws.errors import failure_fields
 
 log = logging.getLogger(__name__)
+
+SAMPLING_SLOT = 0
 
 
 class Depths(Protocol):
@@ -39,6 +43,8 @@ class QueueDepthSampler:
     _next_sample: float = field(default=0.0, init=False)  # clock time; the first call samples
 
     def sample_if_due(self) -> None:
+        if self.slot != SAMPLING_SLOT:
+            return
         now = self.clock()
         if now < self._next_sample:
             return
