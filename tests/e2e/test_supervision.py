@@ -176,6 +176,11 @@ def test_health_reports_consumers_and_totals(aws: Aws, stack: Stack,
     aws.send(stack.input_url, [("h", book(f"t-{n}", f"Totals {n}", "scifi")) for n in range(7)]
              + [("h", b"{broken")])
     wait_until(lambda: aws.drained(stack.input_url), 30, 0.3, "the input queue to drain")
+    # /health is ok from a consumer's first long poll in flight, so the one that took no book
+    # may not have finished a poll yet when the other has drained the queue.
+    wait_until(lambda: all(c["seconds_since_last_poll"] is not None
+                           for c in shelver.get("/health").body["consumers"]),
+               30, 0.3, "every consumer to finish a poll")
 
     body = shelver.get("/health").body
     assert body["status"] == "ok"
